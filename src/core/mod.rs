@@ -1,0 +1,33 @@
+//! The sync core: data model, validation, conflict rule, frontiers and the
+//! per-peer protocol, as pure state machines.
+//!
+//! Architecture invariant: nothing under `core` imports tokio, sled, tonic
+//! or rustls, reads a clock or touches a socket or file. Time comes in as
+//! `now_ms`; storage goes through [`store::Store`]. That is what lets the
+//! same code run in a seeded, single-threaded simulation and in a node.
+
+pub mod admit;
+pub mod delta;
+pub mod frontier;
+pub mod held;
+pub mod hlc;
+pub mod ids;
+pub mod merge;
+pub mod replica;
+pub mod roster;
+pub mod session;
+pub mod store;
+pub mod validate;
+pub mod verify;
+
+pub use admit::{Admission, Admitted};
+pub use delta::{DeltaBody, Op, SignedDelta};
+pub use frontier::{Frontier, FrontierDigest, Head, SeqRange};
+pub use hlc::{Hlc, HlcClock};
+pub use ids::{DeltaHash, NodeId};
+pub use merge::RecordRef;
+pub use replica::{Counters, IngestReport, Replica, WriteError};
+pub use roster::{Member, Role, Roster};
+pub use session::{PeerMsg, Reaction, Session};
+pub use store::{Commit, MemStore, Quarantined, Store};
+pub use validate::{Evidence, Limits, Refusal};

@@ -1,0 +1,494 @@
+//! A replica: one node's view of the federation's deltas, and the only
+//! place deltas are admitted. Sans-IO: time arrives as `now_ms`, storage
+//! through the [`Store`] trait, and nothing here blocks on a network.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::SigningKey;
+
+use super::admit::{Admission, Admitted, Verdict};
+use super::delta::{DeltaBody, Op, SignedDelta};
+use super::frontier::{Frontier, FrontierDigest, Head, SeqRange};
+use super::held::{Held, HoldOutcome};
+use super::hlc::HlcClock;
+use super::ids::NodeId;
+use super::merge::{resolve, RecordRef};
+use super::roster::Roster;
+use super::store::{Commit, Quarantined, Store};
+use super::validate::{check_admissible, check_chain, check_shape, Evidence, Limits, Refusal};
+
+/// What one ingest did.
+#[derive(Debug, Default)]
+pub struct IngestReport {
+    /// Newly applied, in the order applied: what to push onwards.
+    pub applied: Vec<SignedDelta>,
+    pub duplicates: usize,
+    /// Valid deltas now waiting for an earlier gap to fill.
+    pub held: usize,
+    /// Valid deltas not held because the hold buffer was full.
+    pub held_dropped: usize,
+    pub refused: Vec<Refusal>,
+    /// Applied deltas that did not become their key's current value.
+    pub conflicts: usize,
+}
+
+/// Totals since the replica was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub held_dropped: u64,
+    pub refused: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError<E: std::error::Error> {
+    #[error("write refused: {0}")]
+    Refused(Refusal),
+    #[error(transparent)]
+    Store(E),
+}
+
+pub struct Replica<S: Store> {
+    store: S,
+    /// Roster, limits and parsed keys: everything admission needs.
+    admission: Admission,
+    frontier: Frontier,
+    digest: FrontierDigest,
+    held: Held,
+    clock: HlcClock,
+    counters: Counters,
+}
+
+impl<S: Store> Replica<S> {
+    pub fn open(store: S, roster: Roster, limits: Limits) -> Result<Self, S::Error> {
+        let frontier = store.load_frontier()?;
+        let mut clock = HlcClock::new();
+        for (author, head) in frontier.iter() {
+            if let Some(d) = store.delta(author, head.seq)? {
+                clock.observe(d.hlc());
+            }
+        }
+        Ok(Replica {
+            digest: frontier.digest(),
+            frontier,
+            held: Held::new(limits.held_deltas_max),
+            store,
+            admission: Admission::new(roster, limits),
+            clock,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn frontier(&self) -> &Frontier {
+        &self.frontier
+    }
+    pub fn digest(&self) -> FrontierDigest {
+        self.digest
+    }
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+    pub fn roster(&self) -> &Roster {
+        &self.admission.roster
+    }
+    pub fn limits(&self) -> &Limits {
+        &self.admission.limits
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    pub fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The current value of `key`: its winning delta, unless that is a delete.
+    pub fn get(&self, key: &str) -> Result<Option<SignedDelta>, S::Error> {
+        match self.store.record(key)? {
+            Some(r) if !r.deleted => self.store.delta(&r.author, r.seq),
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads deltas for a peer, in bounded batches.
+    pub fn read(
+        &self,
+        range: SeqRange,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SignedDelta>, S::Error> {
+        self.store.deltas(range, max_count, max_bytes)
+    }
+
+    /// Makes, signs and durably applies a local write. On `Ok` the write is
+    /// acknowledged: stored and flushed.
+    pub fn write(
+        &mut self,
+        signer: &SigningKey,
+        key: &str,
+        op: Op,
+        value: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<SignedDelta, WriteError<S::Error>> {
+        let author = NodeId(signer.verifying_key().to_bytes());
+        // Shape and authority first: the encoding cannot even hold an
+        // over-long key, so nothing is signed before these pass.
+        check_shape(key, value.len(), &self.admission.limits).map_err(WriteError::Refused)?;
+        self.admission
+            .roster
+            .authorize(&author, key)
+            .map_err(|e| WriteError::Refused(e.into()))?;
+        let head = self.frontier.head(&author);
+        // A delete is a tombstone and carries no value by definition.
+        let value = if op == Op::Delete { Vec::new() } else { value };
+        let body = DeltaBody {
+            author,
+            seq: head.seq + 1,
+            prev: head.hash,
+            hlc: self.clock.tick(now_ms),
+            key: key.to_owned(),
+            op,
+            value,
+        };
+        let delta = body.sign(signer);
+        let mut report = self
+            .ingest(vec![delta.clone()], "local", now_ms)
+            .map_err(WriteError::Store)?;
+        if let Some(refusal) = report.refused.pop() {
+            return Err(WriteError::Refused(refusal));
+        }
+        debug_assert_eq!(report.applied.len(), 1, "a local write applies at once");
+        Ok(delta)
+    }
+
+    /// Decodes and ingests deltas exactly as received from `origin`.
+    pub fn ingest_encoded<'a>(
+        &mut self,
+        raw: impl IntoIterator<Item = &'a [u8]>,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<IngestReport, S::Error> {
+        let admitted = self.admission.admit(raw, &self.frontier, now_ms);
+        self.ingest_admitted(admitted, origin, now_ms)
+    }
+
+    /// Validates, verifies (in one batch) and applies deltas.
+    pub fn ingest(
+        &mut self,
+        deltas: Vec<SignedDelta>,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<IngestReport, S::Error> {
+        self.ingest_admitted(Admitted::unverified(deltas), origin, now_ms)
+    }
+
+    /// Applies a batch admitted elsewhere (possibly on another thread).
+    /// Refusals are quarantined in the same atomic, durable commit as the
+    /// deltas applied.
+    pub fn ingest_admitted(
+        &mut self,
+        admitted: Admitted,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<IngestReport, S::Error> {
+        let mut out = Outcome::new(origin, now_ms);
+        for (refusal, bytes) in admitted.refused {
+            out.refuse(refusal, bytes);
+        }
+        let screened = self.screen(admitted.deltas, &mut out)?;
+        let touched = self.verify_and_hold(screened, &mut out);
+        self.apply_runs(touched, &mut out)?;
+        if !out.commit.is_empty() {
+            self.store.commit(&out.commit)?;
+        }
+        // Only now, with the commit durable, does memory move forward.
+        for (author, head) in &out.commit.heads {
+            self.frontier.set(*author, *head);
+        }
+        if !out.commit.heads.is_empty() {
+            self.digest = self.frontier.digest();
+        }
+        if let Some(latest) = out.report.applied.iter().map(|d| d.hlc()).max() {
+            self.clock.observe(latest);
+        }
+        out.report.held = self.held.len();
+        self.count(&out.report);
+        Ok(out.report)
+    }
+
+    /// Drops duplicates and refuses inadmissible deltas. What remains is
+    /// new (or contradicts a stored delta: possible equivocation).
+    fn screen(
+        &mut self,
+        deltas: Vec<(SignedDelta, Verdict)>,
+        out: &mut Outcome,
+    ) -> Result<Vec<Screened>, S::Error> {
+        let mut kept = Vec::with_capacity(deltas.len());
+        for (d, verdict) in deltas {
+            let head = self.frontier.head(&d.author());
+            if d.seq() <= head.seq {
+                if d.seq() == head.seq && d.hash() == head.hash {
+                    out.report.duplicates += 1;
+                    continue;
+                }
+                match self.store.delta(&d.author(), d.seq())? {
+                    Some(stored) if stored.hash() != d.hash() => kept.push(Screened {
+                        delta: d,
+                        verdict,
+                        contradicts: Some(stored),
+                    }),
+                    _ => out.report.duplicates += 1,
+                }
+                continue;
+            }
+            if self.held.contains(&d) {
+                out.report.duplicates += 1;
+                continue;
+            }
+            // Admission may have used an older roster: authority is cheap
+            // to check again, and the current roster is what counts.
+            let limits = &self.admission.limits;
+            match check_admissible(&d, &self.admission.roster, limits, out.now_ms) {
+                Ok(()) => kept.push(Screened {
+                    delta: d,
+                    verdict,
+                    contradicts: None,
+                }),
+                Err(r) => out.refuse(r, d.as_bytes().to_vec()),
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Verifies what admission did not, then holds the valid deltas.
+    fn verify_and_hold(&mut self, screened: Vec<Screened>, out: &mut Outcome) -> BTreeSet<NodeId> {
+        let unchecked: Vec<&SignedDelta> = screened
+            .iter()
+            .filter(|s| s.verdict == Verdict::Unchecked)
+            .map(|s| &s.delta)
+            .collect();
+        let mut verdicts = self.admission.keys.verify_deltas(&unchecked).into_iter();
+        let mut touched = BTreeSet::new();
+        for s in screened {
+            let valid = s.verdict == Verdict::Valid || verdicts.next() == Some(true);
+            let d = s.delta;
+            if !valid {
+                let refusal = self.admission.signature_refusal(&d);
+                out.refuse(refusal, d.as_bytes().to_vec());
+                continue;
+            }
+            if let Some(first) = s.contradicts {
+                out.equivocation(first, d);
+                continue;
+            }
+            let next_in_chain = d.seq() == self.frontier.head(&d.author()).seq + 1;
+            match self.held.hold(d.clone(), next_in_chain) {
+                HoldOutcome::Held => {
+                    touched.insert(d.author());
+                }
+                HoldOutcome::Duplicate => out.report.duplicates += 1,
+                HoldOutcome::Conflict(first) => out.equivocation(first, d),
+                HoldOutcome::Full => out.report.held_dropped += 1,
+            }
+        }
+        touched
+    }
+
+    /// Applies, per author, the contiguous run the held buffer now allows.
+    fn apply_runs(&mut self, touched: BTreeSet<NodeId>, out: &mut Outcome) -> Result<(), S::Error> {
+        let mut records: BTreeMap<String, RecordRef> = BTreeMap::new();
+        for author in touched {
+            let start = self.frontier.head(&author);
+            let mut head = start;
+            while let Some(d) = self.held.take(author, head.seq + 1) {
+                if let Err(r) = check_chain(&d, head.hash) {
+                    out.refuse(r, d.as_bytes().to_vec());
+                    break;
+                }
+                head = Head {
+                    seq: d.seq(),
+                    hash: d.hash(),
+                };
+                let incoming = RecordRef::of(&d);
+                let current = match records.get(d.key()) {
+                    Some(r) => Some(*r),
+                    None => self.store.record(d.key())?,
+                };
+                match resolve(current.as_ref(), &incoming) {
+                    Some(winner) => {
+                        records.insert(d.key().to_owned(), winner);
+                    }
+                    None => out.report.conflicts += 1,
+                }
+                out.commit.deltas.push(d.clone());
+                out.report.applied.push(d);
+            }
+            if head != start {
+                out.commit.heads.push((author, head));
+            }
+        }
+        out.commit.records = records.into_iter().collect();
+        Ok(())
+    }
+
+    fn count(&mut self, r: &IngestReport) {
+        let c = &mut self.counters;
+        c.applied += r.applied.len() as u64;
+        c.duplicates += r.duplicates as u64;
+        c.conflicts += r.conflicts as u64;
+        c.held_dropped += r.held_dropped as u64;
+        for refusal in &r.refused {
+            *c.refused.entry(refusal.code()).or_default() += 1;
+        }
+    }
+}
+
+/// A delta that passed screening.
+struct Screened {
+    delta: SignedDelta,
+    verdict: Verdict,
+    /// The stored delta with the same author and seq, if it differs.
+    contradicts: Option<SignedDelta>,
+}
+
+/// The commit and report one ingest is building.
+struct Outcome<'a> {
+    origin: &'a str,
+    now_ms: u64,
+    commit: Commit,
+    report: IngestReport,
+}
+
+impl<'a> Outcome<'a> {
+    fn new(origin: &'a str, now_ms: u64) -> Self {
+        Outcome {
+            origin,
+            now_ms,
+            commit: Commit::default(),
+            report: IngestReport::default(),
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal, bytes: Vec<u8>) {
+        self.commit.quarantine.push(Quarantined {
+            at_ms: self.now_ms,
+            origin: self.origin.to_owned(),
+            code: refusal.code().to_owned(),
+            reason: refusal.to_string(),
+            bytes,
+        });
+        self.report.refused.push(refusal);
+    }
+
+    fn equivocation(&mut self, first: SignedDelta, second: SignedDelta) {
+        let bytes = second.as_bytes().to_vec();
+        let evidence = Evidence {
+            author: first.author(),
+            seq: first.seq(),
+            first,
+            second,
+        };
+        self.refuse(Refusal::Equivocation(Box::new(evidence)), bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::store::MemStore;
+    use crate::testkit::{roster, Author};
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn replica(authors: &[&Author]) -> Replica<MemStore> {
+        Replica::open(
+            MemStore::default(),
+            roster(authors.iter().copied()),
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn equivocation_is_detected_kept_as_evidence_and_not_applied() {
+        let mut fr = Author::region(1, "fr");
+        let mut twin = Author::region(1, "fr"); // same key, diverging log
+        let mut rep = replica(&[&fr]);
+        let a = fr.put("x", b"1", NOW);
+        let b = twin.put("x", b"2", NOW);
+        assert_eq!((a.author(), a.seq()), (b.author(), b.seq()));
+        rep.ingest(vec![a.clone()], "p", NOW).unwrap();
+        let report = rep.ingest(vec![b.clone()], "q", NOW).unwrap();
+        assert!(report.applied.is_empty());
+        match &report.refused[..] {
+            [Refusal::Equivocation(ev)] => {
+                assert_eq!((&ev.first, &ev.second), (&a, &b));
+            }
+            other => panic!("expected equivocation, got {other:?}"),
+        }
+        assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a));
+        assert_eq!(rep.store().quarantine[0].code, "equivocation");
+    }
+
+    #[test]
+    fn a_gap_holds_deltas_until_it_fills() {
+        let mut fr = Author::region(1, "fr");
+        let mut rep = replica(&[&fr]);
+        let d: Vec<_> = (0..3).map(|i| fr.put("x", &[i], NOW)).collect();
+        let r = rep
+            .ingest(vec![d[2].clone(), d[1].clone()], "p", NOW)
+            .unwrap();
+        assert_eq!((r.applied.len(), r.held), (0, 2));
+        assert_eq!(rep.frontier().head(&fr.id()).seq, 0);
+        let r = rep.ingest(vec![d[0].clone()], "p", NOW).unwrap();
+        assert_eq!(r.applied, d);
+        assert_eq!(rep.held_len(), 0);
+        assert_eq!(rep.get("regions/fr/x").unwrap().unwrap().value(), &[2]);
+    }
+
+    #[test]
+    fn far_future_timestamps_and_oversized_values_are_refused() {
+        let mut fr = Author::region(1, "fr");
+        let mut rep = replica(&[&fr]);
+        let future = fr.put("x", b"1", NOW + 2 * 60 * 60 * 1000);
+        let r = rep.ingest(vec![future], "p", NOW).unwrap();
+        assert_eq!(r.refused[0].code(), "from_the_future");
+        let mut fr2 = Author::region(1, "fr");
+        let big = fr2.put("x", &vec![0u8; 1024 * 1024 + 1], NOW);
+        let r = rep.ingest(vec![big], "p", NOW).unwrap();
+        assert_eq!(r.refused[0].code(), "value_too_large");
+        assert_eq!(rep.frontier().total_deltas(), 0);
+        assert_eq!(rep.counters().refused.values().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn local_writes_chain_and_respect_authority() {
+        let fr = Author::region(1, "fr");
+        let mut rep = replica(&[&fr]);
+        let a = rep
+            .write(&fr.key, "regions/fr/a", Op::Put, b"1".to_vec(), NOW)
+            .unwrap();
+        let b = rep
+            .write(
+                &fr.key,
+                "regions/fr/a",
+                Op::Delete,
+                b"ignored".to_vec(),
+                NOW - 5,
+            )
+            .unwrap();
+        assert_eq!((a.seq(), b.seq(), b.prev()), (1, 2, a.hash()));
+        assert!(
+            b.hlc() > a.hlc(),
+            "clock is monotonic though wall time went back"
+        );
+        assert!(b.value().is_empty());
+        assert_eq!(rep.get("regions/fr/a").unwrap(), None);
+        let err = rep
+            .write(&fr.key, "hq/x", Op::Put, vec![], NOW)
+            .unwrap_err();
+        assert!(err.to_string().contains("outside its key space"), "{err}");
+        assert_eq!(rep.frontier().head(&fr.id()).seq, 2);
+    }
+}

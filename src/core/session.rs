@@ -1,0 +1,196 @@
+//! One peer link's sync protocol as a state machine: messages in, messages
+//! out. The runtime owns the transport and feeds this; the simulation feeds
+//! it from a random scheduler. Neither changes what it decides.
+//!
+//! # Protocol
+//!
+//! 1. Either side sends `Digest` (its frontier's digest) when a link opens
+//!    and on every anti-entropy tick.
+//! 2. A side receiving a digest different from its own replies with its
+//!    whole `Frontier`; an equal digest gets `InSync`. So an idle check is
+//!    one round trip of tens of bytes.
+//! 3. A side receiving a `Frontier` streams the deltas the peer lacks, in
+//!    sequence order and in bounded batches (`next_batch`), and, if the
+//!    peer holds deltas it lacks, asks for them with `Need`.
+//! 4. `Need` is answered with deltas only, so no exchange loops.
+//! 5. New deltas are pushed at once (`push`).
+//!
+//! Messages on one link are assumed to arrive in order (one gRPC stream),
+//! which lets a session remember what it already sent and not send it
+//! twice. Correctness does not rest on that: a lost or reordered message at
+//! worst delays a delta until the next digest exchange.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::delta::SignedDelta;
+use super::frontier::{Frontier, FrontierDigest, SeqRange};
+use super::ids::NodeId;
+use super::replica::{IngestReport, Replica};
+use super::store::Store;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerMsg {
+    Digest(FrontierDigest),
+    InSync(FrontierDigest),
+    Frontier(Frontier),
+    Need(Vec<SeqRange>),
+    Deltas(Vec<SignedDelta>),
+}
+
+/// What handling one message produced.
+#[derive(Debug, Default)]
+pub struct Reaction {
+    /// Send these to the peer, in order, before any `next_batch` output.
+    pub send: Vec<PeerMsg>,
+    /// Set when the message carried deltas.
+    pub ingest: Option<IngestReport>,
+}
+
+/// The sync state for one peer link.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Highest seq per author already sent on this link (so a push and a
+    /// catch-up stream never send one delta twice).
+    sent: HashMap<NodeId, u64>,
+    /// Runs still to stream.
+    outbox: VecDeque<SeqRange>,
+    /// The peer's frontier as of its last `Frontier` message.
+    peer: Option<Frontier>,
+    /// The digest both sides last agreed on.
+    in_sync_at: Option<FrontierDigest>,
+    /// Whether we already asked the peer to fill a gap we hold deltas past.
+    asked_for_gap: bool,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The opening (and anti-entropy) message.
+    pub fn digest<S: Store>(&self, replica: &Replica<S>) -> PeerMsg {
+        PeerMsg::Digest(replica.digest())
+    }
+
+    /// True when the last digest exchange found both sides equal and
+    /// nothing has changed on this side since.
+    pub fn in_sync<S: Store>(&self, replica: &Replica<S>) -> bool {
+        self.in_sync_at == Some(replica.digest())
+    }
+
+    pub fn peer_frontier(&self) -> Option<&Frontier> {
+        self.peer.as_ref()
+    }
+
+    pub fn handle<S: Store>(
+        &mut self,
+        msg: PeerMsg,
+        replica: &mut Replica<S>,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<Reaction, S::Error> {
+        let mut r = Reaction::default();
+        match msg {
+            PeerMsg::Digest(d) if d == replica.digest() => {
+                self.in_sync_at = Some(d);
+                r.send.push(PeerMsg::InSync(d));
+            }
+            PeerMsg::Digest(_) => r.send.push(PeerMsg::Frontier(replica.frontier().clone())),
+            PeerMsg::InSync(d) => {
+                if d == replica.digest() {
+                    self.in_sync_at = Some(d);
+                }
+            }
+            PeerMsg::Frontier(theirs) => {
+                // Their frontier is fresh truth: it was sent after everything
+                // we sent before our digest, so restart our record of it.
+                self.sent = theirs.iter().map(|(a, h)| (*a, h.seq)).collect();
+                self.outbox.clear();
+                self.enqueue(replica.frontier().missing_in(&theirs));
+                let need = theirs.missing_in(replica.frontier());
+                if !need.is_empty() {
+                    r.send.push(PeerMsg::Need(need));
+                }
+                self.peer = Some(theirs);
+            }
+            PeerMsg::Need(ranges) => self.enqueue_needed(ranges, replica.frontier()),
+            PeerMsg::Deltas(batch) => {
+                let report = replica.ingest(batch, origin, now_ms)?;
+                if replica.held_len() == 0 {
+                    self.asked_for_gap = false;
+                } else if report.held > 0 && !self.asked_for_gap {
+                    // Deltas past a gap: ask once for what we lack. Later
+                    // gaps wait for the next digest exchange.
+                    self.asked_for_gap = true;
+                    r.send.push(PeerMsg::Digest(replica.digest()));
+                }
+                r.ingest = Some(report);
+            }
+        }
+        Ok(r)
+    }
+
+    /// Queues a locally applied delta for the peer unless already sent.
+    /// Returns the message to send now, if any.
+    pub fn push(&mut self, deltas: &[SignedDelta]) -> Option<PeerMsg> {
+        let fresh: Vec<SignedDelta> = deltas
+            .iter()
+            .filter(|d| {
+                let sent = self.sent.entry(d.author()).or_default();
+                if d.seq() <= *sent {
+                    return false;
+                }
+                *sent = d.seq();
+                true
+            })
+            .cloned()
+            .collect();
+        (!fresh.is_empty()).then_some(PeerMsg::Deltas(fresh))
+    }
+
+    /// The next batch of the catch-up stream, or `None` when done. The
+    /// runtime calls this only when the link has room (flow control).
+    pub fn next_batch<S: Store>(
+        &mut self,
+        replica: &Replica<S>,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Vec<SignedDelta>>, S::Error> {
+        while let Some(mut range) = self.outbox.pop_front() {
+            let sent = self.sent.get(&range.author).copied().unwrap_or(0);
+            range.first = range.first.max(sent + 1);
+            if range.is_empty() {
+                continue;
+            }
+            let batch = replica.read(range, max_count, max_bytes)?;
+            let Some(last) = batch.last().map(|d| d.seq()) else {
+                continue;
+            };
+            self.sent.insert(range.author, last);
+            if last < range.last {
+                self.outbox.push_front(range);
+            }
+            return Ok(Some(batch));
+        }
+        Ok(None)
+    }
+
+    pub fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    fn enqueue(&mut self, ranges: Vec<SeqRange>) {
+        self.outbox.extend(ranges);
+    }
+
+    /// Serves only what we hold: a peer cannot make us read past our heads.
+    fn enqueue_needed(&mut self, ranges: Vec<SeqRange>, mine: &Frontier) {
+        for mut r in ranges {
+            r.first = r.first.max(1);
+            r.last = r.last.min(mine.head(&r.author).seq);
+            if !r.is_empty() {
+                self.outbox.push_back(r);
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Fixtures shared by tests, benchmarks and the simulation: deterministic
+//! keys and hand-built delta chains, without a replica in the way.
+
+use ed25519_dalek::SigningKey;
+
+use crate::core::{
+    DeltaBody, DeltaHash, Head, HlcClock, Member, NodeId, Op, Role, Roster, SignedDelta,
+};
+
+/// An author that builds its own chain of signed deltas.
+pub struct Author {
+    pub key: SigningKey,
+    pub region: Option<String>,
+    pub roles: Vec<Role>,
+    head: Head,
+    clock: HlcClock,
+}
+
+impl Author {
+    /// A region author whose key is derived from `seed` (deterministic).
+    pub fn region(seed: u64, region: &str) -> Self {
+        Self::with(seed, Some(region.to_owned()), vec![Role::Region])
+    }
+
+    /// An `hq` author.
+    pub fn hq(seed: u64) -> Self {
+        Self::with(seed, None, vec![Role::Hq])
+    }
+
+    fn with(seed: u64, region: Option<String>, roles: Vec<Role>) -> Self {
+        let mut secret = [0u8; 32];
+        secret[..8].copy_from_slice(&seed.to_le_bytes());
+        secret[8] = 0xfe;
+        Author {
+            key: SigningKey::from_bytes(&secret),
+            region,
+            roles,
+            head: Head::default(),
+            clock: HlcClock::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        NodeId(self.key.verifying_key().to_bytes())
+    }
+
+    pub fn member(&self) -> Member {
+        Member {
+            id: self.id(),
+            name: match &self.region {
+                Some(r) => format!("office-{r}"),
+                None => "hq".into(),
+            },
+            region: self.region.clone(),
+            roles: self.roles.iter().copied().collect(),
+        }
+    }
+
+    /// The key space this author writes: `regions/<r>/` or `hq/`.
+    pub fn space(&self) -> String {
+        match &self.region {
+            Some(r) => format!("regions/{r}/"),
+            None => "hq/".into(),
+        }
+    }
+
+    /// The next delta of this author's chain, for any key (authority is not
+    /// checked here, so tests can build out-of-authority deltas).
+    pub fn next(&mut self, key: &str, op: Op, value: &[u8], now_ms: u64) -> SignedDelta {
+        let body = DeltaBody {
+            author: self.id(),
+            seq: self.head.seq + 1,
+            prev: self.head.hash,
+            hlc: self.clock.tick(now_ms),
+            key: key.to_owned(),
+            op,
+            value: if op == Op::Delete {
+                Vec::new()
+            } else {
+                value.to_vec()
+            },
+        };
+        let d = body.sign(&self.key);
+        self.head = Head {
+            seq: d.seq(),
+            hash: d.hash(),
+        };
+        d
+    }
+
+    /// A put in this author's own space.
+    pub fn put(&mut self, suffix: &str, value: &[u8], now_ms: u64) -> SignedDelta {
+        let key = format!("{}{suffix}", self.space());
+        self.next(&key, Op::Put, value, now_ms)
+    }
+
+    pub fn head_hash(&self) -> DeltaHash {
+        self.head.hash
+    }
+}
+
+/// A roster with every author in it.
+pub fn roster<'a>(authors: impl IntoIterator<Item = &'a Author>) -> Roster {
+    Roster::new(1, authors.into_iter().map(Author::member))
+}
