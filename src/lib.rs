@@ -5,5 +5,6 @@
 
 pub mod core;
 pub mod identity;
+pub mod rpc;
 pub mod store;
 pub mod testkit;

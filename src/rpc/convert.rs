@@ -1,0 +1,222 @@
+//! prost <-> domain conversions for the peer protocol. Every field from the
+//! wire is checked here (lengths, presence), so the core only ever sees
+//! well-formed values. Deltas stay as raw bytes: deciding about them is the
+//! core's job (a malformed delta is quarantined, not a protocol error).
+
+use crate::core::{
+    DeltaHash, Frontier, FrontierDigest, Head, NodeId, PeerMsg, SeqRange, SignedDelta,
+};
+
+use super::pb;
+
+/// Why a peer message could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("message has no body")]
+    Empty,
+    #[error("{field}: expected {expected} bytes, got {got}")]
+    Length {
+        field: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    #[error("frontier lists author {0} twice")]
+    DuplicateAuthor(String),
+    #[error("frontier head with seq 0")]
+    ZeroSeq,
+    #[error("range {first}..={last} is empty or starts at 0")]
+    BadRange { first: u64, last: u64 },
+}
+
+/// A peer message as the runtime receives it: deltas still undecoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Msg(PeerMsg),
+    Deltas(Vec<Vec<u8>>),
+}
+
+fn array32(field: &'static str, b: &[u8]) -> Result<[u8; 32], ProtoError> {
+    b.try_into().map_err(|_| ProtoError::Length {
+        field,
+        expected: 32,
+        got: b.len(),
+    })
+}
+
+fn digest(d: pb::Digest) -> Result<FrontierDigest, ProtoError> {
+    Ok(FrontierDigest(array32("digest", &d.digest)?))
+}
+
+fn frontier(f: pb::Frontier) -> Result<Frontier, ProtoError> {
+    let mut out = Frontier::new();
+    for h in f.heads {
+        let author = NodeId(array32("head.author", &h.author)?);
+        if h.seq == 0 {
+            return Err(ProtoError::ZeroSeq);
+        }
+        if out.head(&author).seq != 0 {
+            return Err(ProtoError::DuplicateAuthor(author.short()));
+        }
+        let hash = DeltaHash(array32("head.hash", &h.hash)?);
+        out.set(author, Head { seq: h.seq, hash });
+    }
+    Ok(out)
+}
+
+fn range(r: pb::SeqRange) -> Result<SeqRange, ProtoError> {
+    if r.first == 0 || r.last < r.first {
+        return Err(ProtoError::BadRange {
+            first: r.first,
+            last: r.last,
+        });
+    }
+    Ok(SeqRange {
+        author: NodeId(array32("range.author", &r.author)?),
+        first: r.first,
+        last: r.last,
+    })
+}
+
+impl TryFrom<pb::PeerMessage> for Incoming {
+    type Error = ProtoError;
+
+    fn try_from(m: pb::PeerMessage) -> Result<Self, ProtoError> {
+        use pb::peer_message::Body;
+        Ok(match m.body.ok_or(ProtoError::Empty)? {
+            Body::Digest(d) => Incoming::Msg(PeerMsg::Digest(digest(d)?)),
+            Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(d)?)),
+            Body::Frontier(f) => Incoming::Msg(PeerMsg::Frontier(frontier(f)?)),
+            Body::Need(n) => Incoming::Msg(PeerMsg::Need(
+                n.ranges.into_iter().map(range).collect::<Result<_, _>>()?,
+            )),
+            Body::Deltas(d) => Incoming::Deltas(d.deltas),
+        })
+    }
+}
+
+fn pb_digest(d: FrontierDigest) -> pb::Digest {
+    pb::Digest {
+        digest: d.0.to_vec(),
+    }
+}
+
+fn pb_deltas(deltas: &[SignedDelta]) -> pb::Deltas {
+    pb::Deltas {
+        deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
+    }
+}
+
+impl From<&PeerMsg> for pb::PeerMessage {
+    fn from(m: &PeerMsg) -> Self {
+        use pb::peer_message::Body;
+        let body = match m {
+            PeerMsg::Digest(d) => Body::Digest(pb_digest(*d)),
+            PeerMsg::InSync(d) => Body::InSync(pb_digest(*d)),
+            PeerMsg::Frontier(f) => Body::Frontier(pb::Frontier {
+                heads: f
+                    .iter()
+                    .map(|(a, h)| pb::Head {
+                        author: a.0.to_vec(),
+                        seq: h.seq,
+                        hash: h.hash.0.to_vec(),
+                    })
+                    .collect(),
+            }),
+            PeerMsg::Need(ranges) => Body::Need(pb::Need {
+                ranges: ranges
+                    .iter()
+                    .map(|r| pb::SeqRange {
+                        author: r.author.0.to_vec(),
+                        first: r.first,
+                        last: r.last,
+                    })
+                    .collect(),
+            }),
+            PeerMsg::Deltas(ds) => Body::Deltas(pb_deltas(ds)),
+        };
+        pb::PeerMessage { body: Some(body) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::Author;
+    use prost::Message;
+
+    fn round_trip(m: &PeerMsg) -> Incoming {
+        let bytes = pb::PeerMessage::from(m).encode_to_vec();
+        Incoming::try_from(pb::PeerMessage::decode(bytes.as_slice()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let mut a = Author::region(1, "fr");
+        let d = a.put("x", b"v", 1);
+        let mut f = Frontier::new();
+        f.set(
+            a.id(),
+            Head {
+                seq: 1,
+                hash: d.hash(),
+            },
+        );
+        let msgs = [
+            PeerMsg::Digest(f.digest()),
+            PeerMsg::InSync(f.digest()),
+            PeerMsg::Frontier(f.clone()),
+            PeerMsg::Need(vec![SeqRange {
+                author: a.id(),
+                first: 2,
+                last: 9,
+            }]),
+        ];
+        for m in msgs {
+            assert_eq!(round_trip(&m), Incoming::Msg(m.clone()));
+        }
+        assert_eq!(
+            round_trip(&PeerMsg::Deltas(vec![d.clone()])),
+            Incoming::Deltas(vec![d.as_bytes().to_vec()])
+        );
+    }
+
+    #[test]
+    fn malformed_fields_are_refused_with_a_reason() {
+        use pb::peer_message::Body;
+        let bad = |body| Incoming::try_from(pb::PeerMessage { body: Some(body) }).unwrap_err();
+        assert_eq!(
+            bad(Body::Digest(pb::Digest {
+                digest: vec![0; 31]
+            }))
+            .to_string(),
+            "digest: expected 32 bytes, got 31"
+        );
+        let head = pb::Head {
+            author: vec![1; 32],
+            seq: 3,
+            hash: vec![2; 32],
+        };
+        let twice = pb::Frontier {
+            heads: vec![head.clone(), head],
+        };
+        assert!(matches!(
+            bad(Body::Frontier(twice)),
+            ProtoError::DuplicateAuthor(_)
+        ));
+        let backwards = pb::Need {
+            ranges: vec![pb::SeqRange {
+                author: vec![1; 32],
+                first: 5,
+                last: 4,
+            }],
+        };
+        assert_eq!(
+            bad(Body::Need(backwards)),
+            ProtoError::BadRange { first: 5, last: 4 }
+        );
+        assert_eq!(
+            Incoming::try_from(pb::PeerMessage { body: None }),
+            Err(ProtoError::Empty)
+        );
+    }
+}
