@@ -1,5 +1,7 @@
-//! Node identity on disk: an Ed25519 key pair per node, in a file only its
-//! owner can read.
+//! Identity: a node's Ed25519 key (which signs its deltas) and its TLS key
+//! and certificate (which authenticate its connections, see [`tls`]).
+//!
+//! Node keys live in a file only the owner can read.
 //!
 //! The file is text, so an operator can tell what it is:
 //!
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 
 use crate::core::NodeId;
+
+pub mod tls;
 
 const TAG: &str = "ed25519-secret";
 
