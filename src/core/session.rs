@@ -130,22 +130,37 @@ impl Session {
         Ok(r)
     }
 
-    /// Queues a locally applied delta for the peer unless already sent.
-    /// Returns the message to send now, if any.
+    /// Offers newly applied deltas to the peer. Returns what to send at
+    /// once; anything that must wait behind a catch-up run already queued
+    /// for its author joins that run instead (drain it with `next_batch`),
+    /// so the peer receives every author's deltas in order.
     pub fn push(&mut self, deltas: &[SignedDelta]) -> Option<PeerMsg> {
-        let fresh: Vec<SignedDelta> = deltas
-            .iter()
-            .filter(|d| {
-                let sent = self.sent.entry(d.author()).or_default();
-                if d.seq() <= *sent {
-                    return false;
-                }
-                *sent = d.seq();
-                true
-            })
-            .cloned()
-            .collect();
-        (!fresh.is_empty()).then_some(PeerMsg::Deltas(fresh))
+        let mut now = Vec::new();
+        for d in deltas {
+            if self.peer.is_none() {
+                // Before the first frontier exchange we know nothing of the
+                // peer: send, and let it discard what it has.
+                now.push(d.clone());
+                continue;
+            }
+            let author = d.author();
+            let sent = self.sent.get(&author).copied().unwrap_or(0);
+            if d.seq() <= sent {
+                continue;
+            }
+            let queued = self.outbox.iter().any(|r| r.author == author);
+            if d.seq() == sent + 1 && !queued {
+                self.sent.insert(author, d.seq());
+                now.push(d.clone());
+            } else {
+                self.outbox.push_back(SeqRange {
+                    author,
+                    first: sent + 1,
+                    last: d.seq(),
+                });
+            }
+        }
+        (!now.is_empty()).then_some(PeerMsg::Deltas(now))
     }
 
     /// The next batch of the catch-up stream, or `None` when done. The
@@ -192,5 +207,62 @@ impl Session {
                 self.outbox.push_back(r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Limits, MemStore, Op};
+    use crate::testkit::{roster, Author};
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn a_push_during_catch_up_waits_its_turn_and_nothing_is_skipped() {
+        let x = Author::region(1, "fr");
+        let r = roster([&x]);
+        let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+        let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+        for i in 0..50u8 {
+            a.write(&x.key, "regions/fr/k", Op::Put, vec![i], NOW)
+                .unwrap();
+        }
+        let mut to_b = Session::new();
+        to_b.handle(PeerMsg::Frontier(b.frontier().clone()), &mut a, "b", NOW)
+            .unwrap();
+        let mut sent = to_b.next_batch(&a, 10, usize::MAX).unwrap().unwrap();
+        let late = a
+            .write(&x.key, "regions/fr/k", Op::Put, vec![99], NOW)
+            .unwrap();
+        assert_eq!(
+            to_b.push(&[late]),
+            None,
+            "must not overtake the catch-up run"
+        );
+        while let Some(batch) = to_b.next_batch(&a, 10, usize::MAX).unwrap() {
+            sent.extend(batch);
+        }
+        let seqs: Vec<u64> = sent.iter().map(|d| d.seq()).collect();
+        assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+        let report = b.ingest(sent, "a", NOW).unwrap();
+        assert_eq!((report.applied.len(), report.duplicates), (51, 0));
+        assert_eq!(b.digest(), a.digest());
+    }
+
+    #[test]
+    fn an_idle_check_is_one_exchange_of_digests() {
+        let x = Author::region(1, "fr");
+        let r = roster([&x]);
+        let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+        let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+        let d = a
+            .write(&x.key, "regions/fr/k", Op::Put, vec![1], NOW)
+            .unwrap();
+        b.ingest(vec![d], "a", NOW).unwrap();
+        let (sa, mut sb) = (Session::new(), Session::new());
+        let reply = sb.handle(sa.digest(&a), &mut b, "a", NOW).unwrap();
+        assert_eq!(reply.send, vec![PeerMsg::InSync(a.digest())]);
+        assert!(sb.in_sync(&b));
     }
 }
