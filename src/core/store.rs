@@ -39,6 +39,31 @@ impl Commit {
     }
 }
 
+/// Collects deltas until `max_count` of them, or until `max_bytes` is
+/// reached (always at least one if any): the batch bound every store's
+/// `deltas` applies.
+pub fn take_bounded<E>(
+    deltas: impl Iterator<Item = Result<SignedDelta, E>>,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<Vec<SignedDelta>, E> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    if max_count == 0 {
+        return Ok(out);
+    }
+    // Checking after each push, not before, never reads a delta it drops.
+    for d in deltas {
+        let d = d?;
+        bytes += d.as_bytes().len();
+        out.push(d);
+        if out.len() >= max_count || bytes >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 pub trait Store {
     type Error: std::error::Error + Send + Sync + 'static;
 
@@ -92,19 +117,11 @@ impl Store for MemStore {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<SignedDelta>, Infallible> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for (_, d) in self
+        let run = self
             .logs
             .range((range.author, range.first)..=(range.author, range.last))
-        {
-            if out.len() >= max_count || (bytes >= max_bytes && !out.is_empty()) {
-                break;
-            }
-            bytes += d.as_bytes().len();
-            out.push(d.clone());
-        }
-        Ok(out)
+            .map(|(_, d)| Ok(d.clone()));
+        take_bounded(run, max_count, max_bytes)
     }
 
     fn record(&self, key: &str) -> Result<Option<RecordRef>, Infallible> {

@@ -23,6 +23,13 @@ pub mod tls;
 
 const TAG: &str = "ed25519-secret";
 
+/// The file's permission bits when group or others may access it (a
+/// secret file must stay with its owner), `None` when it is private.
+pub(crate) fn shared_mode(path: &Path) -> std::io::Result<Option<u32>> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+    Ok((mode & 0o077 != 0).then_some(mode))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     #[error("{path}: {source}")]
@@ -101,11 +108,10 @@ impl NodeKey {
             path: path.to_owned(),
             source,
         };
-        let mode = fs::metadata(path).map_err(io)?.permissions().mode();
-        if mode & 0o077 != 0 {
+        if let Some(mode) = shared_mode(path).map_err(io)? {
             return Err(KeyFileError::Permissions {
                 path: path.to_owned(),
-                mode: mode & 0o777,
+                mode,
             });
         }
         let text = fs::read_to_string(path).map_err(io)?;

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once, RwLock};
 
@@ -146,18 +146,20 @@ impl TlsIdentity {
 
     /// Reads a PEM certificate and key, refusing a key others can read.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        let mode = fs::metadata(key_path)
-            .map_err(|source| TlsError::Io {
-                path: key_path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Permissions {
-                path: key_path.to_owned(),
-                mode: mode & 0o777,
-            });
+        match super::shared_mode(key_path) {
+            Err(source) => {
+                return Err(TlsError::Io {
+                    path: key_path.to_owned(),
+                    source,
+                })
+            }
+            Ok(Some(mode)) => {
+                return Err(TlsError::Permissions {
+                    path: key_path.to_owned(),
+                    mode,
+                })
+            }
+            Ok(None) => {}
         }
         let pem = |path: &Path, e: rustls::pki_types::pem::Error| TlsError::Pem {
             path: path.to_owned(),
@@ -252,6 +254,36 @@ impl PinnedVerifier {
     }
 }
 
+// The handshake signature is checked the ordinary way, with the pinned
+// certificate's own key; only *which* certificates are acceptable differs.
+impl PinnedVerifier {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 impl ServerCertVerifier for PinnedVerifier {
     fn verify_server_cert(
         &self,
@@ -271,12 +303,7 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -285,18 +312,11 @@ impl ServerCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.schemes()
     }
 }
 
@@ -321,12 +341,7 @@ impl ClientCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -335,18 +350,11 @@ impl ClientCertVerifier for PinnedVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.schemes()
     }
 
     fn client_auth_mandatory(&self) -> bool {

@@ -26,6 +26,7 @@ mod codec;
 
 use std::path::Path;
 
+use crate::core::store::take_bounded;
 use crate::core::{Commit, Frontier, NodeId, Quarantined, RecordRef, SeqRange, SignedDelta, Store};
 pub use codec::CodecError;
 use codec::{frame, unframe};
@@ -251,20 +252,13 @@ impl Store for SledStore {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<SignedDelta>, StoreError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
         let from = log_key(&range.author, range.first);
         let to = log_key(&range.author, range.last);
-        for item in self.tree.range(from..=to) {
-            if out.len() >= max_count || (bytes >= max_bytes && !out.is_empty()) {
-                break;
-            }
+        let run = self.tree.range(from..=to).map(|item| {
             let (k, v) = item?;
-            let d = self.read_delta(&k, &v)?;
-            bytes += d.as_bytes().len();
-            out.push(d);
-        }
-        Ok(out)
+            self.read_delta(&k, &v)
+        });
+        take_bounded(run, max_count, max_bytes)
     }
 
     fn record(&self, record_key: &str) -> Result<Option<RecordRef>, StoreError> {
