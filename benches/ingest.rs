@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use fedsync::core::{verify::KeyCache, Admission, Limits, Replica, SignedDelta};
+use fedsync::core::{verify::KeyCache, Admission, Limits, Replica, Roster, SignedDelta};
 use fedsync::store::SledStore;
 use fedsync::testkit::{roster, Author};
 
@@ -16,7 +16,7 @@ const TOTAL: usize = 20_000;
 const BATCH: usize = 1_000;
 const NOW: u64 = 1_800_000_000_000;
 
-fn fixture() -> (fedsync::core::Roster, Vec<Vec<Vec<u8>>>) {
+fn fixture() -> (Roster, Vec<Vec<Vec<u8>>>) {
     let mut authors: Vec<Author> = ["fr", "de", "ke", "br", "in"]
         .iter()
         .enumerate()
@@ -39,6 +39,14 @@ fn fixture() -> (fedsync::core::Roster, Vec<Vec<Vec<u8>>>) {
         .map(|c| c.iter().map(|d| d.as_bytes().to_vec()).collect())
         .collect();
     (r, batches)
+}
+
+/// An empty replica on a new sled store (the directory lives as long as it).
+fn fresh_replica(roster: &Roster) -> (tempfile::TempDir, Replica<SledStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path(), 1_000).unwrap();
+    let replica = Replica::open(store, roster.clone(), Limits::default()).unwrap();
+    (dir, replica)
 }
 
 fn ingest(c: &mut Criterion) {
@@ -64,12 +72,7 @@ fn ingest(c: &mut Criterion) {
 
     g.bench_function("decode_verify_apply_commit_sled", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let store = SledStore::open(dir.path(), 1_000).unwrap();
-                let replica = Replica::open(store, roster.clone(), Limits::default()).unwrap();
-                (dir, replica)
-            },
+            || fresh_replica(&roster),
             |(dir, mut replica)| {
                 for batch in &batches {
                     let report = replica
@@ -87,12 +90,7 @@ fn ingest(c: &mut Criterion) {
     // durable commit of the previous batch on the other.
     g.bench_function("pipelined_decode_verify_apply_commit_sled", |b| {
         b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let store = SledStore::open(dir.path(), 1_000).unwrap();
-                let replica = Replica::open(store, roster.clone(), Limits::default()).unwrap();
-                (dir, replica)
-            },
+            || fresh_replica(&roster),
             |(dir, mut replica)| {
                 let mut admission = Admission::new(roster.clone(), Limits::default());
                 let known = replica.frontier().clone();
