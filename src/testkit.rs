@@ -53,6 +53,8 @@ impl Author {
             },
             region: self.region.clone(),
             roles: self.roles.iter().copied().collect(),
+            tls: None,
+            address: None,
         }
     }
 

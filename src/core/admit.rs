@@ -42,6 +42,12 @@ impl Admitted {
         self.deltas.len() + self.refused.len()
     }
 
+    /// Author and sequence number of every delta that decoded and passed
+    /// admission (not the refused ones).
+    pub fn positions(&self) -> impl Iterator<Item = (crate::core::NodeId, u64)> + '_ {
+        self.deltas.iter().map(|(d, _)| (d.author(), d.seq()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -111,6 +111,38 @@ impl<S: Store> Replica<S> {
         }
     }
 
+    /// Live records under `prefix` in key order, after `after`, at most
+    /// `limit`: each key with its winning delta. Deleted keys are skipped.
+    pub fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SignedDelta>, S::Error> {
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        // Tombstones are skipped, so keep reading until the page is full
+        // or the prefix is exhausted.
+        while out.len() < limit {
+            let page = self.store.records(prefix, cursor.as_deref(), limit)?;
+            let Some((last, _)) = page.last() else { break };
+            cursor = Some(last.clone());
+            let full = page.len() == limit;
+            for (_, r) in page.into_iter().filter(|(_, r)| !r.deleted) {
+                if out.len() == limit {
+                    break;
+                }
+                if let Some(d) = self.store.delta(&r.author, r.seq)? {
+                    out.push(d);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads deltas for a peer, in bounded batches.
     pub fn read(
         &self,
@@ -429,6 +461,28 @@ mod tests {
         }
         assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a));
         assert_eq!(rep.store().quarantine[0].code, "equivocation");
+    }
+
+    #[test]
+    fn list_pages_through_live_records_and_skips_deletes() {
+        let mut fr = Author::region(1, "fr");
+        let mut rep = replica(&[&fr]);
+        let mut batch: Vec<_> = (0..7)
+            .map(|i| fr.put(&format!("k{i}"), &[i], NOW))
+            .collect();
+        batch.push(fr.next("regions/fr/k2", Op::Delete, b"", NOW));
+        batch.push(fr.next("regions/fr/k3", Op::Delete, b"", NOW));
+        batch.push(fr.next("regions/frx/other", Op::Put, b"", NOW));
+        rep.ingest(batch, "p", NOW).unwrap();
+        let keys = |v: Vec<SignedDelta>| v.iter().map(|d| d.key().to_owned()).collect::<Vec<_>>();
+        let first = rep.list("regions/fr/", None, 3).unwrap();
+        assert_eq!(
+            keys(first.clone()),
+            ["regions/fr/k0", "regions/fr/k1", "regions/fr/k4"]
+        );
+        let rest = rep.list("regions/fr/", Some(first[2].key()), 3).unwrap();
+        assert_eq!(keys(rest), ["regions/fr/k5", "regions/fr/k6"]);
+        assert!(rep.list("regions/de/", None, 3).unwrap().is_empty());
     }
 
     #[test]

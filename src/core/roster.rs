@@ -16,6 +16,9 @@ pub enum Role {
     Hq,
     /// A regional office; writes `regions/<its region>/…`.
     Region,
+    /// A person with the CLI: may call a node's client service over mTLS,
+    /// never authors deltas and never syncs as a peer.
+    Operator,
 }
 
 impl Role {
@@ -23,7 +26,19 @@ impl Role {
         match self {
             Role::Hq => "hq",
             Role::Region => "region",
+            Role::Operator => "operator",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Hq, Role::Region, Role::Operator]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
+    /// Whether this role belongs to a node that syncs with peers.
+    pub fn is_node(self) -> bool {
+        matches!(self, Role::Hq | Role::Region)
     }
 }
 
@@ -35,10 +50,24 @@ pub struct Member {
     /// The region whose key space this member writes, if any.
     pub region: Option<String>,
     pub roles: BTreeSet<Role>,
+    /// SHA-256 of the member's TLS certificate (DER): the one certificate
+    /// the member may present. This binds its TLS key to its Ed25519 id.
+    pub tls: Option<[u8; 32]>,
+    /// Where peers reach this member (`host:port`), if it listens.
+    pub address: Option<String>,
 }
 
-/// A versioned list of members. (Signing and replication of the roster come
-/// with the trust layer; the core takes the current roster as a value.)
+impl Member {
+    pub fn is_node(&self) -> bool {
+        self.roles.iter().any(|r| r.is_node())
+    }
+    pub fn is_operator(&self) -> bool {
+        self.roles.contains(&Role::Operator)
+    }
+}
+
+/// A versioned list of members. The federation key signs it (see
+/// [`super::signed_roster`]); the core takes the current roster as a value.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Roster {
     pub version: u64,
@@ -78,6 +107,22 @@ impl Roster {
         self.members.insert(member.id, member);
     }
 
+    pub fn remove(&mut self, id: &NodeId) -> Option<Member> {
+        self.members.remove(id)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.name == name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
     /// Checks that `author` may write `key`.
     pub fn authorize(&self, author: &NodeId, key: &str) -> Result<(), AuthorityError> {
         let member = self
@@ -102,7 +147,9 @@ fn may_write(member: &Member, key: &str) -> bool {
         let Some((region, tail)) = rest.split_once('/') else {
             return false;
         };
-        return !tail.is_empty() && member.region.as_deref() == Some(region);
+        return !tail.is_empty()
+            && member.roles.contains(&Role::Region)
+            && member.region.as_deref() == Some(region);
     }
     false
 }
@@ -117,6 +164,8 @@ mod tests {
             name: format!("n{n}"),
             region: region.map(str::to_string),
             roles: roles.iter().copied().collect(),
+            tls: None,
+            address: None,
         }
     }
 
@@ -139,6 +188,8 @@ mod tests {
         assert!(r.authorize(&hq, "hq/x").is_ok());
         assert!(r.authorize(&hq, "regions/fr/x").is_err());
         assert!(r.authorize(&hq, "other/x").is_err());
+        let op = Roster::new(1, [member(3, Some("fr"), &[Role::Operator])]);
+        assert!(op.authorize(&NodeId([3; 32]), "regions/fr/x").is_err());
         assert_eq!(
             r.authorize(&NodeId([9; 32]), "hq/x"),
             Err(AuthorityError::UnknownAuthor(NodeId([9; 32]).short()))

@@ -13,7 +13,10 @@
 //!    sequence order and in bounded batches (`next_batch`), and, if the
 //!    peer holds deltas it lacks, asks for them with `Need`.
 //! 4. `Need` is answered with deltas only, so no exchange loops.
-//! 5. New deltas are pushed at once (`push`).
+//! 5. New deltas are pushed at once (`push`), once the peer's frontier is
+//!    known; before that the opening exchange covers them.
+//! 6. An `InSync` for a digest this side has since moved past starts
+//!    another round, so nothing applied during an exchange is left behind.
 //!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
@@ -22,6 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::admit::Admitted;
 use super::delta::SignedDelta;
 use super::frontier::{Frontier, FrontierDigest, SeqRange};
 use super::ids::NodeId;
@@ -92,13 +96,17 @@ impl Session {
         let mut r = Reaction::default();
         match msg {
             PeerMsg::Digest(d) if d == replica.digest() => {
-                self.in_sync_at = Some(d);
+                self.agreed(replica);
                 r.send.push(PeerMsg::InSync(d));
             }
             PeerMsg::Digest(_) => r.send.push(PeerMsg::Frontier(replica.frontier().clone())),
             PeerMsg::InSync(d) => {
                 if d == replica.digest() {
-                    self.in_sync_at = Some(d);
+                    self.agreed(replica);
+                } else {
+                    // Agreed on a digest we have since moved past (deltas
+                    // applied while the exchange was in flight): check again.
+                    r.send.push(PeerMsg::Digest(replica.digest()));
                 }
             }
             PeerMsg::Frontier(theirs) => {
@@ -115,19 +123,58 @@ impl Session {
             }
             PeerMsg::Need(ranges) => self.enqueue_needed(ranges, replica.frontier()),
             PeerMsg::Deltas(batch) => {
-                let report = replica.ingest(batch, origin, now_ms)?;
-                if replica.held_len() == 0 {
-                    self.asked_for_gap = false;
-                } else if report.held > 0 && !self.asked_for_gap {
-                    // Deltas past a gap: ask once for what we lack. Later
-                    // gaps wait for the next digest exchange.
-                    self.asked_for_gap = true;
-                    r.send.push(PeerMsg::Digest(replica.digest()));
-                }
-                r.ingest = Some(report);
+                return self.handle_admitted(Admitted::unverified(batch), replica, origin, now_ms)
             }
         }
         Ok(r)
+    }
+
+    /// Ingests a batch of deltas from this peer that was admitted (decoded
+    /// and verified) off the replica's thread.
+    pub fn handle_admitted<S: Store>(
+        &mut self,
+        admitted: Admitted,
+        replica: &mut Replica<S>,
+        origin: &str,
+        now_ms: u64,
+    ) -> Result<Reaction, S::Error> {
+        // The peer holds what it sends (it only sends deltas it applied, and
+        // so their whole prefix): never send them back.
+        for (author, seq) in admitted.positions() {
+            let sent = self.sent.entry(author).or_default();
+            *sent = (*sent).max(seq);
+        }
+        let mut r = Reaction::default();
+        let report = replica.ingest_admitted(admitted, origin, now_ms)?;
+        if replica.held_len() == 0 {
+            self.asked_for_gap = false;
+        } else if report.held > 0 && !self.asked_for_gap {
+            // Deltas past a gap: ask once for what we lack. Later gaps
+            // wait for the next digest exchange.
+            self.asked_for_gap = true;
+            r.send.push(PeerMsg::Digest(replica.digest()));
+        }
+        r.ingest = Some(report);
+        Ok(r)
+    }
+
+    /// Queues newly applied deltas for the catch-up stream instead of
+    /// sending them now: for a link that is full, so memory holds one run
+    /// per author rather than every delta.
+    pub fn defer(&mut self, deltas: &[SignedDelta]) {
+        if self.peer.is_none() {
+            return; // as in `push`
+        }
+        for d in deltas {
+            let sent = self.sent.get(&d.author()).copied().unwrap_or(0);
+            if d.seq() > sent {
+                self.enqueue_run(SeqRange {
+                    author: d.author(),
+                    first: sent + 1,
+                    last: d.seq(),
+                });
+            }
+        }
     }
 
     /// Offers newly applied deltas to the peer. Returns what to send at
@@ -135,14 +182,13 @@ impl Session {
     /// for its author joins that run instead (drain it with `next_batch`),
     /// so the peer receives every author's deltas in order.
     pub fn push(&mut self, deltas: &[SignedDelta]) -> Option<PeerMsg> {
+        // Before the first frontier exchange we know nothing of the peer,
+        // and sending blind re-sends what it may hold. The opening exchange
+        // covers these: its `Frontier` is computed after them, and an
+        // `InSync` for an older digest starts another round.
+        self.peer.as_ref()?;
         let mut now = Vec::new();
         for d in deltas {
-            if self.peer.is_none() {
-                // Before the first frontier exchange we know nothing of the
-                // peer: send, and let it discard what it has.
-                now.push(d.clone());
-                continue;
-            }
             let author = d.author();
             let sent = self.sent.get(&author).copied().unwrap_or(0);
             if d.seq() <= sent {
@@ -153,7 +199,7 @@ impl Session {
                 self.sent.insert(author, d.seq());
                 now.push(d.clone());
             } else {
-                self.outbox.push_back(SeqRange {
+                self.enqueue_run(SeqRange {
                     author,
                     first: sent + 1,
                     last: d.seq(),
@@ -194,8 +240,35 @@ impl Session {
         !self.outbox.is_empty()
     }
 
+    /// Equal digests: the peer's frontier is ours, which is as good as
+    /// having received it (pushes may start).
+    fn agreed<S: Store>(&mut self, replica: &Replica<S>) {
+        let mine = replica.frontier();
+        for (author, head) in mine.iter() {
+            let sent = self.sent.entry(*author).or_default();
+            *sent = (*sent).max(head.seq);
+        }
+        self.in_sync_at = Some(replica.digest());
+        self.peer = Some(mine.clone());
+    }
+
     fn enqueue(&mut self, ranges: Vec<SeqRange>) {
-        self.outbox.extend(ranges);
+        for r in ranges {
+            self.enqueue_run(r);
+        }
+    }
+
+    /// Adds a run, merged into the author's queued run if there is one: the
+    /// outbox holds at most one run per author, however many pushes or
+    /// `Need` ranges arrive.
+    fn enqueue_run(&mut self, r: SeqRange) {
+        match self.outbox.iter_mut().find(|q| q.author == r.author) {
+            Some(q) => {
+                q.first = q.first.min(r.first);
+                q.last = q.last.max(r.last);
+            }
+            None => self.outbox.push_back(r),
+        }
     }
 
     /// Serves only what we hold: a peer cannot make us read past our heads.
@@ -204,7 +277,7 @@ impl Session {
             r.first = r.first.max(1);
             r.last = r.last.min(mine.head(&r.author).seq);
             if !r.is_empty() {
-                self.outbox.push_back(r);
+                self.enqueue_run(r);
             }
         }
     }
@@ -217,6 +290,35 @@ mod tests {
     use crate::testkit::{roster, Author};
 
     const NOW: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn equal_digests_at_open_let_pushes_start_and_blind_pushes_wait() {
+        let x = Author::region(1, "fr");
+        let r = roster([&x]);
+        let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+        let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+        let (mut sa, mut sb) = (Session::new(), Session::new());
+        let early = a
+            .write(&x.key, "regions/fr/k", Op::Put, vec![0], NOW)
+            .unwrap();
+        // Nothing known of the peer yet: no blind push.
+        assert_eq!(sa.push(std::slice::from_ref(&early)), None);
+        b.ingest(vec![early], "a", NOW).unwrap();
+        // Both open with equal digests: each learns the other's frontier.
+        let to_b = sa.digest(&a);
+        let reply = sb.handle(to_b, &mut b, "a", NOW).unwrap().send;
+        assert_eq!(reply, vec![PeerMsg::InSync(b.digest())]);
+        for m in reply {
+            assert!(sa.handle(m, &mut a, "b", NOW).unwrap().send.is_empty());
+        }
+        let d = a
+            .write(&x.key, "regions/fr/k", Op::Put, vec![1], NOW)
+            .unwrap();
+        assert_eq!(
+            sa.push(std::slice::from_ref(&d)),
+            Some(PeerMsg::Deltas(vec![d]))
+        );
+    }
 
     #[test]
     fn a_push_during_catch_up_waits_its_turn_and_nothing_is_skipped() {

@@ -83,6 +83,16 @@ pub trait Store {
 
     fn record(&self, key: &str) -> Result<Option<RecordRef>, Self::Error>;
 
+    /// Records whose key starts with `prefix`, in key order, starting after
+    /// `after` (exclusive) when given, at most `limit` of them. Tombstones
+    /// included: the caller decides what a delete hides.
+    fn records(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, RecordRef)>, Self::Error>;
+
     /// Applies `commit` all or nothing, and returns only once it is durable.
     fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error>;
 }
@@ -126,6 +136,26 @@ impl Store for MemStore {
 
     fn record(&self, key: &str) -> Result<Option<RecordRef>, Infallible> {
         Ok(self.records.get(key).copied())
+    }
+
+    fn records(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, RecordRef)>, Infallible> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(self
+            .records
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, r)| (k.clone(), *r))
+            .collect())
     }
 
     fn commit(&mut self, c: &Commit) -> Result<(), Infallible> {

@@ -43,11 +43,11 @@ fn array32(field: &'static str, b: &[u8]) -> Result<[u8; 32], ProtoError> {
     })
 }
 
-fn digest(d: pb::Digest) -> Result<FrontierDigest, ProtoError> {
+pub fn digest(d: pb::Digest) -> Result<FrontierDigest, ProtoError> {
     Ok(FrontierDigest(array32("digest", &d.digest)?))
 }
 
-fn frontier(f: pb::Frontier) -> Result<Frontier, ProtoError> {
+pub fn frontier(f: pb::Frontier) -> Result<Frontier, ProtoError> {
     let mut out = Frontier::new();
     for h in f.heads {
         let author = NodeId(array32("head.author", &h.author)?);
@@ -94,6 +94,19 @@ impl TryFrom<pb::PeerMessage> for Incoming {
     }
 }
 
+pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
+    pb::Frontier {
+        heads: f
+            .iter()
+            .map(|(a, h)| pb::Head {
+                author: a.0.to_vec(),
+                seq: h.seq,
+                hash: h.hash.0.to_vec(),
+            })
+            .collect(),
+    }
+}
+
 fn pb_digest(d: FrontierDigest) -> pb::Digest {
     pb::Digest {
         digest: d.0.to_vec(),
@@ -112,16 +125,7 @@ impl From<&PeerMsg> for pb::PeerMessage {
         let body = match m {
             PeerMsg::Digest(d) => Body::Digest(pb_digest(*d)),
             PeerMsg::InSync(d) => Body::InSync(pb_digest(*d)),
-            PeerMsg::Frontier(f) => Body::Frontier(pb::Frontier {
-                heads: f
-                    .iter()
-                    .map(|(a, h)| pb::Head {
-                        author: a.0.to_vec(),
-                        seq: h.seq,
-                        hash: h.hash.0.to_vec(),
-                    })
-                    .collect(),
-            }),
+            PeerMsg::Frontier(f) => Body::Frontier(pb_frontier(f)),
             PeerMsg::Need(ranges) => Body::Need(pb::Need {
                 ranges: ranges
                     .iter()

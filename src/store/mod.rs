@@ -148,6 +148,13 @@ impl SledStore {
     }
 
     /// Bytes the store occupies on disk.
+    /// Flushes anything sled still buffers. Commits flush already; this is
+    /// for a clean close.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
     }
@@ -270,6 +277,38 @@ impl Store for SledStore {
         codec::decode_record(payload)
             .map(Some)
             .map_err(|e| corrupt(&k, e))
+    }
+
+    fn records(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, RecordRef)>, StoreError> {
+        let start = match after {
+            Some(a) if a >= prefix => {
+                // The smallest key greater than `a`: `a` followed by a 0 byte.
+                let mut k = key(prefix::RECORD, a.as_bytes());
+                k.push(0);
+                k
+            }
+            _ => key(prefix::RECORD, prefix.as_bytes()),
+        };
+        let wanted = key(prefix::RECORD, prefix.as_bytes());
+        let mut out = Vec::new();
+        for item in self.tree.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&wanted) || out.len() >= limit {
+                break;
+            }
+            let name = std::str::from_utf8(&k[1..])
+                .map_err(|_| corrupt(&k, CodecError::Shape))?
+                .to_owned();
+            let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
+            let r = codec::decode_record(payload).map_err(|e| corrupt(&k, e))?;
+            out.push((name, r));
+        }
+        Ok(out)
     }
 
     fn commit(&mut self, c: &Commit) -> Result<(), StoreError> {

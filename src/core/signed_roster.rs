@@ -1,0 +1,380 @@
+//! The roster as the federation key signs it: one canonical encoding, so
+//! the bytes verified are the bytes stored and handed on.
+//!
+//! # Encoding (version 1)
+//!
+//! `body || signature`, integers big-endian, strings as `u16` length then
+//! UTF-8, optional fields as a `0`/`1` byte then the field:
+//!
+//! | field       | bytes                                   |
+//! |-------------|-----------------------------------------|
+//! | format      | 1 (`1`)                                 |
+//! | federation  | 32, the federation public key            |
+//! | version     | 8, the roster's version (monotonic)     |
+//! | count       | 4, then `count` members, ids ascending  |
+//! | member      | id 32, name, region?, roles (1 byte of bits: 1 hq, 2 region, 4 operator), tls? (32), address? |
+//!
+//! `signature` is Ed25519 (strict verification) over `DOMAIN || body` by the
+//! federation key. Members sorted by id with no repeats make the encoding
+//! of a roster unique; decoding refuses anything else.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use super::ids::NodeId;
+use super::roster::{Member, Role, Roster};
+
+pub const DOMAIN: &[u8] = b"fedsync/roster/v1\0";
+const FORMAT: u8 = 1;
+/// More members than any federation has; bounds what a file may make us
+/// allocate.
+pub const MEMBERS_MAX: usize = 10_000;
+pub const NAME_LEN_MAX: usize = 64;
+pub const ADDRESS_LEN_MAX: usize = 255;
+
+const ROLE_BITS: [(Role, u8); 3] = [(Role::Hq, 1), (Role::Region, 2), (Role::Operator, 4)];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RosterError {
+    #[error("roster is truncated")]
+    Truncated,
+    #[error("roster format {0} is not supported (this build reads 1)")]
+    Format(u8),
+    #[error("roster has {0} members; at most {MEMBERS_MAX} are allowed")]
+    TooManyMembers(usize),
+    #[error("roster members are not in ascending id order, or repeat")]
+    NotCanonical,
+    #[error("roster has {0} trailing bytes")]
+    Trailing(usize),
+    #[error("roster member {name:?}: {why}")]
+    Member { name: String, why: String },
+    #[error("roster is signed by {found}, not by this federation ({expected})")]
+    WrongFederation { expected: String, found: String },
+    #[error("roster signature does not verify")]
+    BadSignature,
+}
+
+/// A roster with the federation's signature over its canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRoster {
+    bytes: Vec<u8>,
+    federation: NodeId,
+    roster: Roster,
+}
+
+impl SignedRoster {
+    /// Encodes and signs `roster` with the federation key.
+    pub fn sign(roster: &Roster, federation: &SigningKey) -> Result<SignedRoster, RosterError> {
+        for m in roster.members() {
+            check_member(m)?;
+        }
+        if roster.len() > MEMBERS_MAX {
+            return Err(RosterError::TooManyMembers(roster.len()));
+        }
+        let fed = NodeId(federation.verifying_key().to_bytes());
+        let mut body = vec![FORMAT];
+        body.extend_from_slice(&fed.0);
+        body.extend_from_slice(&roster.version.to_be_bytes());
+        body.extend_from_slice(&(roster.len() as u32).to_be_bytes());
+        for m in roster.members() {
+            encode_member(&mut body, m);
+        }
+        let sig = federation.sign(&signed_message(&body));
+        body.extend_from_slice(&sig.to_bytes());
+        Ok(SignedRoster {
+            bytes: body,
+            federation: fed,
+            roster: roster.clone(),
+        })
+    }
+
+    /// Decodes `bytes` and verifies them against the federation key the
+    /// node was configured with.
+    pub fn open(bytes: &[u8], federation: &NodeId) -> Result<SignedRoster, RosterError> {
+        if bytes.len() < 64 {
+            return Err(RosterError::Truncated);
+        }
+        let (body, sig) = bytes.split_at(bytes.len() - 64);
+        let mut r = Reader { buf: body, pos: 0 };
+        let format = r.take(1)?[0];
+        if format != FORMAT {
+            return Err(RosterError::Format(format));
+        }
+        let found = NodeId(r.array()?);
+        if &found != federation {
+            return Err(RosterError::WrongFederation {
+                expected: federation.short(),
+                found: found.short(),
+            });
+        }
+        let key = VerifyingKey::from_bytes(&found.0).map_err(|_| RosterError::BadSignature)?;
+        let sig = Signature::from_bytes(sig.try_into().expect("split at 64"));
+        key.verify_strict(&signed_message(body), &sig)
+            .map_err(|_| RosterError::BadSignature)?;
+        // Only signed bytes are parsed further.
+        let version = u64::from_be_bytes(r.array()?);
+        let count = u32::from_be_bytes(r.array()?) as usize;
+        if count > MEMBERS_MAX {
+            return Err(RosterError::TooManyMembers(count));
+        }
+        let mut members: Vec<Member> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let m = decode_member(&mut r)?;
+            if members.last().is_some_and(|prev| prev.id >= m.id) {
+                return Err(RosterError::NotCanonical);
+            }
+            check_member(&m)?;
+            members.push(m);
+        }
+        if r.pos != body.len() {
+            return Err(RosterError::Trailing(body.len() - r.pos));
+        }
+        Ok(SignedRoster {
+            bytes: bytes.to_vec(),
+            federation: found,
+            roster: Roster::new(version, members),
+        })
+    }
+
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+    pub fn federation(&self) -> NodeId {
+        self.federation
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+fn signed_message(body: &[u8]) -> Vec<u8> {
+    [DOMAIN, body].concat()
+}
+
+/// The rules every member obeys, so a roster that signs also makes sense.
+pub fn check_member(m: &Member) -> Result<(), RosterError> {
+    let fail = |why: String| RosterError::Member {
+        name: m.name.clone(),
+        why,
+    };
+    if m.name.is_empty() || m.name.len() > NAME_LEN_MAX || !m.name.chars().all(name_char) {
+        return Err(fail(format!(
+            "a name is 1 to {NAME_LEN_MAX} characters of a-z, A-Z, 0-9, '-', '_', '.'"
+        )));
+    }
+    if let Some(region) = &m.region {
+        if region.is_empty() || region.len() > NAME_LEN_MAX || !region.chars().all(region_char) {
+            return Err(fail(format!(
+                "a region is 1 to {NAME_LEN_MAX} characters of a-z, 0-9, '-'"
+            )));
+        }
+    }
+    if m.roles.is_empty() {
+        return Err(fail("a member needs at least one role".into()));
+    }
+    if m.roles.contains(&Role::Region) && m.region.is_none() {
+        return Err(fail("a member with the region role needs a region".into()));
+    }
+    if m.is_operator() && m.is_node() {
+        return Err(fail(
+            "a member is either a node (hq, region) or an operator, not both".into(),
+        ));
+    }
+    if m.tls.is_none() {
+        return Err(fail("a member needs a TLS certificate fingerprint".into()));
+    }
+    if let Some(a) = &m.address {
+        if a.is_empty() || a.len() > ADDRESS_LEN_MAX {
+            return Err(fail(format!("an address is 1 to {ADDRESS_LEN_MAX} bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+fn region_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn encode_member(out: &mut Vec<u8>, m: &Member) {
+    out.extend_from_slice(&m.id.0);
+    put_str(out, &m.name);
+    match &m.region {
+        Some(r) => {
+            out.push(1);
+            put_str(out, r);
+        }
+        None => out.push(0),
+    }
+    let bits = ROLE_BITS
+        .iter()
+        .filter(|(r, _)| m.roles.contains(r))
+        .fold(0u8, |acc, (_, b)| acc | b);
+    out.push(bits);
+    match &m.tls {
+        Some(f) => {
+            out.push(1);
+            out.extend_from_slice(f);
+        }
+        None => out.push(0),
+    }
+    match &m.address {
+        Some(a) => {
+            out.push(1);
+            put_str(out, a);
+        }
+        None => out.push(0),
+    }
+}
+
+fn decode_member(r: &mut Reader) -> Result<Member, RosterError> {
+    let id = NodeId(r.array()?);
+    let name = r.string()?;
+    let region = r.optional(|r| r.string())?;
+    let bits = r.take(1)?[0];
+    let known = ROLE_BITS.iter().fold(0u8, |acc, (_, b)| acc | b);
+    if bits & !known != 0 {
+        return Err(RosterError::Member {
+            name,
+            why: format!("unknown role bits {bits:#04x}"),
+        });
+    }
+    let roles = ROLE_BITS
+        .iter()
+        .filter(|(_, b)| bits & b != 0)
+        .map(|(r, _)| *r)
+        .collect();
+    let tls = r.optional(|r| r.array())?;
+    let address = r.optional(|r| r.string())?;
+    Ok(Member {
+        id,
+        name,
+        region,
+        roles,
+        tls,
+        address,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RosterError> {
+        if self.buf.len() - self.pos < n {
+            return Err(RosterError::Truncated);
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RosterError> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn string(&mut self) -> Result<String, RosterError> {
+        let len = u16::from_be_bytes(self.array()?) as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| RosterError::Member {
+            name: String::from_utf8_lossy(bytes).into_owned(),
+            why: "a string is not UTF-8".into(),
+        })
+    }
+    fn optional<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, RosterError>,
+    ) -> Result<Option<T>, RosterError> {
+        match self.take(1)?[0] {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            _ => Err(RosterError::NotCanonical),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(n: u8, name: &str, region: Option<&str>, role: Role) -> Member {
+        Member {
+            id: NodeId([n; 32]),
+            name: name.into(),
+            region: region.map(Into::into),
+            roles: [role].into_iter().collect(),
+            tls: Some([n + 100; 32]),
+            address: Some(format!("127.0.0.1:{}", 7000 + n as u16)),
+        }
+    }
+
+    fn sample() -> Roster {
+        Roster::new(
+            7,
+            [
+                member(1, "hq", None, Role::Hq),
+                member(2, "office-fr", Some("fr"), Role::Region),
+                member(3, "alice", None, Role::Operator),
+            ],
+        )
+    }
+
+    fn fed() -> SigningKey {
+        SigningKey::from_bytes(&[42; 32])
+    }
+
+    #[test]
+    fn round_trips_and_verifies() {
+        let signed = SignedRoster::sign(&sample(), &fed()).unwrap();
+        let id = NodeId(fed().verifying_key().to_bytes());
+        let opened = SignedRoster::open(signed.as_bytes(), &id).unwrap();
+        assert_eq!(opened.roster(), &sample());
+        assert_eq!(opened.as_bytes(), signed.as_bytes());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let signed = SignedRoster::sign(&sample(), &fed()).unwrap();
+        let id = NodeId(fed().verifying_key().to_bytes());
+        for bit in 0..signed.as_bytes().len() * 8 {
+            let mut b = signed.as_bytes().to_vec();
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(SignedRoster::open(&b, &id).is_err(), "bit {bit} accepted");
+        }
+        for len in 0..signed.as_bytes().len() {
+            assert!(SignedRoster::open(&signed.as_bytes()[..len], &id).is_err());
+        }
+    }
+
+    #[test]
+    fn another_federation_is_refused() {
+        let signed = SignedRoster::sign(&sample(), &fed()).unwrap();
+        let other = NodeId(SigningKey::from_bytes(&[43; 32]).verifying_key().to_bytes());
+        assert!(matches!(
+            SignedRoster::open(signed.as_bytes(), &other),
+            Err(RosterError::WrongFederation { .. })
+        ));
+    }
+
+    #[test]
+    fn members_that_make_no_sense_are_not_signed() {
+        let mut r = sample();
+        r.insert(member(4, "bad name!", None, Role::Hq));
+        assert!(SignedRoster::sign(&r, &fed()).is_err());
+        let mut r = sample();
+        r.insert(member(5, "nowhere", None, Role::Region));
+        assert!(SignedRoster::sign(&r, &fed()).is_err());
+        let mut r = sample();
+        let mut both = member(6, "both", Some("fr"), Role::Region);
+        both.roles.insert(Role::Operator);
+        r.insert(both);
+        assert!(SignedRoster::sign(&r, &fed()).is_err());
+    }
+}
