@@ -1,0 +1,190 @@
+//! An operator's connection to a node's `Client` service over mutual TLS:
+//! what the CLI, the demo and the tests use. Wire types stay inside; callers
+//! get domain values and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio_stream::StreamExt;
+
+use crate::config::SyncConfig;
+use crate::core::{Frontier, FrontierDigest, NodeId, SignedRoster};
+use crate::identity::tls::{self, TlsIdentity, TrustStore};
+use crate::node::{net, trust_from};
+use crate::rpc::{convert, pb};
+
+pub use pb::Record;
+
+/// `client.toml`: where an operator's CLI connects and with what.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The node to talk to, `host:port`.
+    pub connect: String,
+    /// The federation public key (64 hex digits): verifies the roster.
+    pub federation: String,
+    /// The signed roster, which pins every node's certificate.
+    pub roster: PathBuf,
+    /// The operator's certificate and key (PEM), listed in the roster.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+}
+
+impl ClientConfig {
+    /// Reads a `client.toml`; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<ClientConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("client config {}: {e}", path.display()))?;
+        let mut c: ClientConfig = toml::from_str(&text)
+            .map_err(|e| format!("client config {}: {}", path.display(), e.message()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut c.roster, &mut c.tls_cert, &mut c.tls_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A connected operator client.
+pub struct Client {
+    inner: pb::client_client::ClientClient<tonic::transport::Channel>,
+}
+
+impl Client {
+    /// Connects with the files a `client.toml` names.
+    pub fn from_config(c: &ClientConfig) -> Result<Client, String> {
+        let federation = NodeId::from_hex(&c.federation)
+            .map_err(|e| format!("federation key {:?}: {e}", c.federation))?;
+        let bytes =
+            std::fs::read(&c.roster).map_err(|e| format!("roster {}: {e}", c.roster.display()))?;
+        let roster = SignedRoster::open(&bytes, &federation)
+            .map_err(|e| format!("roster {}: {e}", c.roster.display()))?;
+        let me = TlsIdentity::load(&c.tls_cert, &c.tls_key).map_err(|e| e.to_string())?;
+        Client::connect(&c.connect, &me, trust_from(roster.roster()))
+    }
+
+    /// Connects to `address` as `me`, accepting only a node `trust` pins.
+    /// The connection is made by the first call.
+    pub fn connect(address: &str, me: &TlsIdentity, trust: TrustStore) -> Result<Client, String> {
+        tls::install_crypto_provider();
+        let config = tls::client_config(me, &trust).map_err(|e| e.to_string())?;
+        let channel = net::connect(
+            address.to_owned(),
+            None,
+            Arc::new(config),
+            trust,
+            SyncConfig::default(),
+        )?;
+        Ok(Client {
+            inner: pb::client_client::ClientClient::new(channel),
+        })
+    }
+
+    pub async fn put(&mut self, key: &str, value: &[u8]) -> Result<pb::WriteReply, String> {
+        let req = pb::PutRequest {
+            key: key.to_owned(),
+            value: value.to_vec(),
+        };
+        self.inner
+            .put(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<pb::WriteReply, String> {
+        let req = pb::DeleteRequest {
+            key: key.to_owned(),
+        };
+        self.inner
+            .delete(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
+    /// The record, or `None` when the key is absent or deleted.
+    pub async fn get(&mut self, key: &str) -> Result<Option<Record>, String> {
+        let req = pb::GetRequest {
+            key: key.to_owned(),
+        };
+        match self.inner.get(req).await {
+            Ok(r) => Ok(Some(r.into_inner())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(err(s)),
+        }
+    }
+
+    /// Waits until `key` has a value (watching, not polling) and returns it.
+    pub async fn get_wait(&mut self, key: &str) -> Result<Record, String> {
+        // Watch first, then read: a write landing in between is seen by one
+        // of the two.
+        let req = pb::WatchRequest {
+            prefix: key.to_owned(),
+        };
+        let mut changes = self.inner.watch(req).await.map_err(err)?.into_inner();
+        if let Some(r) = self.get(key).await? {
+            return Ok(r);
+        }
+        while let Some(change) = changes.next().await {
+            let r = change.map_err(err)?;
+            if r.key == key && !r.deleted {
+                return Ok(r);
+            }
+        }
+        Err("the node ended the watch".into())
+    }
+
+    /// Every live record under `prefix`, following pages to the end.
+    pub async fn list(&mut self, prefix: &str, limit: usize) -> Result<Vec<Record>, String> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        while out.len() < limit {
+            let req = pb::ListRequest {
+                prefix: prefix.to_owned(),
+                after: after.clone(),
+                limit: (limit - out.len()).min(1_000) as u32,
+            };
+            let page = self.inner.list(req).await.map_err(err)?.into_inner();
+            out.extend(page.records);
+            if page.next_after.is_empty() {
+                break;
+            }
+            after = page.next_after;
+        }
+        Ok(out)
+    }
+
+    /// The node's name, id, frontier digest and frontier.
+    pub async fn frontier(&mut self) -> Result<(String, NodeId, FrontierDigest, Frontier), String> {
+        let r = self
+            .inner
+            .frontier(pb::FrontierRequest {})
+            .await
+            .map_err(err)?
+            .into_inner();
+        let bad = |e: convert::ProtoError| format!("node sent a bad frontier: {e}");
+        let node: [u8; 32] = r
+            .node
+            .as_slice()
+            .try_into()
+            .map_err(|_| "bad node id".to_string())?;
+        let digest = convert::digest(r.digest.unwrap_or_default()).map_err(bad)?;
+        let frontier = convert::frontier(r.frontier.unwrap_or_default()).map_err(bad)?;
+        Ok((r.name, NodeId(node), digest, frontier))
+    }
+}
+
+/// A status as one line an operator can act on.
+fn err(s: tonic::Status) -> String {
+    use std::error::Error;
+    match s.source() {
+        // A transport failure: its cause (refused, TLS alert, …) is in the
+        // source chain, and the status message only says "transport error".
+        Some(cause) => format!("connection failed: {}", net::error_chain(cause)),
+        None => format!("{:?}: {}", s.code(), s.message()),
+    }
+}

@@ -1,0 +1,201 @@
+//! A whole federation on one machine, in one directory: keys, certificates,
+//! a signed roster, one config file per node and an operator's
+//! `client.toml`, all written exactly as the CLI would write them. The demo,
+//! the integration tests and the benchmarks start nodes from these files,
+//! so they exercise the same loading and checking a real node does.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::SigningKey;
+
+use crate::config::NodeConfig;
+use crate::core::{Member, Role, Roster, SignedRoster};
+use crate::identity::tls::TlsIdentity;
+use crate::identity::NodeKey;
+use crate::node::{self, NodeHandle, Setup, StartError};
+
+/// One node to create.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub name: String,
+    /// `None` for an HQ node.
+    pub region: Option<String>,
+    /// Names of the nodes this one dials.
+    pub peers: Vec<String>,
+}
+
+impl NodeSpec {
+    pub fn hq(name: &str) -> Self {
+        NodeSpec {
+            name: name.into(),
+            region: None,
+            peers: Vec::new(),
+        }
+    }
+    pub fn region(name: &str, region: &str, peers: &[&str]) -> Self {
+        NodeSpec {
+            name: name.into(),
+            region: Some(region.into()),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// The operator every local federation gets.
+pub const OPERATOR: &str = "operator";
+
+pub struct LocalFederation {
+    pub dir: PathBuf,
+    pub federation: SigningKey,
+    pub roster: PathBuf,
+    /// Each node's name and listen address, in the order given.
+    pub nodes: Vec<(String, SocketAddr)>,
+    /// Extra config lines appended to every node's config (tests tune
+    /// timing with this).
+    extra: String,
+    /// Listeners bound while choosing ports, handed to the first start.
+    listeners: Vec<(String, TcpListener)>,
+}
+
+impl LocalFederation {
+    /// Writes a federation of `specs` under `dir`, with free loopback ports.
+    /// `extra_config` is TOML appended to every node's config file.
+    pub fn create(
+        dir: &Path,
+        specs: &[NodeSpec],
+        extra_config: &str,
+    ) -> Result<LocalFederation, String> {
+        let federation = SigningKey::generate(&mut rand::rngs::OsRng);
+        let mut roster = Roster::new(1, []);
+        let mut nodes = Vec::new();
+        let mut listeners = Vec::new();
+        for spec in specs {
+            let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let member = write_identity(&dir.join(&spec.name), &spec.name)?;
+            roster.insert(Member {
+                region: spec.region.clone(),
+                roles: BTreeSet::from([if spec.region.is_some() {
+                    Role::Region
+                } else {
+                    Role::Hq
+                }]),
+                address: Some(addr.to_string()),
+                ..member
+            });
+            nodes.push((spec.name.clone(), addr));
+            listeners.push((spec.name.clone(), listener));
+        }
+        let operator = write_identity(&dir.join(OPERATOR), OPERATOR)?;
+        roster.insert(Member {
+            roles: BTreeSet::from([Role::Operator]),
+            ..operator
+        });
+        let signed = SignedRoster::sign(&roster, &federation).map_err(|e| e.to_string())?;
+        let roster_path = dir.join("roster.bin");
+        std::fs::write(&roster_path, signed.as_bytes()).map_err(|e| e.to_string())?;
+        let fed = hex::encode(federation.verifying_key().to_bytes());
+        let fed_dir = dir.join("federation");
+        std::fs::create_dir_all(&fed_dir).map_err(|e| e.to_string())?;
+        NodeKey::from_signing_key(federation.clone())
+            .save(&fed_dir.join("federation.key"))
+            .map_err(|e| e.to_string())?;
+        let fed_ = LocalFederation {
+            dir: dir.to_owned(),
+            federation,
+            roster: roster_path,
+            nodes,
+            extra: extra_config.to_owned(),
+            listeners,
+        };
+        for spec in specs {
+            fed_.write_config(spec, &fed)?;
+        }
+        let first = &fed_.nodes[0];
+        fed_.write_client(&first.1, &fed)?;
+        Ok(fed_)
+    }
+
+    fn address(&self, name: &str) -> Result<SocketAddr, String> {
+        self.nodes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| format!("no node named {name:?}"))
+    }
+
+    fn write_config(&self, spec: &NodeSpec, fed: &str) -> Result<(), String> {
+        let mut text = format!(
+            "name = \"{name}\"\ndata_dir = \"data\"\nlisten = \"{addr}\"\n\n\
+             [federation]\nkey = \"{fed}\"\nroster = \"../roster.bin\"\n",
+            name = spec.name,
+            addr = self.address(&spec.name)?,
+        );
+        for p in &spec.peers {
+            text.push_str(&format!(
+                "\n[[peers]]\nname = \"{p}\"\naddress = \"{}\"\n",
+                self.address(p)?
+            ));
+        }
+        text.push('\n');
+        text.push_str(&self.extra);
+        std::fs::write(self.config_path(&spec.name), text).map_err(|e| e.to_string())
+    }
+
+    /// `operator/client.toml`, pointing at `addr`.
+    fn write_client(&self, addr: &SocketAddr, fed: &str) -> Result<(), String> {
+        let text = format!(
+            "connect = \"{addr}\"\nfederation = \"{fed}\"\nroster = \"../roster.bin\"\n\
+             tls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n"
+        );
+        std::fs::write(self.client_config(), text).map_err(|e| e.to_string())
+    }
+
+    pub fn config_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("node.toml")
+    }
+
+    pub fn client_config(&self) -> PathBuf {
+        self.dir.join(OPERATOR).join("client.toml")
+    }
+
+    /// Starts node `name` from its config file. The first start of each
+    /// node reuses the listener bound when its port was chosen.
+    pub async fn start(&mut self, name: &str) -> Result<NodeHandle, StartError> {
+        let config = NodeConfig::load(&self.config_path(name))?;
+        let setup = Setup::load(config)?;
+        match self.listeners.iter().position(|(n, _)| n == name) {
+            Some(i) => {
+                let (_, std) = self.listeners.remove(i);
+                let addr = setup.config.listen;
+                let listener = std
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(std))
+                    .map_err(|source| StartError::Listen { addr, source })?;
+                node::start_on(setup, listener)
+            }
+            None => node::start(setup).await,
+        }
+    }
+}
+
+/// Writes `node.key`, `tls.crt` and `tls.key` into `dir` and returns the
+/// roster entry they make (roles and address still to fill in).
+pub fn write_identity(dir: &Path, name: &str) -> Result<Member, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let key = NodeKey::generate();
+    key.save(&dir.join("node.key")).map_err(|e| e.to_string())?;
+    let tls = TlsIdentity::generate(name).map_err(|e| e.to_string())?;
+    tls.save(&dir.join("tls.crt"), &dir.join("tls.key"))
+        .map_err(|e| e.to_string())?;
+    Ok(Member {
+        id: key.id(),
+        name: name.to_owned(),
+        region: None,
+        roles: BTreeSet::new(),
+        tls: Some(tls.fingerprint().0),
+        address: None,
+    })
+}

@@ -1,0 +1,91 @@
+//! Outbound links: each configured peer gets a task that dials it, runs
+//! the sync stream until it breaks, and dials again after a capped,
+//! jittered backoff. A link that got as far as syncing resets the backoff,
+//! so a peer that returns after an outage is resynced at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+
+use super::actor::Command;
+use super::link::{self, LinkContext};
+use super::net;
+use crate::config::{PeerConfig, SyncConfig};
+use crate::identity::tls::TrustStore;
+use crate::rpc::pb::peer_client::PeerClient;
+
+pub(crate) struct Dialer {
+    pub ctx: LinkContext,
+    pub peer: PeerConfig,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub trust: TrustStore,
+    pub sync: SyncConfig,
+    pub message_bytes_max: usize,
+}
+
+impl Dialer {
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = self.sync.reconnect_min();
+        loop {
+            let synced = tokio::select! {
+                r = self.once() => r,
+                _ = shutdown.changed() => return,
+            };
+            match synced {
+                Ok(why) => {
+                    tracing::info!(peer = %self.peer.name, %why, "link ended; redialling");
+                    backoff = self.sync.reconnect_min();
+                }
+                Err(why) => {
+                    tracing::warn!(peer = %self.peer.name, address = %self.peer.address, %why, "dial failed");
+                }
+            }
+            let delay = jittered(backoff);
+            backoff = (backoff * 2).min(self.sync.reconnect_max());
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One connection: `Ok` with why it ended once it synced, `Err` if it
+    /// never got that far.
+    async fn once(&self) -> Result<String, String> {
+        let channel = net::connect(
+            self.peer.address.clone(),
+            Some(self.peer.name.clone()),
+            self.tls.clone(),
+            self.trust.clone(),
+            self.sync.clone(),
+        )?;
+        let (open, outbound) = link::open(self.ctx.clone(), self.peer.name.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = PeerClient::new(channel)
+            .max_decoding_message_size(self.message_bytes_max)
+            .max_encoding_message_size(self.message_bytes_max);
+        let inbound = match client.sync(outbound).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                let _ = self
+                    .ctx
+                    .actor
+                    .send(Command::LinkClosed { link: open.id })
+                    .await;
+                return Err(format!("sync failed: {}", net::error_chain(&status)));
+            }
+        };
+        tracing::info!(peer = %self.peer.name, address = %self.peer.address, "link up");
+        Ok(link::read(self.ctx.clone(), open, self.peer.name.clone(), inbound).await)
+    }
+}
+
+/// Somewhere in [delay/2, delay], so offices that lost the same link do
+/// not all redial in the same instant.
+fn jittered(delay: Duration) -> Duration {
+    let ms = delay.as_millis().max(2) as u64;
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}

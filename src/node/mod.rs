@@ -1,0 +1,424 @@
+//! The node runtime: wires the replica (core + sled store), the identity
+//! and TLS configs, the gRPC services and the peer links together.
+//!
+//! ```text
+//!   tonic Peer/Client services ─┐          ┌─ dialers (one per configured peer)
+//!   link readers (admission) ───┼─ Command ─┤
+//!   anti-entropy ticker ────────┘  (bounded)└─> Actor: Replica<SledStore>, sessions, watchers
+//! ```
+//!
+//! One actor owns all mutable state; everything else sends it commands
+//! over a bounded channel. A write is acknowledged only after the actor's
+//! commit is flushed, so shutdown (which stops the actor between commands)
+//! can lose nothing that was acknowledged.
+
+mod actor;
+mod clock;
+mod dial;
+mod link;
+pub mod net;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use actor::{LinkSnapshot, Stats};
+pub use link::LinkStats;
+
+use crate::config::{NodeConfig, PeerConfig};
+use crate::core::{
+    Frontier, Limits, NodeId, Op, Refusal, Replica, SignedDelta, SignedRoster, WriteError,
+};
+use crate::identity::tls::{self, TlsIdentity, TrustStore};
+use crate::identity::NodeKey;
+use crate::rpc::pb;
+use crate::store::{SledStore, StoreError};
+use actor::{Actor, Command};
+use link::LinkContext;
+
+/// Commands queued to the actor before senders wait.
+const ACTOR_QUEUE_MAX: usize = 256;
+/// How long shutdown waits for open streams to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why one request failed. Mapped to a gRPC status in one place
+/// ([`service::status`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no record {0:?}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<WriteError<StoreError>> for ApiError {
+    fn from(e: WriteError<StoreError>) -> Self {
+        match e {
+            WriteError::Refused(r) => ApiError::Refused(r),
+            WriteError::Store(s) => ApiError::Store(s),
+        }
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("node key: {0}")]
+    Key(#[from] crate::identity::KeyFileError),
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("roster {path}: {why}")]
+    Roster { path: String, why: String },
+    #[error("{0}")]
+    Identity(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything a node runs from, loaded and cross-checked.
+pub struct Setup {
+    pub config: NodeConfig,
+    pub key: NodeKey,
+    pub tls: TlsIdentity,
+    pub roster: SignedRoster,
+    pub store: SledStore,
+}
+
+impl Setup {
+    /// Loads the key files, roster and store named by `config`, and checks
+    /// they belong together: the roster is signed by the configured
+    /// federation key and lists this node under its name, with this node
+    /// key and this TLS certificate.
+    pub fn load(config: NodeConfig) -> Result<Setup, StartError> {
+        let key = NodeKey::load(&config.identity.node_key)?;
+        let tls = TlsIdentity::load(&config.identity.tls_cert, &config.identity.tls_key)?;
+        let path = config.federation.roster.display().to_string();
+        let bytes = std::fs::read(&config.federation.roster).map_err(|e| StartError::Roster {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let roster = SignedRoster::open(&bytes, &config.federation_id()).map_err(|e| {
+            StartError::Roster {
+                path,
+                why: e.to_string(),
+            }
+        })?;
+        check_identity(&config.name, &key, &tls, &roster)?;
+        let store = SledStore::open(&config.data_dir, config.limits.quarantine_max)?;
+        Ok(Setup {
+            config,
+            key,
+            tls,
+            roster,
+            store,
+        })
+    }
+}
+
+fn check_identity(
+    name: &str,
+    key: &NodeKey,
+    tls: &TlsIdentity,
+    roster: &SignedRoster,
+) -> Result<(), StartError> {
+    let fail = |why: String| Err(StartError::Identity(why));
+    let Some(me) = roster.roster().by_name(name) else {
+        return fail(format!(
+            "roster version {} has no member named {name:?}",
+            roster.roster().version
+        ));
+    };
+    if me.id != key.id() {
+        return fail(format!(
+            "the roster lists {name:?} with key {}, but the node key file holds {}",
+            me.id.short(),
+            key.id().short()
+        ));
+    }
+    if !me.is_node() {
+        return fail(format!("{name:?} is an operator in the roster, not a node"));
+    }
+    if me.tls != Some(tls.fingerprint().0) {
+        return fail(format!(
+            "the roster pins a different TLS certificate for {name:?} than the one configured (fingerprint {})",
+            tls.fingerprint()
+        ));
+    }
+    Ok(())
+}
+
+/// Who may connect, from the roster: each member's pinned certificate.
+pub fn trust_from(roster: &crate::core::Roster) -> TrustStore {
+    TrustStore::new(roster.members().filter_map(|m| {
+        let fp = tls::Fingerprint(m.tls?);
+        let peer = tls::Peer {
+            name: m.name.clone(),
+            node: m.is_node().then_some(m.id),
+        };
+        Some((fp, peer))
+    }))
+}
+
+/// A running node.
+pub struct NodeHandle {
+    name: String,
+    id: NodeId,
+    addr: SocketAddr,
+    actor: mpsc::Sender<Command>,
+    frontier: watch::Receiver<Arc<Frontier>>,
+    refused: Arc<net::RefusedCount>,
+    shutdown: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    actor_task: JoinHandle<Replica<SledStore>>,
+}
+
+/// Binds the configured address and starts the node.
+pub async fn start(setup: Setup) -> Result<NodeHandle, StartError> {
+    let addr = setup.config.listen;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    start_on(setup, listener)
+}
+
+/// Starts the node on a listener the caller bound (tests bind port 0).
+pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, StartError> {
+    tls::install_crypto_provider();
+    let Setup {
+        config,
+        key,
+        tls: identity,
+        roster,
+        store,
+    } = setup;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let limits: Limits = config.core_limits();
+    let replica = Replica::open(store, roster.roster().clone(), limits.clone())?;
+    let trust = trust_from(roster.roster());
+    let server_tls = Arc::new(tls::server_config(&identity, &trust)?);
+    let client_tls = Arc::new(tls::client_config(&identity, &trust)?);
+
+    let (actor, frontier) = Actor::new(
+        replica,
+        key.signing_key().clone(),
+        config.name.clone(),
+        config.sync.batch_deltas_max,
+        config.sync.batch_bytes_max,
+    );
+    let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);
+    let actor_task = tokio::spawn(actor.run(actor_rx));
+    let (shutdown, _) = watch::channel(false);
+    let ctx = LinkContext {
+        actor: actor_tx.clone(),
+        frontier: frontier.clone(),
+        roster: roster.roster().clone(),
+        limits: limits.clone(),
+        queue_max: config.limits.link_queue_max,
+    };
+    let message_max = config.limits.message_bytes_max;
+
+    let refused = Arc::new(watch::channel(0).0);
+    let (conns, accept_task) = net::incoming(
+        listener,
+        tokio_rustls::TlsAcceptor::from(server_tls),
+        trust.clone(),
+        config.limits.links_max,
+        refused.clone(),
+    );
+    let peer_svc = pb::peer_server::PeerServer::new(service::PeerService { ctx: ctx.clone() })
+        .max_decoding_message_size(message_max)
+        .max_encoding_message_size(message_max);
+    let client_svc = pb::client_server::ClientServer::new(service::ClientService {
+        actor: actor_tx.clone(),
+        key_len_max: limits.key_len_max,
+    })
+    .max_decoding_message_size(message_max)
+    .max_encoding_message_size(message_max);
+    let mut stop = shutdown.subscribe();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.sync.keepalive()))
+            .http2_keepalive_timeout(Some(config.sync.keepalive_timeout()))
+            .add_service(peer_svc)
+            .add_service(client_svc)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::ReceiverStream::new(conns),
+                async move {
+                    let _ = stop.changed().await;
+                },
+            ),
+    );
+
+    let mut background = vec![accept_task];
+    background.push(tokio::spawn(anti_entropy(
+        actor_tx.clone(),
+        config.sync.anti_entropy(),
+        shutdown.subscribe(),
+    )));
+    for peer in &config.peers {
+        let dialer = dial::Dialer {
+            ctx: ctx.clone(),
+            peer: PeerConfig::clone(peer),
+            tls: client_tls.clone(),
+            trust: trust.clone(),
+            sync: config.sync.clone(),
+            message_bytes_max: message_max,
+        };
+        background.push(tokio::spawn(dialer.run(shutdown.subscribe())));
+    }
+    tracing::info!(name = %config.name, %addr, peers = config.peers.len(), "node started");
+    Ok(NodeHandle {
+        name: config.name.clone(),
+        id: key.id(),
+        addr,
+        actor: actor_tx,
+        frontier,
+        refused,
+        shutdown,
+        background,
+        server,
+        actor_task,
+    })
+}
+
+async fn anti_entropy(
+    actor: mpsc::Sender<Command>,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; links open with a digest anyway
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if actor.send(Command::AntiEntropy).await.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+impl NodeHandle {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(actor::Reply<T>) -> Command) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.actor
+            .send(make(reply))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Writes through the same path as the client service: durable on `Ok`.
+    pub async fn write(&self, key: &str, op: Op, value: &[u8]) -> Result<SignedDelta, ApiError> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.ask(|reply| Command::Write {
+            key,
+            op,
+            value,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<SignedDelta>, ApiError> {
+        let key = key.to_owned();
+        self.ask(|reply| Command::Get { key, reply }).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.actor
+            .send(Command::Stats { reply })
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Starts an anti-entropy round on every link now.
+    pub async fn anti_entropy(&self) -> Result<(), ApiError> {
+        self.actor
+            .send(Command::AntiEntropy)
+            .await
+            .map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// The frontier, updated after every commit: await changes on it
+    /// instead of polling.
+    pub fn frontier(&self) -> watch::Receiver<Arc<Frontier>> {
+        self.frontier.clone()
+    }
+
+    /// TLS handshakes this node refused (unknown or bad certificates).
+    pub fn handshakes_refused(&self) -> watch::Receiver<u64> {
+        self.refused.subscribe()
+    }
+
+    /// Waits until this node holds everything in `target` (every author at
+    /// least up to `target`'s head), or `timeout` passes. Returns whether it
+    /// got there.
+    pub async fn wait_for(&self, target: &Frontier, timeout: Duration) -> bool {
+        let mut rx = self.frontier.clone();
+        let covered = |f: &Frontier| target.iter().all(|(a, h)| f.head(a).seq >= h.seq);
+        tokio::time::timeout(timeout, rx.wait_for(|f| covered(f)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops dialling and accepting, ends every link, and closes the store.
+    /// Acknowledged writes were durable when acknowledged; this only makes
+    /// sure the store is closed cleanly and its lock released.
+    pub async fn shutdown(self) -> Result<(), StartError> {
+        let _ = self.shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        // Services and link tasks hold senders too, so the actor is told to
+        // stop rather than left to notice every sender gone. Commands
+        // queued before this one are handled first.
+        let _ = self.actor.send(Command::Shutdown).await;
+        let replica = self.actor_task.await.ok();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, self.server).await;
+        if let Some(replica) = replica {
+            replica.store().flush()?;
+        }
+        tracing::info!(name = %self.name, "node stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! Real nodes on 127.0.0.1: gRPC over mutual TLS, sled stores, config files
+//! written by `fedsync::local`. Synchronisation is awaited on each node's
+//! frontier watch, never on a sleep.
+
+use std::time::Duration;
+
+use fedsync::client::Client;
+use fedsync::core::{Frontier, Op};
+use fedsync::identity::tls::TlsIdentity;
+use fedsync::local::{LocalFederation, NodeSpec};
+use fedsync::node::{trust_from, NodeHandle};
+
+/// Generous: a loaded CI machine, not the expected time (milliseconds).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Anti-entropy far beyond the timeout: convergence here must come from the
+/// opening exchange and live pushes, not from the periodic repair.
+const NO_ANTI_ENTROPY: &str = "[sync]\nanti_entropy_secs = 3600\n";
+
+fn hub_and_spoke() -> Vec<NodeSpec> {
+    vec![
+        NodeSpec::hq("hq"),
+        NodeSpec::region("office-fr", "fr", &["hq"]),
+        NodeSpec::region("office-ke", "ke", &["hq"]),
+    ]
+}
+
+async fn all_hold(nodes: &[&NodeHandle], target: &Frontier) {
+    for n in nodes {
+        assert!(
+            n.wait_for(target, SYNC_TIMEOUT).await,
+            "{} did not reach the frontier",
+            n.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_and_spoke_converges_and_relays_region_to_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke(), NO_ANTI_ENTROPY).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    let ke = fed.start("office-ke").await.unwrap();
+
+    let a = fr
+        .write(
+            "regions/fr/reports/2026-Q3",
+            Op::Put,
+            b"{\"volunteers\":12}",
+        )
+        .await
+        .unwrap();
+    let b = ke
+        .write("regions/ke/reports/2026-Q3", Op::Put, b"{\"volunteers\":7}")
+        .await
+        .unwrap();
+    let c = hq.write("hq/notice", Op::Put, b"hello").await.unwrap();
+    let mut target = Frontier::new();
+    for d in [&a, &b, &c] {
+        target.set(
+            d.author(),
+            fedsync::core::Head {
+                seq: d.seq(),
+                hash: d.hash(),
+            },
+        );
+    }
+    all_hold(&[&hq, &fr, &ke], &target).await;
+
+    // Kenya never talks to France directly: this came through HQ.
+    let seen = ke.get("regions/fr/reports/2026-Q3").await.unwrap().unwrap();
+    assert_eq!(seen.value(), b"{\"volunteers\":12}");
+    assert_eq!(seen, a);
+    let (s_hq, s_fr, s_ke) = (
+        hq.stats().await.unwrap(),
+        fr.stats().await.unwrap(),
+        ke.stats().await.unwrap(),
+    );
+    assert_eq!(s_hq.digest, s_fr.digest);
+    assert_eq!(s_hq.digest, s_ke.digest);
+    assert_eq!(s_hq.links.len(), 2, "both regions linked to HQ");
+    assert_eq!(s_fr.counters.refused, Default::default());
+
+    // The operator's client service, over mTLS, reads the relayed record.
+    let op = TlsIdentity::load(
+        &dir.path().join("operator/tls.crt"),
+        &dir.path().join("operator/tls.key"),
+    )
+    .unwrap();
+    let roster = std::fs::read(&fed.roster).unwrap();
+    let roster = fedsync::core::SignedRoster::open(
+        &roster,
+        &fedsync::core::NodeId(fed.federation.verifying_key().to_bytes()),
+    )
+    .unwrap();
+    let ke_addr = ke.local_addr().to_string();
+    let mut client = Client::connect(&ke_addr, &op, trust_from(roster.roster())).unwrap();
+    let rec = client
+        .get("regions/fr/reports/2026-Q3")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.value, b"{\"volunteers\":12}");
+    // And Kenya's node may not write France's space on the operator's behalf.
+    let refused = client.put("regions/fr/x", b"1").await.unwrap_err();
+    assert!(refused.contains("PermissionDenied"), "{refused}");
+
+    for n in [hq, fr, ke] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_catches_up_from_its_frontier_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    // Quick redials so the restarted node's link comes back at once.
+    let extra = "[sync]\nanti_entropy_secs = 3600\nreconnect_min_ms = 20\nreconnect_max_ms = 200\n";
+    let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke(), extra).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    let ke = fed.start("office-ke").await.unwrap();
+
+    for i in 0..20 {
+        ke.write(&format!("regions/ke/a/{i}"), Op::Put, b"before")
+            .await
+            .unwrap();
+    }
+    let before = ke.stats().await.unwrap().frontier;
+    all_hold(&[&fr], &before).await;
+    fr.shutdown().await.unwrap();
+
+    let mut last = None;
+    for i in 0..200 {
+        last = Some(
+            ke.write(&format!("regions/ke/b/{i}"), Op::Put, b"while away")
+                .await
+                .unwrap(),
+        );
+    }
+    ke.write("regions/ke/a/0", Op::Delete, b"").await.unwrap();
+    let target = ke.stats().await.unwrap().frontier;
+    assert!(target.total_deltas() > before.total_deltas());
+
+    let fr = fed.start("office-fr").await.unwrap();
+    all_hold(&[&fr], &target).await;
+    let s = fr.stats().await.unwrap();
+    // It asked for exactly what it lacked: nothing it already had came again.
+    assert_eq!(s.counters.duplicates, 0, "{:?}", s.counters);
+    assert_eq!(s.counters.applied, 201);
+    assert_eq!(
+        fr.get("regions/ke/a/0").await.unwrap(),
+        None,
+        "delete applied"
+    );
+    assert_eq!(fr.get("regions/ke/b/199").await.unwrap(), last);
+
+    for n in [hq, fr, ke] {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_outside_the_roster_are_refused_at_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke()[..1], "").unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let roster = std::fs::read(&fed.roster).unwrap();
+    let roster = fedsync::core::SignedRoster::open(
+        &roster,
+        &fedsync::core::NodeId(fed.federation.verifying_key().to_bytes()),
+    )
+    .unwrap();
+    let addr = hq.local_addr().to_string();
+
+    // A stranger with a well-formed P-256 certificate the roster does not pin.
+    let stranger = TlsIdentity::generate("stranger").unwrap();
+    let mut client = Client::connect(&addr, &stranger, trust_from(roster.roster())).unwrap();
+    let mut refused = hq.handshakes_refused();
+    let err = client.get("hq/x").await.unwrap_err();
+    // With TLS 1.3 the client may finish its side before the server has
+    // judged the certificate, so it sees either the alert or a closed
+    // connection; the server's count says which side refused.
+    assert!(err.contains("connection failed"), "{err}");
+    let counted = tokio::time::timeout(SYNC_TIMEOUT, refused.wait_for(|n| *n == 1)).await;
+    assert!(counted.is_ok(), "the server did not refuse the handshake");
+
+    // The operator the roster lists gets in, so the refusal above was about
+    // the key, not the setup.
+    let op = TlsIdentity::load(
+        &dir.path().join("operator/tls.crt"),
+        &dir.path().join("operator/tls.key"),
+    )
+    .unwrap();
+    let mut client = Client::connect(&addr, &op, trust_from(roster.roster())).unwrap();
+    assert_eq!(client.get("hq/x").await.unwrap(), None);
+    let stats = hq.stats().await.unwrap();
+    assert!(stats.links.is_empty(), "no peer link was opened");
+    assert_eq!(*hq.handshakes_refused().borrow(), 1);
+
+    // A node certificate may not use the operator API, and an operator may
+    // not open a sync link.
+    let node_tls = TlsIdentity::load(
+        &dir.path().join("hq/tls.crt"),
+        &dir.path().join("hq/tls.key"),
+    )
+    .unwrap();
+    let mut as_node = Client::connect(&addr, &node_tls, trust_from(roster.roster())).unwrap();
+    let err = as_node.get("hq/x").await.unwrap_err();
+    assert!(err.contains("PermissionDenied"), "{err}");
+    hq.shutdown().await.unwrap();
+}
