@@ -203,6 +203,21 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A TOML error as one line, `line L, column C: message`: the default
+/// rendering draws the offending line over several.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl NodeConfig {
     /// Reads, parses and validates the file at `path`; relative paths in it
     /// are taken relative to the file's directory.
@@ -224,7 +239,7 @@ impl NodeConfig {
     fn parse_named(text: &str, base_dir: &Path, origin: &Path) -> Result<Self, ConfigError> {
         let mut cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
-            message: e.to_string().trim_end().to_owned(),
+            message: one_line(text, &e),
         })?;
         for p in [
             &mut cfg.data_dir,

@@ -1,0 +1,324 @@
+//! Set-up commands: the federation key and roster, node and operator keys.
+//!
+//! A federation is its signing key (kept at HQ, offline if possible) and the
+//! roster it signs. Every member's entry binds its name, region and roles to
+//! its Ed25519 key and its TLS certificate's fingerprint.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use fedsync::core::{Member, NodeId, Role, Roster, SignedRoster};
+use fedsync::identity::tls::{Fingerprint, TlsIdentity};
+use fedsync::identity::NodeKey;
+
+use super::print_json;
+
+#[derive(Subcommand, Debug)]
+pub enum FederationCmd {
+    /// Write a new federation key and an empty signed roster (version 1).
+    Create {
+        /// Directory for `federation.key` and `roster.bin`.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// Write `node.key`, `tls.crt` and `tls.key` for a new node.
+    Init(InitArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCmd {
+    /// Write an operator's keys (`tls.crt`/`tls.key` are the PEM files any
+    /// gRPC tool can use) and a `client.toml` for the CLI.
+    Init {
+        #[command(flatten)]
+        init: InitArgs,
+        /// The node the CLI talks to, `host:port`.
+        #[arg(long)]
+        connect: String,
+        /// The federation public key (64 hex digits).
+        #[arg(long)]
+        federation: String,
+        /// The signed roster (path, stored in client.toml as given).
+        #[arg(long)]
+        roster: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Directory to write the key files into (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The member's name, as the roster will list it.
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RosterCmd {
+    /// Add (or replace) a member, bump the version and re-sign.
+    Add(AddArgs),
+    /// Remove a member by name, bump the version and re-sign.
+    Remove {
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// Print the roster after verifying its signature.
+    Show {
+        #[arg(long)]
+        roster: PathBuf,
+        /// The federation public key (64 hex digits).
+        #[arg(long)]
+        federation: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SignerArgs {
+    /// The roster file to change.
+    #[arg(long)]
+    roster: PathBuf,
+    /// The federation key file that signs it.
+    #[arg(long)]
+    federation_key: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    #[command(flatten)]
+    signer: SignerArgs,
+    #[arg(long)]
+    name: String,
+    /// `hq`, `region` or `operator`.
+    #[arg(long)]
+    role: String,
+    /// The region whose key space a `region` node writes.
+    #[arg(long)]
+    region: Option<String>,
+    /// Read the member's id and certificate from its key directory
+    /// (`node.key`, `tls.crt`), as written by `node init`/`operator init`.
+    #[arg(long, conflicts_with_all = ["id", "tls"])]
+    from: Option<PathBuf>,
+    /// The member's Ed25519 public key (64 hex digits).
+    #[arg(long, requires = "tls")]
+    id: Option<String>,
+    /// The SHA-256 fingerprint of the member's TLS certificate (64 hex).
+    #[arg(long, requires = "id")]
+    tls: Option<String>,
+    /// Where peers reach this member, `host:port`.
+    #[arg(long)]
+    address: Option<String>,
+}
+
+pub fn federation(cmd: FederationCmd) -> anyhow::Result<()> {
+    let FederationCmd::Create { dir, json } = cmd;
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+    let roster_path = dir.join("roster.bin");
+    if roster_path.exists() {
+        bail!("{} exists; refusing to overwrite", roster_path.display());
+    }
+    let key = NodeKey::generate();
+    key.save(&dir.join("federation.key"))?;
+    let signed = SignedRoster::sign(&Roster::new(1, []), key.signing_key())?;
+    write_atomically(&roster_path, signed.as_bytes())?;
+    if json {
+        print_json(&json!({ "federation": key.id().to_string(), "roster": roster_path }));
+    } else {
+        println!("federation key: {}", key.id());
+        println!(
+            "wrote {} (keep it private) and {}",
+            dir.join("federation.key").display(),
+            roster_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `node.key`, `tls.crt`, `tls.key`; returns (id, fingerprint).
+fn init_keys(a: &InitArgs) -> anyhow::Result<(NodeId, Fingerprint)> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("{}", a.dir.display()))?;
+    let key = NodeKey::generate();
+    key.save(&a.dir.join("node.key"))?;
+    let tls = TlsIdentity::generate(&a.name)?;
+    tls.save(&a.dir.join("tls.crt"), &a.dir.join("tls.key"))?;
+    Ok((key.id(), tls.fingerprint()))
+}
+
+fn print_keys(a: &InitArgs, id: NodeId, fp: Fingerprint) {
+    if a.json {
+        print_json(
+            &json!({ "name": a.name, "id": id.to_string(), "tls": fp.to_string(), "dir": a.dir }),
+        );
+    } else {
+        println!("{}: id {id}", a.name);
+        println!("{}: tls {fp}", a.name);
+        println!(
+            "add it at HQ with: fedsync roster add --name {} --id {id} --tls {fp} --role …",
+            a.name
+        );
+    }
+}
+
+pub fn node(cmd: NodeCmd) -> anyhow::Result<()> {
+    let NodeCmd::Init(a) = cmd;
+    let (id, fp) = init_keys(&a)?;
+    print_keys(&a, id, fp);
+    Ok(())
+}
+
+pub fn operator(cmd: OperatorCmd) -> anyhow::Result<()> {
+    let OperatorCmd::Init {
+        init,
+        connect,
+        federation,
+        roster,
+    } = cmd;
+    NodeId::from_hex(&federation).map_err(|e| anyhow!("--federation {federation:?}: {e}"))?;
+    let (id, fp) = init_keys(&init)?;
+    let roster = std::path::absolute(&roster)?;
+    let text = format!(
+        "# Where the fedsync CLI connects, and as whom.\nconnect = \"{connect}\"\n\
+         federation = \"{federation}\"\nroster = \"{}\"\ntls_cert = \"tls.crt\"\ntls_key = \"tls.key\"\n",
+        roster.display()
+    );
+    write_atomically(&init.dir.join("client.toml"), text.as_bytes())?;
+    print_keys(&init, id, fp);
+    Ok(())
+}
+
+pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
+    match cmd {
+        RosterCmd::Add(a) => add(a),
+        RosterCmd::Remove { signer, name } => change(&signer, |r| {
+            let id = r
+                .by_name(&name)
+                .map(|m| m.id)
+                .ok_or_else(|| anyhow!("no member named {name:?}"))?;
+            r.remove(&id);
+            Ok(())
+        }),
+        RosterCmd::Show {
+            roster,
+            federation,
+            json,
+        } => {
+            let fed = NodeId::from_hex(&federation).map_err(|e| anyhow!("--federation: {e}"))?;
+            let signed = read_roster(&roster, &fed)?;
+            show(signed.roster(), json);
+            Ok(())
+        }
+    }
+}
+
+fn add(a: AddArgs) -> anyhow::Result<()> {
+    let role = Role::parse(&a.role)
+        .ok_or_else(|| anyhow!("--role {:?}: use hq, region or operator", a.role))?;
+    let (id, tls) = match (&a.from, &a.id, &a.tls) {
+        (Some(dir), _, _) => {
+            let key = NodeKey::load(&dir.join("node.key"))?;
+            let cert = TlsIdentity::load(&dir.join("tls.crt"), &dir.join("tls.key"))?;
+            (key.id(), cert.fingerprint())
+        }
+        (None, Some(id), Some(tls)) => (
+            NodeId::from_hex(id).map_err(|e| anyhow!("--id: {e}"))?,
+            Fingerprint::from_hex(tls).map_err(|e| anyhow!("--tls: {e}"))?,
+        ),
+        _ => bail!("give either --from DIR or both --id and --tls"),
+    };
+    let member = Member {
+        id,
+        name: a.name.clone(),
+        region: a.region.clone(),
+        roles: BTreeSet::from([role]),
+        tls: Some(tls.0),
+        address: a.address.clone(),
+    };
+    change(&a.signer, |r| {
+        if let Some(other) = r.by_name(&member.name).filter(|m| m.id != member.id) {
+            let other = other.id;
+            r.remove(&other);
+        }
+        r.insert(member);
+        Ok(())
+    })
+}
+
+/// Loads, verifies, changes, bumps the version, re-signs, writes.
+fn change(s: &SignerArgs, f: impl FnOnce(&mut Roster) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let key = NodeKey::load(&s.federation_key)?;
+    let signed = read_roster(&s.roster, &key.id())?;
+    let mut roster = signed.roster().clone();
+    f(&mut roster)?;
+    roster.version += 1;
+    let signed = SignedRoster::sign(&roster, key.signing_key())?;
+    write_atomically(&s.roster, signed.as_bytes())?;
+    println!(
+        "roster version {} signed ({} members)",
+        roster.version,
+        roster.len()
+    );
+    Ok(())
+}
+
+fn read_roster(path: &Path, federation: &NodeId) -> anyhow::Result<SignedRoster> {
+    let bytes = std::fs::read(path).with_context(|| format!("roster {}", path.display()))?;
+    SignedRoster::open(&bytes, federation).with_context(|| format!("roster {}", path.display()))
+}
+
+fn show(r: &Roster, as_json: bool) {
+    if as_json {
+        let members: Vec<_> = r
+            .members()
+            .map(|m| {
+                json!({
+                    "name": m.name, "id": m.id.to_string(), "region": m.region,
+                    "roles": m.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+                    "tls": m.tls.map(hex::encode), "address": m.address,
+                })
+            })
+            .collect();
+        print_json(&json!({ "version": r.version, "members": members }));
+        return;
+    }
+    println!("roster version {}", r.version);
+    println!(
+        "{:<20} {:<9} {:<10} {:<10} {:<22}",
+        "NAME", "ID", "ROLE", "REGION", "ADDRESS"
+    );
+    for m in r.members() {
+        let roles: Vec<_> = m.roles.iter().map(|r| r.as_str()).collect();
+        println!(
+            "{:<20} {:<9} {:<10} {:<10} {:<22}",
+            m.name,
+            m.id.short(),
+            roles.join(","),
+            m.region.as_deref().unwrap_or("-"),
+            m.address.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+/// Write to a temporary file and rename: a crash leaves the old file or the
+/// new one, never half of either.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The `fedsync` binary end to end, as an operator would use it: create a
+//! federation, keys and roster with the CLI, run two nodes as processes,
+//! put at one and get at the other.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fedsync");
+
+fn fedsync(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run fedsync")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = fedsync(args);
+    assert!(
+        out.status.success(),
+        "fedsync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).unwrap()
+}
+
+/// A node process, stopped with SIGTERM when dropped.
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Running {
+    fn start(config: &Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fedsync run");
+        // The node prints one line once it serves: wait for it, not a timer.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|_| line.contains("listening on"))
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Running { child, addr }
+    }
+
+    /// SIGTERM, then the exit status: a graceful stop exits 0.
+    fn stop(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap().success()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node_config(
+    dir: &Path,
+    name: &str,
+    fed: &str,
+    peer: Option<(&str, &str)>,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+         [federation]\nkey = \"{fed}\"\nroster = \"../fed/roster.bin\"\n"
+    );
+    if let Some((peer, addr)) = peer {
+        text.push_str(&format!(
+            "[[peers]]\nname = \"{peer}\"\naddress = \"{addr}\"\n"
+        ));
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn put_at_one_node_get_at_another_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = |p: &str| tmp.path().join(p).to_str().unwrap().to_owned();
+
+    let fed = json(&["federation", "create", "--dir", &d("fed"), "--json"]);
+    let fed = fed["federation"].as_str().unwrap().to_owned();
+    let hq = json(&["node", "init", "--dir", &d("hq"), "--name", "hq", "--json"]);
+    assert_eq!(hq["id"].as_str().unwrap().len(), 64);
+    ok(&["node", "init", "--dir", &d("fr"), "--name", "office-fr"]);
+    ok(&[
+        "operator",
+        "init",
+        "--dir",
+        &d("op"),
+        "--name",
+        "alice",
+        "--connect",
+        "127.0.0.1:1",
+        "--federation",
+        &fed,
+        "--roster",
+        &d("fed/roster.bin"),
+    ]);
+    let signer = [
+        "--roster",
+        &d("fed/roster.bin"),
+        "--federation-key",
+        &d("fed/federation.key"),
+    ];
+    for (dir, name, role, region) in [
+        ("hq", "hq", "hq", None),
+        ("fr", "office-fr", "region", Some("fr")),
+        ("op", "alice", "operator", None),
+    ] {
+        let from = d(dir);
+        let mut args = vec![
+            "roster", "add", "--from", &from, "--name", name, "--role", role,
+        ];
+        args.extend(signer);
+        if let Some(r) = region {
+            args.extend(["--region", r]);
+        }
+        ok(&args);
+    }
+    let shown = json(&[
+        "roster",
+        "show",
+        "--roster",
+        &d("fed/roster.bin"),
+        "--federation",
+        &fed,
+        "--json",
+    ]);
+    assert_eq!(shown["version"], 4);
+    assert_eq!(shown["members"].as_array().unwrap().len(), 3);
+
+    let hq = Running::start(&node_config(&tmp.path().join("hq"), "hq", &fed, None));
+    let fr = Running::start(&node_config(
+        &tmp.path().join("fr"),
+        "office-fr",
+        &fed,
+        Some(("hq", &hq.addr)),
+    ));
+    let client = d("op/client.toml");
+
+    let put = json(&[
+        "put",
+        "--client",
+        &client,
+        "--connect",
+        &fr.addr,
+        "--json",
+        "regions/fr/reports/2026-Q3",
+        r#"{"volunteers":12}"#,
+    ]);
+    assert_eq!(put["seq"], 1);
+    let got = json(&[
+        "get",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "--wait",
+        "30",
+        "--json",
+        "regions/fr/reports/2026-Q3",
+    ]);
+    assert_eq!(got["value"], r#"{"volunteers":12}"#);
+
+    // Errors are one line on stderr and a non-zero exit.
+    let missing = fedsync(&[
+        "get",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "regions/fr/none",
+    ]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8(missing.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no record"), "{stderr}");
+    // HQ may not write a region's space, whoever asks.
+    let refused = fedsync(&[
+        "put",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "regions/fr/x",
+        "1",
+    ]);
+    assert!(!refused.status.success());
+
+    assert!(fr.stop(), "office-fr did not stop cleanly on SIGTERM");
+    assert!(hq.stop(), "hq did not stop cleanly on SIGTERM");
+}
