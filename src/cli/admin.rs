@@ -169,7 +169,8 @@ fn print_keys(a: &InitArgs, id: NodeId, fp: Fingerprint) {
         println!("{}: id {id}", a.name);
         println!("{}: tls {fp}", a.name);
         println!(
-            "add it at HQ with: fedsync roster add --name {} --id {id} --tls {fp} --role …",
+            "add it at HQ with: fedsync roster add --roster roster.bin --federation-key federation.key \\\n  \
+             --name {} --id {id} --tls {fp} --role <hq|region|operator> [--region <r>]",
             a.name
         );
     }

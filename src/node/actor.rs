@@ -280,8 +280,16 @@ impl Actor {
         };
         link.pending.extend(reaction.send);
         if let Some(report) = reaction.ingest {
-            for refusal in &report.refused {
-                tracing::warn!(peer = %link.peer, code = refusal.code(), reason = %refusal, "delta refused");
+            if let Some(first) = report.refused.first() {
+                // One line per batch, not per delta: a bad batch must not
+                // flood the log. The quarantine holds each one.
+                tracing::warn!(
+                    peer = %link.peer,
+                    refused = report.refused.len(),
+                    code = first.code(),
+                    reason = %first,
+                    "deltas refused (first reason shown)"
+                );
             }
             self.applied(&report.applied, Some(id));
         }
