@@ -77,6 +77,7 @@ impl Client {
             Arc::new(config),
             trust,
             SyncConfig::default(),
+            crate::config::LimitsConfig::default().message_bytes_max,
         )?;
         Ok(Client {
             inner: pb::client_client::ClientClient::new(channel),

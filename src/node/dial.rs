@@ -60,6 +60,7 @@ impl Dialer {
             self.tls.clone(),
             self.trust.clone(),
             self.sync.clone(),
+            self.message_bytes_max,
         )?;
         let (open, outbound) = link::open(self.ctx.clone(), self.peer.name.clone())
             .await

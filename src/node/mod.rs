@@ -261,6 +261,8 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
     let mut stop = shutdown.subscribe();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(window(message_max)))
+            .initial_connection_window_size(Some(window(message_max)))
             .http2_keepalive_interval(Some(config.sync.keepalive()))
             .http2_keepalive_timeout(Some(config.sync.keepalive_timeout()))
             .add_service(peer_svc)
@@ -303,6 +305,14 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         server,
         actor_task,
     })
+}
+
+/// HTTP/2 flow-control window: room for about two of the largest messages,
+/// so a batch streams without waiting for window updates (h2's default of
+/// 64 KiB would stall every batch several times), while a slow reader
+/// still holds back a fast sender.
+pub(crate) fn window(message_bytes_max: usize) -> u32 {
+    (2 * message_bytes_max).min(i32::MAX as usize) as u32
 }
 
 async fn anti_entropy(

@@ -154,6 +154,7 @@ pub fn connect(
     tls: Arc<rustls::ClientConfig>,
     trust: TrustStore,
     sync: SyncConfig,
+    message_bytes_max: usize,
 ) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address {address:?}: {e}"))?
@@ -161,6 +162,8 @@ pub fn connect(
         .http2_keep_alive_interval(sync.keepalive())
         .keep_alive_timeout(sync.keepalive_timeout())
         .keep_alive_while_idle(true)
+        .initial_stream_window_size(super::window(message_bytes_max))
+        .initial_connection_window_size(super::window(message_bytes_max))
         .tcp_nodelay(true);
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (address, expected) = (address.clone(), expected.clone());
