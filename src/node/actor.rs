@@ -151,11 +151,16 @@ impl Actor {
         (actor, rx)
     }
 
-    /// Runs until every command sender is gone, then returns the replica
-    /// so the caller can close the store. Every acknowledged write was
-    /// already flushed before its reply was sent.
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Replica<SledStore> {
-        while let Some(cmd) = commands.recv().await {
+    /// Runs until told to stop (or every sender is gone), then returns the
+    /// replica so the caller can close the store. Every acknowledged write
+    /// was already flushed before its reply was sent.
+    ///
+    /// Blocking: call it on a thread of its own (`spawn_blocking`). A commit
+    /// waits for sled's flush; on an async worker that wait would stall the
+    /// network tasks sharing the worker, on its own thread it overlaps with
+    /// them (and with admission on the blocking pool).
+    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Replica<SledStore> {
+        while let Some(cmd) = commands.blocking_recv() {
             if let Command::Shutdown = cmd {
                 break;
             }

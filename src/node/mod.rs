@@ -230,7 +230,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         config.sync.batch_bytes_max,
     );
     let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);
-    let actor_task = tokio::spawn(actor.run(actor_rx));
+    let actor_task = tokio::task::spawn_blocking(move || actor.run(actor_rx));
     let (shutdown, _) = watch::channel(false);
     let ctx = LinkContext {
         actor: actor_tx.clone(),
