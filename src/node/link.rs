@@ -130,8 +130,7 @@ where
     E: std::fmt::Display,
 {
     let why = read_until_end(&ctx, &link, &peer, inbound).await;
-    let actor = ctx.actor.clone();
-    let _ = actor.send(Command::LinkClosed { link: link.id }).await;
+    let _ = ctx.actor.send(Command::LinkClosed { link: link.id }).await;
     why
 }
 
@@ -182,10 +181,8 @@ where
                 }
             }
         };
-        let actor = ctx.actor.clone();
-        if actor.send(cmd).await.is_err() {
-            return "node shutting down".into();
+        if ctx.actor.send(cmd).await.is_err() {
+            return format!("node shutting down (link to {peer})");
         }
-        tracing::trace!(peer, "message handled");
     }
 }

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 pub use actor::{LinkSnapshot, Stats};
 pub use link::LinkStats;
 
-use crate::config::{NodeConfig, PeerConfig};
+use crate::config::NodeConfig;
 use crate::core::{
     Frontier, Limits, NodeId, Op, Refusal, Replica, SignedDelta, SignedRoster, WriteError,
 };
@@ -284,7 +284,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
     for peer in &config.peers {
         let dialer = dial::Dialer {
             ctx: ctx.clone(),
-            peer: PeerConfig::clone(peer),
+            peer: peer.clone(),
             tls: client_tls.clone(),
             trust: trust.clone(),
             sync: config.sync.clone(),
