@@ -62,6 +62,8 @@ pub enum ApiError {
     NotAllowed(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("no authenticated peer on this connection")]
+    Unauthenticated,
 }
 
 impl From<WriteError<StoreError>> for ApiError {

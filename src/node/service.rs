@@ -32,6 +32,7 @@ pub fn status(e: ApiError) -> Status {
         ApiError::ShuttingDown => Code::Unavailable,
         ApiError::Store(_) => Code::Internal,
         ApiError::NotAllowed(_) => Code::PermissionDenied,
+        ApiError::Unauthenticated => Code::Unauthenticated,
     };
     Status::new(code, e.to_string())
 }
@@ -42,7 +43,7 @@ fn caller<T>(req: &Request<T>) -> Result<ConnInfo, Status> {
     req.extensions()
         .get::<ConnInfo>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("no authenticated peer on this connection"))
+        .ok_or_else(|| status(ApiError::Unauthenticated))
 }
 
 pub(crate) struct PeerService {
