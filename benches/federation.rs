@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fedsync::core::{DeltaBody, DeltaHash, Frontier, Head, HlcClock, Op, Replica, SignedRoster};
+use fedsync::core::{DeltaBody, DeltaHash, Frontier, Head, HlcClock, Op, Replica};
 use fedsync::identity::NodeKey;
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
@@ -53,9 +53,7 @@ fn main() {
 fn preload(fed: &LocalFederation, n: usize) -> u64 {
     let dir = fed.dir.join("office-fr");
     let key = NodeKey::load(&dir.join("node.key")).unwrap();
-    let roster = std::fs::read(&fed.roster).unwrap();
-    let fed_id = fedsync::core::NodeId(fed.federation.verifying_key().to_bytes());
-    let roster = SignedRoster::open(&roster, &fed_id).unwrap();
+    let roster = fed.signed_roster();
     let store = SledStore::open(&dir.join("data"), 1_000).unwrap();
     let mut replica = Replica::open(store, roster.roster().clone(), Default::default()).unwrap();
     let (mut head, mut clock) = (Head::default(), HlcClock::new());

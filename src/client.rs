@@ -9,7 +9,8 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use crate::config::SyncConfig;
-use crate::core::{Frontier, FrontierDigest, NodeId, SignedRoster};
+use crate::core::{Frontier, FrontierDigest, NodeId};
+use crate::identity::read_roster;
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
 use crate::node::{net, trust_from};
 use crate::rpc::{convert, pb};
@@ -58,10 +59,7 @@ impl Client {
     pub fn from_config(c: &ClientConfig) -> Result<Client, String> {
         let federation = NodeId::from_hex(&c.federation)
             .map_err(|e| format!("federation key {:?}: {e}", c.federation))?;
-        let bytes =
-            std::fs::read(&c.roster).map_err(|e| format!("roster {}: {e}", c.roster.display()))?;
-        let roster = SignedRoster::open(&bytes, &federation)
-            .map_err(|e| format!("roster {}: {e}", c.roster.display()))?;
+        let roster = read_roster(&c.roster, &federation).map_err(|e| e.to_string())?;
         let me = TlsIdentity::load(&c.tls_cert, &c.tls_key).map_err(|e| e.to_string())?;
         Client::connect(&c.connect, &me, trust_from(roster.roster()))
     }

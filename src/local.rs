@@ -153,6 +153,18 @@ impl LocalFederation {
         std::fs::write(self.client_config(), text).map_err(|e| e.to_string())
     }
 
+    /// The roster as written, verified against the federation key.
+    pub fn signed_roster(&self) -> SignedRoster {
+        let fed = crate::core::NodeId(self.federation.verifying_key().to_bytes());
+        crate::identity::read_roster(&self.roster, &fed).expect("written by create")
+    }
+
+    /// The TLS identity of member `name` (a node, or [`OPERATOR`]).
+    pub fn tls_identity(&self, name: &str) -> Result<TlsIdentity, String> {
+        let dir = self.dir.join(name);
+        TlsIdentity::load(&dir.join("tls.crt"), &dir.join("tls.key")).map_err(|e| e.to_string())
+    }
+
     pub fn config_path(&self, name: &str) -> PathBuf {
         self.dir.join(name).join("node.toml")
     }

@@ -82,17 +82,8 @@ async fn hub_and_spoke_converges_and_relays_region_to_region() {
     assert_eq!(s_fr.counters.refused, Default::default());
 
     // The operator's client service, over mTLS, reads the relayed record.
-    let op = TlsIdentity::load(
-        &dir.path().join("operator/tls.crt"),
-        &dir.path().join("operator/tls.key"),
-    )
-    .unwrap();
-    let roster = std::fs::read(&fed.roster).unwrap();
-    let roster = fedsync::core::SignedRoster::open(
-        &roster,
-        &fedsync::core::NodeId(fed.federation.verifying_key().to_bytes()),
-    )
-    .unwrap();
+    let op = fed.tls_identity("operator").unwrap();
+    let roster = fed.signed_roster();
     let ke_addr = ke.local_addr().to_string();
     let mut client = Client::connect(&ke_addr, &op, trust_from(roster.roster())).unwrap();
     let rec = client
@@ -164,12 +155,7 @@ async fn keys_outside_the_roster_are_refused_at_the_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke()[..1], "").unwrap();
     let hq = fed.start("hq").await.unwrap();
-    let roster = std::fs::read(&fed.roster).unwrap();
-    let roster = fedsync::core::SignedRoster::open(
-        &roster,
-        &fedsync::core::NodeId(fed.federation.verifying_key().to_bytes()),
-    )
-    .unwrap();
+    let roster = fed.signed_roster();
     let addr = hq.local_addr().to_string();
 
     // A stranger with a well-formed P-256 certificate the roster does not pin.
@@ -186,11 +172,7 @@ async fn keys_outside_the_roster_are_refused_at_the_handshake() {
 
     // The operator the roster lists gets in, so the refusal above was about
     // the key, not the setup.
-    let op = TlsIdentity::load(
-        &dir.path().join("operator/tls.crt"),
-        &dir.path().join("operator/tls.key"),
-    )
-    .unwrap();
+    let op = fed.tls_identity("operator").unwrap();
     let mut client = Client::connect(&addr, &op, trust_from(roster.roster())).unwrap();
     assert_eq!(client.get("hq/x").await.unwrap(), None);
     let stats = hq.stats().await.unwrap();
@@ -199,11 +181,7 @@ async fn keys_outside_the_roster_are_refused_at_the_handshake() {
 
     // A node certificate may not use the operator API, and an operator may
     // not open a sync link.
-    let node_tls = TlsIdentity::load(
-        &dir.path().join("hq/tls.crt"),
-        &dir.path().join("hq/tls.key"),
-    )
-    .unwrap();
+    let node_tls = fed.tls_identity("hq").unwrap();
     let mut as_node = Client::connect(&addr, &node_tls, trust_from(roster.roster())).unwrap();
     let err = as_node.get("hq/x").await.unwrap_err();
     assert!(err.contains("PermissionDenied"), "{err}");

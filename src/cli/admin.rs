@@ -13,7 +13,7 @@ use serde_json::json;
 
 use fedsync::core::{Member, NodeId, Role, Roster, SignedRoster};
 use fedsync::identity::tls::{Fingerprint, TlsIdentity};
-use fedsync::identity::NodeKey;
+use fedsync::identity::{read_roster, NodeKey};
 
 use super::print_json;
 
@@ -275,11 +275,6 @@ fn change(s: &SignerArgs, f: impl FnOnce(&mut Roster) -> anyhow::Result<()>) -> 
         roster.len()
     );
     Ok(())
-}
-
-fn read_roster(path: &Path, federation: &NodeId) -> anyhow::Result<SignedRoster> {
-    let bytes = std::fs::read(path).with_context(|| format!("roster {}", path.display()))?;
-    SignedRoster::open(&bytes, federation).with_context(|| format!("roster {}", path.display()))
 }
 
 fn show(r: &Roster, as_json: bool) {

@@ -17,9 +17,34 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 
-use crate::core::NodeId;
+use crate::core::{NodeId, RosterError, SignedRoster};
 
 pub mod tls;
+
+/// Why a roster file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RosterFileError {
+    #[error("roster {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("roster {}: {source}", path.display())]
+    Invalid { path: PathBuf, source: RosterError },
+}
+
+/// Reads a signed roster file and verifies it against the federation key:
+/// the one way nodes, the CLI and operators' clients load a roster.
+pub fn read_roster(path: &Path, federation: &NodeId) -> Result<SignedRoster, RosterFileError> {
+    let bytes = fs::read(path).map_err(|source| RosterFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    SignedRoster::open(&bytes, federation).map_err(|source| RosterFileError::Invalid {
+        path: path.to_owned(),
+        source,
+    })
+}
 
 const TAG: &str = "ed25519-secret";
 

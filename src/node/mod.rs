@@ -35,7 +35,7 @@ use crate::core::{
     Frontier, Limits, NodeId, Op, Refusal, Replica, SignedDelta, SignedRoster, WriteError,
 };
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
-use crate::identity::NodeKey;
+use crate::identity::{read_roster, NodeKey};
 use crate::rpc::pb;
 use crate::store::{SledStore, StoreError};
 use actor::{Actor, Command};
@@ -84,8 +84,8 @@ pub enum StartError {
     Key(#[from] crate::identity::KeyFileError),
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
-    #[error("roster {path}: {why}")]
-    Roster { path: String, why: String },
+    #[error("{0}")]
+    Roster(#[from] crate::identity::RosterFileError),
     #[error("{0}")]
     Identity(String),
     #[error("store: {0}")]
@@ -114,17 +114,7 @@ impl Setup {
     pub fn load(config: NodeConfig) -> Result<Setup, StartError> {
         let key = NodeKey::load(&config.identity.node_key)?;
         let tls = TlsIdentity::load(&config.identity.tls_cert, &config.identity.tls_key)?;
-        let path = config.federation.roster.display().to_string();
-        let bytes = std::fs::read(&config.federation.roster).map_err(|e| StartError::Roster {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        let roster = SignedRoster::open(&bytes, &config.federation_id()).map_err(|e| {
-            StartError::Roster {
-                path,
-                why: e.to_string(),
-            }
-        })?;
+        let roster = read_roster(&config.federation.roster, &config.federation_id())?;
         check_identity(&config.name, &key, &tls, &roster)?;
         let store = SledStore::open(&config.data_dir, config.limits.quarantine_max)?;
         Ok(Setup {
