@@ -209,5 +209,6 @@ pub fn write_identity(dir: &Path, name: &str) -> Result<Member, String> {
         roles: BTreeSet::new(),
         tls: Some(tls.fingerprint().0),
         address: None,
+        standing: crate::core::Standing::Active,
     })
 }

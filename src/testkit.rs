@@ -55,6 +55,7 @@ impl Author {
             roles: self.roles.iter().copied().collect(),
             tls: None,
             address: None,
+            standing: crate::core::Standing::Active,
         }
     }
 

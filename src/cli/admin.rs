@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use fedsync::core::{Member, NodeId, Role, Roster, SignedRoster};
+use fedsync::core::{Member, NodeId, Role, Roster, SignedRoster, Standing};
 use fedsync::identity::tls::{Fingerprint, TlsIdentity};
 use fedsync::identity::{read_roster, NodeKey};
 
@@ -249,6 +249,7 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
         roles: BTreeSet::from([role]),
         tls: Some(tls.0),
         address: a.address.clone(),
+        standing: Standing::Active,
     };
     change(&a.signer, |r| {
         if let Some(other) = r.by_name(&member.name).filter(|m| m.id != member.id) {

@@ -28,7 +28,7 @@ pub use hlc::{Hlc, HlcClock};
 pub use ids::{DeltaHash, NodeId};
 pub use merge::RecordRef;
 pub use replica::{Counters, IngestReport, Replica, WriteError};
-pub use roster::{Member, Role, Roster};
+pub use roster::{Member, Role, Roster, Standing};
 pub use session::{PeerMsg, Reaction, Session};
 pub use signed_roster::{RosterError, SignedRoster};
 pub use store::{Commit, MemStore, Quarantined, Store};

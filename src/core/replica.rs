@@ -13,7 +13,7 @@ use super::held::{Held, HoldOutcome};
 use super::hlc::HlcClock;
 use super::ids::NodeId;
 use super::merge::{resolve, RecordRef};
-use super::roster::Roster;
+use super::roster::{AuthorityError, Roster};
 use super::store::{Commit, Quarantined, Store};
 use super::validate::{check_admissible, check_chain, check_shape, Evidence, Limits, Refusal};
 
@@ -167,11 +167,15 @@ impl<S: Store> Replica<S> {
         // Shape and authority first: the encoding cannot even hold an
         // over-long key, so nothing is signed before these pass.
         check_shape(key, value.len(), &self.admission.limits).map_err(WriteError::Refused)?;
-        self.admission
-            .roster
-            .authorize(&author, key)
-            .map_err(|e| WriteError::Refused(e.into()))?;
         let head = self.frontier.head(&author);
+        let roster = &self.admission.roster;
+        let refused = |e: AuthorityError| WriteError::Refused(e.into());
+        roster
+            .authorize(&author, head.seq + 1, key)
+            .map_err(refused)?;
+        if roster.member(&author).is_some_and(|m| !m.is_active()) {
+            return Err(refused(AuthorityError::Retired(author.short())));
+        }
         // A delete is a tombstone and carries no value by definition.
         let value = if op == Op::Delete { Vec::new() } else { value };
         let body = DeltaBody {

@@ -1,18 +1,19 @@
 //! The roster as the federation key signs it: one canonical encoding, so
 //! the bytes verified are the bytes stored and handed on.
 //!
-//! # Encoding (version 1)
+//! # Encoding (format 2)
 //!
 //! `body || signature`, integers big-endian, strings as `u16` length then
 //! UTF-8, optional fields as a `0`/`1` byte then the field:
 //!
 //! | field       | bytes                                   |
 //! |-------------|-----------------------------------------|
-//! | format      | 1 (`1`)                                 |
+//! | format      | 1 (`2`)                                 |
 //! | federation  | 32, the federation public key            |
 //! | version     | 8, the roster's version (monotonic)     |
 //! | count       | 4, then `count` members, ids ascending  |
-//! | member      | id 32, name, region?, roles (1 byte of bits: 1 hq, 2 region, 4 operator), tls? (32), address? |
+//! | member      | id 32, name, region?, roles (1 byte of bits: 1 hq, 2 region, 4 operator), tls? (32), address?, standing |
+//! | standing    | `0` active; `1` retired, then successor? (32); `2` revoked, then valid-through seq (8) |
 //!
 //! `signature` is Ed25519 (strict verification) over `DOMAIN || body` by the
 //! federation key. Members sorted by id with no repeats make the encoding
@@ -21,10 +22,10 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::ids::NodeId;
-use super::roster::{Member, Role, Roster};
+use super::roster::{Member, Role, Roster, Standing};
 
 pub const DOMAIN: &[u8] = b"fedsync/roster/v1\0";
-const FORMAT: u8 = 1;
+const FORMAT: u8 = 2;
 /// More members than any federation has; bounds what a file may make us
 /// allocate.
 pub const MEMBERS_MAX: usize = 10_000;
@@ -37,7 +38,7 @@ const ROLE_BITS: [(Role, u8); 3] = [(Role::Hq, 1), (Role::Region, 2), (Role::Ope
 pub enum RosterError {
     #[error("roster is truncated")]
     Truncated,
-    #[error("roster format {0} is not supported (this build reads 1)")]
+    #[error("roster format {0} is not supported (this build reads {FORMAT})")]
     Format(u8),
     #[error("roster has {0} members; at most {MEMBERS_MAX} are allowed")]
     TooManyMembers(usize),
@@ -51,6 +52,10 @@ pub enum RosterError {
     WrongFederation { expected: String, found: String },
     #[error("roster signature does not verify")]
     BadSignature,
+    #[error("roster has two active members named {0:?}")]
+    DuplicateName(String),
+    #[error("roster member {name:?} names successor {successor}, which is not in the roster")]
+    NoSuccessor { name: String, successor: String },
 }
 
 /// A roster with the federation's signature over its canonical bytes.
@@ -70,6 +75,7 @@ impl SignedRoster {
         if roster.len() > MEMBERS_MAX {
             return Err(RosterError::TooManyMembers(roster.len()));
         }
+        check_roster(roster)?;
         let fed = NodeId(federation.verifying_key().to_bytes());
         let mut body = vec![FORMAT];
         body.extend_from_slice(&fed.0);
@@ -128,10 +134,12 @@ impl SignedRoster {
         if r.pos != body.len() {
             return Err(RosterError::Trailing(body.len() - r.pos));
         }
+        let roster = Roster::new(version, members);
+        check_roster(&roster)?;
         Ok(SignedRoster {
             bytes: bytes.to_vec(),
             federation: found,
-            roster: Roster::new(version, members),
+            roster,
         })
     }
 
@@ -144,6 +152,29 @@ impl SignedRoster {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
+    pub fn version(&self) -> u64 {
+        self.roster.version
+    }
+}
+
+/// Rules across members: names are unique among active members (a rotated
+/// key keeps its name beside its successor), and successors exist.
+fn check_roster(roster: &Roster) -> Result<(), RosterError> {
+    let mut names = std::collections::BTreeSet::new();
+    for m in roster.members() {
+        if m.is_active() && !names.insert(m.name.as_str()) {
+            return Err(RosterError::DuplicateName(m.name.clone()));
+        }
+        if let Standing::Retired { successor: Some(s) } = m.standing {
+            if roster.member(&s).is_none() {
+                return Err(RosterError::NoSuccessor {
+                    name: m.name.clone(),
+                    successor: s.short(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn signed_message(body: &[u8]) -> Vec<u8> {
@@ -232,6 +263,23 @@ fn encode_member(out: &mut Vec<u8>, m: &Member) {
         }
         None => out.push(0),
     }
+    match m.standing {
+        Standing::Active => out.push(0),
+        Standing::Retired { successor } => {
+            out.push(1);
+            match successor {
+                Some(s) => {
+                    out.push(1);
+                    out.extend_from_slice(&s.0);
+                }
+                None => out.push(0),
+            }
+        }
+        Standing::Revoked { valid_through } => {
+            out.push(2);
+            out.extend_from_slice(&valid_through.to_be_bytes());
+        }
+    }
 }
 
 fn decode_member(r: &mut Reader) -> Result<Member, RosterError> {
@@ -253,6 +301,16 @@ fn decode_member(r: &mut Reader) -> Result<Member, RosterError> {
         .collect();
     let tls = r.optional(|r| r.array())?;
     let address = r.optional(|r| r.string())?;
+    let standing = match r.take(1)?[0] {
+        0 => Standing::Active,
+        1 => Standing::Retired {
+            successor: r.optional(|r| r.array().map(NodeId))?,
+        },
+        2 => Standing::Revoked {
+            valid_through: u64::from_be_bytes(r.array()?),
+        },
+        _ => return Err(RosterError::NotCanonical),
+    };
     Ok(Member {
         id,
         name,
@@ -260,6 +318,7 @@ fn decode_member(r: &mut Reader) -> Result<Member, RosterError> {
         roles,
         tls,
         address,
+        standing,
     })
 }
 
@@ -312,16 +371,25 @@ mod tests {
             roles: [role].into_iter().collect(),
             tls: Some([n + 100; 32]),
             address: Some(format!("127.0.0.1:{}", 7000 + n as u16)),
+            standing: Standing::Active,
         }
     }
 
     fn sample() -> Roster {
+        let mut old_fr = member(4, "office-fr", Some("fr"), Role::Region);
+        old_fr.standing = Standing::Retired {
+            successor: Some(NodeId([2; 32])),
+        };
+        let mut de = member(5, "office-de", Some("de"), Role::Region);
+        de.standing = Standing::Revoked { valid_through: 9 };
         Roster::new(
             7,
             [
                 member(1, "hq", None, Role::Hq),
                 member(2, "office-fr", Some("fr"), Role::Region),
                 member(3, "alice", None, Role::Operator),
+                old_fr,
+                de,
             ],
         )
     }
@@ -376,5 +444,21 @@ mod tests {
         both.roles.insert(Role::Operator);
         r.insert(both);
         assert!(SignedRoster::sign(&r, &fed()).is_err());
+        let mut r = sample();
+        r.insert(member(7, "office-fr", Some("fr"), Role::Region));
+        assert_eq!(
+            SignedRoster::sign(&r, &fed()),
+            Err(RosterError::DuplicateName("office-fr".into()))
+        );
+        let mut r = sample();
+        let mut orphan = member(8, "old", None, Role::Hq);
+        orphan.standing = Standing::Retired {
+            successor: Some(NodeId([99; 32])),
+        };
+        r.insert(orphan);
+        assert!(matches!(
+            SignedRoster::sign(&r, &fed()),
+            Err(RosterError::NoSuccessor { .. })
+        ));
     }
 }

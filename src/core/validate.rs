@@ -79,6 +79,9 @@ impl Refusal {
             Refusal::BadSignature => "bad_signature",
             Refusal::Authority(AuthorityError::UnknownAuthor(_)) => "unknown_author",
             Refusal::Authority(AuthorityError::OutsideSpace { .. }) => "no_authority",
+            Refusal::Authority(AuthorityError::Revoked(_)) => "revoked",
+            Refusal::Authority(AuthorityError::Compromised { .. }) => "compromised",
+            Refusal::Authority(AuthorityError::Retired(_)) => "retired",
             Refusal::KeyTooLong { .. } => "key_too_long",
             Refusal::EmptyKey => "empty_key",
             Refusal::ValueTooLarge { .. } => "value_too_large",
@@ -105,7 +108,7 @@ pub fn check_admissible(
             max_ms: limits.future_skew_ms_max,
         });
     }
-    roster.authorize(&delta.author(), delta.key())?;
+    roster.authorize(&delta.author(), delta.seq(), delta.key())?;
     Ok(())
 }
 

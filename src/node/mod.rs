@@ -159,9 +159,10 @@ fn check_identity(
     Ok(())
 }
 
-/// Who may connect, from the roster: each member's pinned certificate.
+/// Who may connect, from the roster: each active member's pinned
+/// certificate. Retired and revoked keys are refused at the handshake.
 pub fn trust_from(roster: &crate::core::Roster) -> TrustStore {
-    TrustStore::new(roster.members().filter_map(|m| {
+    TrustStore::new(roster.members().filter(|m| m.is_active()).filter_map(|m| {
         let fp = tls::Fingerprint(m.tls?);
         let peer = tls::Peer {
             name: m.name.clone(),
