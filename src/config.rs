@@ -173,6 +173,15 @@ pub struct LimitsConfig {
     pub link_queue_max: usize,
     /// Concurrent inbound connections.
     pub links_max: usize,
+    /// Open inbound connections per peer certificate; calls on more are
+    /// refused (RESOURCE_EXHAUSTED).
+    pub conns_per_peer_max: usize,
+    /// Client API requests in flight per operator (a watch counts while
+    /// it is open); more are refused (RESOURCE_EXHAUSTED).
+    pub requests_in_flight_max: usize,
+    /// Deltas in one received batch message; a larger batch ends the link
+    /// with RESOURCE_EXHAUSTED. Peers send `sync.batch_deltas_max`.
+    pub batch_deltas_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -186,6 +195,9 @@ impl Default for LimitsConfig {
             message_bytes_max: 4 * MIB,
             link_queue_max: 16,
             links_max: 64,
+            conns_per_peer_max: 4,
+            requests_in_flight_max: 32,
+            batch_deltas_max: 10_000,
         }
     }
 }
@@ -308,6 +320,9 @@ impl NodeConfig {
             ("limits.quarantine_max", l.quarantine_max, 1, any),
             ("limits.link_queue_max", l.link_queue_max as u64, 2, any),
             ("limits.links_max", l.links_max as u64, 1, any),
+            ("limits.conns_per_peer_max", l.conns_per_peer_max as u64, 1, any),
+            ("limits.requests_in_flight_max", l.requests_in_flight_max as u64, 1, any),
+            ("limits.batch_deltas_max", l.batch_deltas_max as u64, 1, 1_000_000),
             ("limits.message_bytes_max", l.message_bytes_max as u64, 64 * KIB as u64, mib64),
         ];
         for (key, value, min, max) in ranges {
@@ -323,6 +338,13 @@ impl NodeConfig {
             return Err(format!(
                 "sync.reconnect_min_ms ({}) must not exceed sync.reconnect_max_ms ({})",
                 s.reconnect_min_ms, s.reconnect_max_ms
+            ));
+        }
+        if s.batch_deltas_max > l.batch_deltas_max {
+            return Err(format!(
+                "sync.batch_deltas_max ({}) must not exceed limits.batch_deltas_max ({}): \
+                 peers configured alike would refuse this node's batches",
+                s.batch_deltas_max, l.batch_deltas_max
             ));
         }
         if s.batch_bytes_max.saturating_add(64 * KIB) > l.message_bytes_max {

@@ -87,16 +87,18 @@ fn quarantine_is_bounded_and_counts_what_it_dropped() {
         .collect();
     let report = rep.ingest(forged, "peer-a", NOW).unwrap();
     assert_eq!(report.refused.len(), 5);
-    let q = rep.store().quarantine().unwrap();
-    assert_eq!(q.entries.len(), 3);
-    assert_eq!(q.dropped, 2);
+    let q = rep.store().quarantine(10).unwrap();
+    assert_eq!((q.entries.len(), q.kept, q.dropped), (3, 3, 2));
     assert_eq!(q.entries[0].origin, "peer-a");
     assert_eq!(q.entries[0].code, "no_authority");
+    // Newest first: the last forged write leads.
     assert!(
-        q.entries[2].reason.contains("hq/x4"),
+        q.entries[0].reason.contains("hq/x4"),
         "{}",
-        q.entries[2].reason
+        q.entries[0].reason
     );
+    assert!(q.entries[2].reason.contains("hq/x2"));
+    assert_eq!(rep.store().quarantine(1).unwrap().entries.len(), 1);
     assert_eq!(rep.frontier().total_deltas(), 0);
 }
 
@@ -106,12 +108,12 @@ fn an_unknown_layout_version_is_refused() {
     {
         let db = sled::open(dir.path()).unwrap();
         let meta = db.open_tree(fedsync::store::TREE).unwrap();
-        let payload = 2u32.to_be_bytes();
+        let payload = 99u32.to_be_bytes();
         let mut v = crc32fast::hash(&payload).to_be_bytes().to_vec();
         v.extend_from_slice(&payload);
         meta.insert(b"mlayout", v).unwrap();
         db.flush().unwrap();
     }
     let err = SledStore::open(dir.path(), 10).err().unwrap();
-    assert!(matches!(err, StoreError::Layout { found: 2 }), "{err}");
+    assert!(matches!(err, StoreError::Layout { found: 99 }), "{err}");
 }

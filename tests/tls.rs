@@ -32,7 +32,7 @@ async fn handshake(
         let (tcp, _) = listener.accept().await.unwrap();
         match acceptor.accept(tcp).await {
             Ok(mut tls) => {
-                let who = peer_of(&trust, tls.get_ref().1.peer_certificates());
+                let who = peer_of(&trust, tls.get_ref().1.peer_certificates()).map(|(p, _)| p);
                 let mut buf = [0u8; 4];
                 tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
                 tls.write_all(b"pong").await.map_err(|e| e.to_string())?;

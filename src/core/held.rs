@@ -59,6 +59,15 @@ impl Held {
         self.deltas.remove(&(author, seq))
     }
 
+    /// Keeps only the deltas `keep` accepts (a roster change revoked some).
+    pub fn retain(&mut self, mut keep: impl FnMut(&SignedDelta) -> bool) {
+        self.deltas.retain(|_, d| keep(d));
+    }
+
+    pub fn contains_slot(&self, author: NodeId, seq: u64) -> bool {
+        self.deltas.contains_key(&(author, seq))
+    }
+
     pub fn len(&self) -> usize {
         self.deltas.len()
     }

@@ -17,6 +17,12 @@
 //!    known; before that the opening exchange covers them.
 //! 6. An `InSync` for a digest this side has since moved past starts
 //!    another round, so nothing applied during an exchange is left behind.
+//! 7. A digest also carries the sender's roster version. A side holding a
+//!    newer roster sends it (`Roster`); the receiver adopts it only if the
+//!    federation key signed it and it is newer. So a roster change made at
+//!    HQ reaches every node by sync alone, hop by hop.
+//! 8. Deltas the receiver did not apply come back as `Refused` notes with
+//!    reasons, so the sending side can see why a peer refuses its data.
 //!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
@@ -29,16 +35,36 @@ use super::admit::Admitted;
 use super::delta::SignedDelta;
 use super::frontier::{Frontier, FrontierDigest, SeqRange};
 use super::ids::NodeId;
-use super::replica::{IngestReport, Replica};
+use super::replica::{IngestReport, Replica, RosterOffer};
 use super::store::Store;
+
+/// Notes per `Refused` message, at most: the first reasons of a batch say
+/// what is wrong, the quarantine holds every one.
+pub const NOTES_MAX: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
-    Digest(FrontierDigest),
+    /// The sender's frontier digest and roster version.
+    Digest {
+        digest: FrontierDigest,
+        roster: u64,
+    },
     InSync(FrontierDigest),
     Frontier(Frontier),
     Need(Vec<SeqRange>),
     Deltas(Vec<SignedDelta>),
+    /// A signed roster, as the federation key signed it.
+    Roster(Vec<u8>),
+    /// Why deltas the peer sent were not applied.
+    Refused(Vec<Note>),
+}
+
+/// One reason a batch was not (all) applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// A [`super::validate::Refusal::code`], or `gap` / `duplicate`.
+    pub code: String,
+    pub reason: String,
 }
 
 /// What handling one message produced.
@@ -48,6 +74,10 @@ pub struct Reaction {
     pub send: Vec<PeerMsg>,
     /// Set when the message carried deltas.
     pub ingest: Option<IngestReport>,
+    /// Set when the message carried a roster.
+    pub roster: Option<RosterOffer>,
+    /// The peer's reasons for refusing what we sent.
+    pub peer_refused: Vec<Note>,
 }
 
 /// The sync state for one peer link.
@@ -73,7 +103,10 @@ impl Session {
 
     /// The opening (and anti-entropy) message.
     pub fn digest<S: Store>(&self, replica: &Replica<S>) -> PeerMsg {
-        PeerMsg::Digest(replica.digest())
+        PeerMsg::Digest {
+            digest: replica.digest(),
+            roster: replica.roster().version,
+        }
     }
 
     /// True when the last digest exchange found both sides equal and
@@ -95,18 +128,26 @@ impl Session {
     ) -> Result<Reaction, S::Error> {
         let mut r = Reaction::default();
         match msg {
-            PeerMsg::Digest(d) if d == replica.digest() => {
-                self.agreed(replica);
-                r.send.push(PeerMsg::InSync(d));
+            PeerMsg::Digest { digest, roster } => {
+                if roster < replica.roster().version {
+                    if let Some(signed) = replica.signed_roster() {
+                        r.send.push(PeerMsg::Roster(signed.as_bytes().to_vec()));
+                    }
+                }
+                if digest == replica.digest() {
+                    self.agreed(replica);
+                    r.send.push(PeerMsg::InSync(digest));
+                } else {
+                    r.send.push(PeerMsg::Frontier(replica.frontier().clone()));
+                }
             }
-            PeerMsg::Digest(_) => r.send.push(PeerMsg::Frontier(replica.frontier().clone())),
             PeerMsg::InSync(d) => {
                 if d == replica.digest() {
                     self.agreed(replica);
                 } else {
                     // Agreed on a digest we have since moved past (deltas
                     // applied while the exchange was in flight): check again.
-                    r.send.push(PeerMsg::Digest(replica.digest()));
+                    r.send.push(self.digest(replica));
                 }
             }
             PeerMsg::Frontier(theirs) => {
@@ -115,7 +156,7 @@ impl Session {
                 self.sent = theirs.iter().map(|(a, h)| (*a, h.seq)).collect();
                 self.outbox.clear();
                 self.enqueue(replica.frontier().missing_in(&theirs));
-                let need = theirs.missing_in(replica.frontier());
+                let need = allowed(theirs.missing_in(replica.frontier()), replica);
                 if !need.is_empty() {
                     r.send.push(PeerMsg::Need(need));
                 }
@@ -125,6 +166,17 @@ impl Session {
             PeerMsg::Deltas(batch) => {
                 return self.handle_admitted(Admitted::unverified(batch), replica, origin, now_ms)
             }
+            PeerMsg::Roster(bytes) => {
+                let offer = replica.offer_roster(&bytes, now_ms)?;
+                if matches!(offer, RosterOffer::Adopted(_)) {
+                    // The rules changed (and retraction may have moved our
+                    // frontier): compare again under the new roster.
+                    self.in_sync_at = None;
+                    r.send.push(self.digest(replica));
+                }
+                r.roster = Some(offer);
+            }
+            PeerMsg::Refused(notes) => r.peer_refused = notes,
         }
         Ok(r)
     }
@@ -152,7 +204,11 @@ impl Session {
             // Deltas past a gap: ask once for what we lack. Later gaps
             // wait for the next digest exchange.
             self.asked_for_gap = true;
-            r.send.push(PeerMsg::Digest(replica.digest()));
+            r.send.push(self.digest(replica));
+        }
+        let notes = notes(&report);
+        if !notes.is_empty() {
+            r.send.push(PeerMsg::Refused(notes));
         }
         r.ingest = Some(report);
         Ok(r)
@@ -281,6 +337,52 @@ impl Session {
             }
         }
     }
+}
+
+/// Drops from `need` what the roster does not allow us to accept: asking
+/// for a revoked author's later deltas would only fetch refusals.
+fn allowed<S: Store>(mut need: Vec<SeqRange>, replica: &Replica<S>) -> Vec<SeqRange> {
+    need.retain_mut(|r| {
+        r.last = r.last.min(replica.roster().valid_through(&r.author));
+        !r.is_empty()
+    });
+    need
+}
+
+/// The reasons to tell the sender of a batch: its refusals (the first
+/// [`NOTES_MAX`]), deltas left behind a gap, and duplicates.
+fn notes(report: &IngestReport) -> Vec<Note> {
+    let mut notes: Vec<Note> = report
+        .refused
+        .iter()
+        .take(NOTES_MAX)
+        .map(|r| Note {
+            code: r.code().into(),
+            reason: r.to_string(),
+        })
+        .collect();
+    if report.refused.len() > NOTES_MAX {
+        notes.push(Note {
+            code: "more".into(),
+            reason: format!("{} more refused", report.refused.len() - NOTES_MAX),
+        });
+    }
+    if report.gapped > 0 {
+        notes.push(Note {
+            code: "gap".into(),
+            reason: format!(
+                "{} deltas held: they follow a gap in their author's chain",
+                report.gapped
+            ),
+        });
+    }
+    if report.duplicates > 0 {
+        notes.push(Note {
+            code: "duplicate".into(),
+            reason: format!("{} deltas were already held", report.duplicates),
+        });
+    }
+    notes
 }
 
 #[cfg(test)]

@@ -22,20 +22,34 @@ pub struct Quarantined {
     pub reason: String,
     /// The bytes as received (possibly not a delta at all).
     pub bytes: Vec<u8>,
+    /// For equivocation: the other signed delta with the same author and
+    /// seq, so the pair proves the fork. Empty otherwise.
+    pub evidence: Vec<u8>,
 }
 
-/// Everything one ingest changes, written atomically and durably.
+/// Everything one ingest (or roster change) changes, written atomically
+/// and durably. Removals are applied before insertions.
 #[derive(Clone, Debug, Default)]
 pub struct Commit {
     pub deltas: Vec<SignedDelta>,
     pub records: Vec<(String, RecordRef)>,
+    /// A head with seq 0 removes the author from the frontier.
     pub heads: Vec<(NodeId, Head)>,
     pub quarantine: Vec<Quarantined>,
+    /// Runs of logs to delete: deltas a roster change no longer allows.
+    pub retract: Vec<SeqRange>,
+    /// Keys that no remaining delta writes.
+    pub records_removed: Vec<String>,
+    /// A newly adopted signed roster, replacing the stored one.
+    pub roster: Option<Vec<u8>>,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.deltas.is_empty() && self.quarantine.is_empty()
+        self.deltas.is_empty()
+            && self.quarantine.is_empty()
+            && self.retract.is_empty()
+            && self.roster.is_none()
     }
 }
 
@@ -93,6 +107,17 @@ pub trait Store {
         limit: usize,
     ) -> Result<Vec<(String, RecordRef)>, Self::Error>;
 
+    /// Every stored delta that writes one of `keys`, in no particular
+    /// order. A full scan: only a roster change that retracts deltas needs
+    /// it, to find each affected key's new winner.
+    fn deltas_for_keys(
+        &self,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<SignedDelta>, Self::Error>;
+
+    /// The signed roster last committed, as committed.
+    fn roster(&self) -> Result<Option<Vec<u8>>, Self::Error>;
+
     /// Applies `commit` all or nothing, and returns only once it is durable.
     fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error>;
 }
@@ -104,6 +129,7 @@ pub struct MemStore {
     pub records: BTreeMap<String, RecordRef>,
     pub heads: BTreeMap<NodeId, Head>,
     pub quarantine: VecDeque<Quarantined>,
+    pub roster: Option<Vec<u8>>,
 }
 
 impl Store for MemStore {
@@ -158,7 +184,36 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn deltas_for_keys(
+        &self,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<SignedDelta>, Infallible> {
+        Ok(self
+            .logs
+            .values()
+            .filter(|d| keys.contains(d.key()))
+            .cloned()
+            .collect())
+    }
+
+    fn roster(&self) -> Result<Option<Vec<u8>>, Infallible> {
+        Ok(self.roster.clone())
+    }
+
     fn commit(&mut self, c: &Commit) -> Result<(), Infallible> {
+        for r in &c.retract {
+            let doomed: Vec<_> = self
+                .logs
+                .range((r.author, r.first)..=(r.author, r.last))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in doomed {
+                self.logs.remove(&k);
+            }
+        }
+        for k in &c.records_removed {
+            self.records.remove(k);
+        }
         for d in &c.deltas {
             self.logs.insert((d.author(), d.seq()), d.clone());
         }
@@ -166,9 +221,16 @@ impl Store for MemStore {
             self.records.insert(k.clone(), *r);
         }
         for (a, h) in &c.heads {
-            self.heads.insert(*a, *h);
+            if h.seq == 0 {
+                self.heads.remove(a);
+            } else {
+                self.heads.insert(*a, *h);
+            }
         }
         self.quarantine.extend(c.quarantine.iter().cloned());
+        if let Some(r) = &c.roster {
+            self.roster = Some(r.clone());
+        }
         Ok(())
     }
 }

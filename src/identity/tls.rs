@@ -13,7 +13,9 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Once, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock, Weak};
+use std::task::Waker;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -201,11 +203,19 @@ pub struct Peer {
 
 /// The certificates currently trusted, shared by every TLS config built from
 /// it: replacing the map (on a roster change) takes effect at the next
-/// handshake.
+/// handshake, and wakes every open connection registered with
+/// [`TrustStore::watch`] so it can check whether it is still trusted.
 #[derive(Clone, Default)]
 pub struct TrustStore {
     inner: Arc<RwLock<HashMap<Fingerprint, Peer>>>,
+    /// Bumped by every `replace`.
+    epoch: Arc<AtomicU64>,
+    /// One slot per open connection, holding the waker of its last poll.
+    watchers: Arc<Mutex<Vec<Weak<WakerSlot>>>>,
 }
+
+/// Where an open connection leaves the waker of its last poll.
+pub type WakerSlot = Mutex<Option<Waker>>;
 
 impl TrustStore {
     pub fn new(entries: impl IntoIterator<Item = (Fingerprint, Peer)>) -> Self {
@@ -217,14 +227,46 @@ impl TrustStore {
     pub fn replace(&self, entries: impl IntoIterator<Item = (Fingerprint, Peer)>) {
         let map = entries.into_iter().collect();
         *self.inner.write().expect("trust store lock poisoned") = map;
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut watchers = self.watchers.lock().expect("trust watchers lock poisoned");
+        watchers.retain(|w| match w.upgrade() {
+            Some(slot) => {
+                if let Some(waker) = slot.lock().expect("waker slot poisoned").take() {
+                    waker.wake();
+                }
+                true
+            }
+            None => false,
+        });
     }
 
     pub fn lookup(&self, cert: &CertificateDer<'_>) -> Option<Peer> {
+        self.get(&Fingerprint::of(cert))
+    }
+
+    /// The peer a fingerprint belongs to, if it is trusted now.
+    pub fn get(&self, fp: &Fingerprint) -> Option<Peer> {
         self.inner
             .read()
             .expect("trust store lock poisoned")
-            .get(&Fingerprint::of(cert))
+            .get(fp)
             .cloned()
+    }
+
+    /// The number of `replace` calls so far: a connection compares it with
+    /// the value it last saw to know when to check itself again.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Registers a connection: `replace` wakes whatever waker the
+    /// connection last left in the returned slot.
+    pub fn watch(&self) -> Arc<WakerSlot> {
+        let slot = Arc::new(Mutex::new(None));
+        let mut watchers = self.watchers.lock().expect("trust watchers lock poisoned");
+        watchers.retain(|w| w.strong_count() > 0);
+        watchers.push(Arc::downgrade(&slot));
+        slot
     }
 }
 
@@ -396,7 +438,12 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// The pinned peer behind an established connection's certificate chain.
-pub fn peer_of(trust: &TrustStore, certs: Option<&[CertificateDer<'static>]>) -> Option<Peer> {
-    certs?.first().and_then(|c| trust.lookup(c))
+/// The pinned peer behind an established connection's certificate chain,
+/// with the certificate's fingerprint.
+pub fn peer_of(
+    trust: &TrustStore,
+    certs: Option<&[CertificateDer<'static>]>,
+) -> Option<(Peer, Fingerprint)> {
+    let fp = Fingerprint::of(certs?.first()?);
+    trust.get(&fp).map(|p| (p, fp))
 }

@@ -15,13 +15,14 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::clock::now_ms;
-use super::link::LinkStats;
+use super::link::{LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
-    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, PeerMsg, Replica, Session,
-    SignedDelta,
+    Admitted, Counters, Frontier, FrontierDigest, NodeId, Note, Op, PeerMsg, Replica, Roster,
+    RosterChange, RosterOffer, Session, SignedDelta,
 };
-use crate::store::SledStore;
+use crate::identity::tls::TrustStore;
+use crate::store::{QuarantineView, SledStore};
 
 pub(crate) type LinkId = u64;
 
@@ -57,12 +58,21 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    Quarantine {
+        limit: usize,
+        reply: Reply<QuarantineView>,
+    },
+    /// A signed roster an operator hands in: adopted if valid and newer.
+    PublishRoster {
+        bytes: Vec<u8>,
+        reply: Reply<RosterOffer>,
+    },
     LinkOpen {
-        peer: String,
+        peer: LinkPeer,
         out: mpsc::Sender<PeerMsg>,
         room: Arc<AtomicBool>,
         stats: Arc<LinkStats>,
-        reply: oneshot::Sender<LinkId>,
+        reply: Reply<LinkId>,
     },
     LinkMsg {
         link: LinkId,
@@ -89,9 +99,12 @@ pub(crate) enum Command {
 pub struct Stats {
     pub node: NodeId,
     pub name: String,
+    pub roster_version: u64,
     pub digest: FrontierDigest,
     pub frontier: Frontier,
     pub counters: Counters,
+    /// Whole messages refused, by code.
+    pub refused_messages: std::collections::BTreeMap<&'static str, u64>,
     pub held: usize,
     pub links: Vec<LinkSnapshot>,
 }
@@ -105,7 +118,7 @@ pub struct LinkSnapshot {
 
 /// The actor's side of one peer link.
 struct Link {
-    peer: String,
+    peer: LinkPeer,
     session: Session,
     out: mpsc::Sender<PeerMsg>,
     /// Control messages that did not fit in `out` yet, in order.
@@ -115,40 +128,51 @@ struct Link {
     stats: Arc<LinkStats>,
 }
 
+/// What the actor shares with the rest of the node, and the channels it
+/// publishes on.
+pub(crate) struct Wiring {
+    pub name: String,
+    pub signer: SigningKey,
+    pub batch_deltas_max: usize,
+    pub batch_bytes_max: usize,
+    /// The TLS trust the listener and dialers use; replaced on adoption.
+    pub trust: TrustStore,
+    pub refusals: Arc<MessageRefusals>,
+}
+
 pub(crate) struct Actor {
     replica: Replica<SledStore>,
-    signer: SigningKey,
-    name: String,
+    wiring: Wiring,
     links: HashMap<LinkId, Link>,
     next_link: LinkId,
     watchers: Vec<(String, mpsc::Sender<SignedDelta>)>,
     /// Published after every change, for links' admission and for waiters.
     frontier: watch::Sender<Arc<Frontier>>,
-    batch_deltas_max: usize,
-    batch_bytes_max: usize,
+    /// Published on every roster adoption, for links' admission.
+    roster: watch::Sender<Arc<Roster>>,
 }
 
 impl Actor {
     pub(crate) fn new(
         replica: Replica<SledStore>,
-        signer: SigningKey,
-        name: String,
-        batch_deltas_max: usize,
-        batch_bytes_max: usize,
-    ) -> (Actor, watch::Receiver<Arc<Frontier>>) {
-        let (frontier, rx) = watch::channel(Arc::new(replica.frontier().clone()));
+        wiring: Wiring,
+    ) -> (
+        Actor,
+        watch::Receiver<Arc<Frontier>>,
+        watch::Receiver<Arc<Roster>>,
+    ) {
+        let (frontier, frontier_rx) = watch::channel(Arc::new(replica.frontier().clone()));
+        let (roster, roster_rx) = watch::channel(Arc::new(replica.roster().clone()));
         let actor = Actor {
             replica,
-            signer,
-            name,
+            wiring,
             links: HashMap::new(),
             next_link: 1,
             watchers: Vec::new(),
             frontier,
-            batch_deltas_max,
-            batch_bytes_max,
+            roster,
         };
-        (actor, rx)
+        (actor, frontier_rx, roster_rx)
     }
 
     /// Runs until told to stop (or every sender is gone), then returns the
@@ -195,6 +219,17 @@ impl Actor {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::Quarantine { limit, reply } => {
+                let view = self.replica.store().quarantine(limit);
+                let _ = reply.send(view.map_err(ApiError::from));
+            }
+            Command::PublishRoster { bytes, reply } => {
+                let offer = self.replica.offer_roster(&bytes, now_ms());
+                if let Ok(RosterOffer::Adopted(change)) = &offer {
+                    self.roster_adopted(change, None);
+                }
+                let _ = reply.send(offer.map_err(ApiError::from));
+            }
             Command::LinkOpen {
                 peer,
                 out,
@@ -207,7 +242,7 @@ impl Actor {
             Command::LinkRoom { link } => self.pump(link),
             Command::LinkClosed { link } => {
                 if let Some(l) = self.links.remove(&link) {
-                    tracing::info!(peer = %l.peer, "link closed");
+                    tracing::info!(peer = %l.peer.name, "link closed");
                 }
             }
             Command::AntiEntropy => self.handle_anti_entropy(),
@@ -218,7 +253,7 @@ impl Actor {
     fn handle_write(&mut self, key: String, op: Op, value: Vec<u8>, reply: Reply<SignedDelta>) {
         let result = self
             .replica
-            .write(&self.signer, &key, op, value, now_ms())
+            .write(&self.wiring.signer, &key, op, value, now_ms())
             .map_err(ApiError::from);
         if let Ok(d) = &result {
             // Durable before anyone hears of it: the reply, the peers and
@@ -230,12 +265,38 @@ impl Actor {
 
     fn handle_link_open(
         &mut self,
-        peer: String,
+        peer: LinkPeer,
         out: mpsc::Sender<PeerMsg>,
         room: Arc<AtomicBool>,
         stats: Arc<LinkStats>,
-        reply: oneshot::Sender<LinkId>,
+        reply: Reply<LinkId>,
     ) {
+        // The handshake checked the certificate; the roster may have
+        // changed since.
+        if !self.is_active_node(&peer.id) {
+            let why = format!(
+                "{} is not an active node in roster version {}",
+                peer.name,
+                self.replica.roster().version
+            );
+            let _ = reply.send(Err(ApiError::NotAllowed(why)));
+            return;
+        }
+        if peer.inbound {
+            // A peer that redials after a network failure may find its old
+            // stream still open here: the newer one replaces it, so each
+            // peer holds at most one inbound link.
+            let old: Vec<LinkId> = self
+                .links
+                .iter()
+                .filter(|(_, l)| l.peer.inbound && l.peer.id == peer.id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in old {
+                tracing::info!(peer = %peer.name, "newer inbound link replaces an older one");
+                self.links.remove(&id);
+            }
+        }
         let id = self.next_link;
         self.next_link += 1;
         let session = Session::new();
@@ -249,24 +310,87 @@ impl Actor {
             stats,
         };
         link.pending.push_back(opening);
-        tracing::info!(peer = %link.peer, "link open");
+        tracing::info!(peer = %link.peer.name, inbound = link.peer.inbound, "link open");
         self.links.insert(id, link);
         self.pump(id);
-        let _ = reply.send(id);
+        let _ = reply.send(Ok(id));
+    }
+
+    fn is_active_node(&self, id: &NodeId) -> bool {
+        self.replica
+            .roster()
+            .member(id)
+            .is_some_and(|m| m.is_node() && m.is_active())
     }
 
     fn handle_link_msg(&mut self, id: LinkId, msg: PeerMsg) {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        match link
+        let reaction = match link
             .session
-            .handle(msg, &mut self.replica, &link.peer, now_ms())
+            .handle(msg, &mut self.replica, &link.peer.name, now_ms())
         {
-            Ok(reaction) => link.pending.extend(reaction.send),
-            Err(e) => tracing::error!(peer = %link.peer, error = %e, "store failed"),
+            Ok(reaction) => reaction,
+            Err(e) => {
+                tracing::error!(peer = %link.peer.name, error = %e, "store failed");
+                return;
+            }
+        };
+        link.pending.extend(reaction.send);
+        if !reaction.peer_refused.is_empty() {
+            peer_refused(link, &reaction.peer_refused);
+        }
+        match reaction.roster {
+            Some(RosterOffer::Adopted(change)) => self.roster_adopted(&change, Some(id)),
+            Some(RosterOffer::Invalid(e)) => {
+                self.wiring.refusals.count("bad_roster");
+                tracing::warn!(peer = %link.peer.name, error = %e, "roster from peer refused");
+            }
+            _ => {}
         }
         self.pump(id);
+    }
+
+    /// A newer roster is in force: trust follows it at once (revoked peers'
+    /// handshakes fail and their open connections close), links to peers
+    /// that are no longer active nodes end, and every other link hears of
+    /// the roster and compares digests again under it.
+    fn roster_adopted(&mut self, change: &RosterChange, from: Option<LinkId>) {
+        let roster = self.replica.roster().clone();
+        tracing::info!(
+            version = change.version,
+            retracted = change.retracted,
+            "roster adopted"
+        );
+        self.wiring.trust.replace(super::trust_entries(&roster));
+        self.roster.send_replace(Arc::new(roster));
+        self.frontier
+            .send_replace(Arc::new(self.replica.frontier().clone()));
+        let gone: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| !self.is_active_node(&l.peer.id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(l) = self.links.remove(&id) {
+                tracing::warn!(peer = %l.peer.name, "link closed: peer no longer trusted by the roster");
+            }
+        }
+        let signed = self.replica.signed_roster().map(|s| s.as_bytes().to_vec());
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            let link = self.links.get_mut(&id).expect("listed");
+            if Some(id) != from {
+                if let Some(bytes) = &signed {
+                    link.pending.push_back(PeerMsg::Roster(bytes.clone()));
+                }
+                let digest = link.session.digest(&self.replica);
+                link.pending.push_back(digest);
+            }
+            self.pump(id);
+        }
     }
 
     fn handle_link_deltas(&mut self, id: LinkId, admitted: Admitted) {
@@ -275,11 +399,11 @@ impl Actor {
         };
         let result =
             link.session
-                .handle_admitted(admitted, &mut self.replica, &link.peer, now_ms());
+                .handle_admitted(admitted, &mut self.replica, &link.peer.name, now_ms());
         let reaction = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(peer = %link.peer, error = %e, "store failed; batch not applied");
+                tracing::error!(peer = %link.peer.name, error = %e, "store failed; batch not applied");
                 return;
             }
         };
@@ -289,7 +413,7 @@ impl Actor {
                 // One line per batch, not per delta: a bad batch must not
                 // flood the log. The quarantine holds each one.
                 tracing::warn!(
-                    peer = %link.peer,
+                    peer = %link.peer.name,
                     refused = report.refused.len(),
                     code = first.code(),
                     reason = %first,
@@ -356,10 +480,11 @@ impl Actor {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        match link.fill(&self.replica, self.batch_deltas_max, self.batch_bytes_max) {
+        let (count, bytes) = (self.wiring.batch_deltas_max, self.wiring.batch_bytes_max);
+        match link.fill(&self.replica, count, bytes) {
             Ok(()) => {}
             Err(why) => {
-                tracing::warn!(peer = %link.peer, %why, "closing link");
+                tracing::warn!(peer = %link.peer.name, %why, "closing link");
                 self.links.remove(&id);
             }
         }
@@ -367,23 +492,46 @@ impl Actor {
 
     fn stats(&self) -> Stats {
         Stats {
-            node: NodeId(self.signer.verifying_key().to_bytes()),
-            name: self.name.clone(),
+            node: NodeId(self.wiring.signer.verifying_key().to_bytes()),
+            name: self.wiring.name.clone(),
+            roster_version: self.replica.roster().version,
             digest: self.replica.digest(),
             frontier: self.replica.frontier().clone(),
             counters: self.replica.counters().clone(),
+            refused_messages: self.wiring.refusals.snapshot(),
             held: self.replica.held_len(),
             links: self
                 .links
                 .values()
                 .map(|l| LinkSnapshot {
-                    peer: l.peer.clone(),
+                    peer: l.peer.name.clone(),
                     in_sync: l.session.in_sync(&self.replica),
                     stats: l.stats.clone(),
                 })
                 .collect(),
         }
     }
+}
+
+/// Records what a peer said it refused of ours. Duplicates are routine
+/// (two paths deliver one delta); anything else means the peer judges our
+/// data bad, which an operator must see.
+fn peer_refused(link: &Link, notes: &[Note]) {
+    let serious: Vec<&Note> = notes.iter().filter(|n| n.code != "duplicate").collect();
+    let Some(first) = serious.first() else {
+        tracing::debug!(peer = %link.peer.name, "peer already held some deltas we sent");
+        return;
+    };
+    link.stats
+        .refused_by_peer
+        .fetch_add(serious.len() as u64, Ordering::Relaxed);
+    let text = format!("{}: {}", first.code, first.reason);
+    tracing::warn!(peer = %link.peer.name, reason = %text, notes = serious.len(), "peer refused deltas we sent");
+    *link
+        .stats
+        .last_refusal_by_peer
+        .lock()
+        .expect("link stats lock poisoned") = Some(text);
 }
 
 impl Link {

@@ -10,11 +10,12 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use super::actor::Command;
-use super::link::{self, LinkContext};
+use super::link::{self, LinkContext, LinkPeer};
 use super::net;
 use crate::config::{PeerConfig, SyncConfig};
 use crate::identity::tls::TrustStore;
 use crate::rpc::pb::peer_client::PeerClient;
+use tokio_stream::StreamExt;
 
 pub(crate) struct Dialer {
     pub ctx: LinkContext,
@@ -62,9 +63,24 @@ impl Dialer {
             self.sync.clone(),
             self.message_bytes_max,
         )?;
-        let (open, outbound) = link::open(self.ctx.clone(), self.peer.name.clone())
+        let id = self
+            .ctx
+            .roster
+            .borrow()
+            .by_name(&self.peer.name)
+            .filter(|m| m.is_node() && m.is_active())
+            .map(|m| m.id)
+            .ok_or_else(|| format!("{} is not an active node in the roster", self.peer.name))?;
+        let peer = LinkPeer {
+            name: self.peer.name.clone(),
+            id,
+            inbound: false,
+        };
+        let (open, outbound) = link::open(self.ctx.clone(), peer)
             .await
             .map_err(|e| e.to_string())?;
+        // A request stream carries no status: it just ends.
+        let outbound = outbound.map_while(Result::ok);
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max);

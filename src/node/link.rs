@@ -7,17 +7,19 @@
 //! batch, the next is being verified. The actor still decides everything;
 //! admission only saves it the CPU work.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Status};
 
 use super::actor::{Command, LinkId};
 use super::clock::now_ms;
 use super::ApiError;
-use crate::core::{Admission, Frontier, Limits, PeerMsg, Roster};
+use crate::core::{Admission, Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::Incoming;
 use crate::rpc::pb;
 
@@ -31,6 +33,30 @@ pub struct LinkStats {
     pub bytes_received: AtomicU64,
     /// `InSync` replies received: completed idle checks.
     pub in_sync_received: AtomicU64,
+    /// Deltas the peer reported it did not apply (its `Refused` notes,
+    /// duplicates aside), and the latest reason.
+    pub refused_by_peer: AtomicU64,
+    pub last_refusal_by_peer: Mutex<Option<String>>,
+}
+
+/// Whole messages refused on any link, by code (the per-delta refusals
+/// are the replica's counters): `message_too_large`, `malformed_message`,
+/// `protocol_violation`, `batch_too_large`, `bad_roster`.
+#[derive(Debug, Default)]
+pub struct MessageRefusals(Mutex<BTreeMap<&'static str, u64>>);
+
+impl MessageRefusals {
+    pub fn count(&self, code: &'static str) {
+        *self
+            .0
+            .lock()
+            .expect("refusals lock poisoned")
+            .entry(code)
+            .or_default() += 1;
+    }
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.0.lock().expect("refusals lock poisoned").clone()
+    }
 }
 
 impl LinkStats {
@@ -49,37 +75,60 @@ impl LinkStats {
 pub(crate) struct LinkContext {
     pub actor: mpsc::Sender<Command>,
     pub frontier: watch::Receiver<Arc<Frontier>>,
-    pub roster: Roster,
+    /// The roster in force: admission follows it as it changes.
+    pub roster: watch::Receiver<Arc<Roster>>,
     pub limits: Limits,
     /// Capacity of each link's outbound queue, in messages.
     pub queue_max: usize,
+    /// Deltas accepted in one received batch.
+    pub batch_deltas_max: usize,
+    pub refusals: Arc<MessageRefusals>,
+}
+
+/// Who a link is with.
+#[derive(Clone, Debug)]
+pub(crate) struct LinkPeer {
+    pub name: String,
+    pub id: NodeId,
+    /// The peer dialled us: a newer inbound link from the same peer
+    /// replaces this one.
+    pub inbound: bool,
 }
 
 /// A link registered with the actor, ready to run.
 pub(crate) struct OpenLink {
     pub id: LinkId,
     pub stats: Arc<LinkStats>,
+    /// Where the reader leaves the status the stream should end with.
+    end: oneshot::Sender<Status>,
 }
 
-/// What tonic sends on a link: drained as HTTP/2 flow control allows.
+/// What tonic sends on a link: drained as HTTP/2 flow control allows, and
+/// ended with the reader's status when it refused the peer's stream.
 pub(crate) struct Outbound {
     id: LinkId,
     rx: mpsc::Receiver<PeerMsg>,
     room: Arc<AtomicBool>,
     actor: mpsc::Sender<Command>,
     stats: Arc<LinkStats>,
+    end: Option<oneshot::Receiver<Status>>,
 }
 
 impl Stream for Outbound {
-    type Item = pb::PeerMessage;
+    type Item = Result<pb::PeerMessage, Status>;
 
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<pb::PeerMessage>> {
+    ) -> std::task::Poll<Option<Self::Item>> {
         let msg = match self.rx.poll_recv(cx) {
             std::task::Poll::Ready(Some(m)) => m,
-            std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+            std::task::Poll::Ready(None) => {
+                // The reader sends its status before the actor drops the
+                // link, so it is there now if there is one.
+                let status = self.end.take().and_then(|mut rx| rx.try_recv().ok());
+                return std::task::Poll::Ready(status.map(Err));
+            }
             std::task::Poll::Pending => return std::task::Poll::Pending,
         };
         if self.room.swap(false, Ordering::AcqRel) {
@@ -89,13 +138,16 @@ impl Stream for Outbound {
         }
         let m = pb::PeerMessage::from(&msg);
         self.stats.sent(m.encoded_len());
-        std::task::Poll::Ready(Some(m))
+        std::task::Poll::Ready(Some(Ok(m)))
     }
 }
 
 /// Registers a link to `peer` with the actor. The actor queues the opening
 /// digest at once, so sync starts as soon as tonic polls `outbound`.
-pub(crate) async fn open(ctx: LinkContext, peer: String) -> Result<(OpenLink, Outbound), ApiError> {
+pub(crate) async fn open(
+    ctx: LinkContext,
+    peer: LinkPeer,
+) -> Result<(OpenLink, Outbound), ApiError> {
     let (out, rx) = mpsc::channel(ctx.queue_max);
     let room = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(LinkStats::default());
@@ -111,78 +163,128 @@ pub(crate) async fn open(ctx: LinkContext, peer: String) -> Result<(OpenLink, Ou
         })
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
-    let id = id.await.map_err(|_| ApiError::ShuttingDown)?;
+    let id = id.await.map_err(|_| ApiError::ShuttingDown)??;
+    let (end, end_rx) = oneshot::channel();
     let outbound = Outbound {
         id,
         rx,
         room,
         actor,
         stats: stats.clone(),
+        end: Some(end_rx),
     };
-    Ok((OpenLink { id, stats }, outbound))
+    Ok((OpenLink { id, stats, end }, outbound))
 }
 
 /// Reads the peer's messages until the stream ends or breaks the protocol,
-/// then tells the actor the link is gone.
-pub(crate) async fn read<S, E>(ctx: LinkContext, link: OpenLink, peer: String, inbound: S) -> String
+/// then tells the actor the link is gone. A refused stream ends with a
+/// status saying why, counted by code.
+pub(crate) async fn read<S>(ctx: LinkContext, link: OpenLink, peer: String, inbound: S) -> String
 where
-    S: Stream<Item = Result<pb::PeerMessage, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
-    let why = read_until_end(&ctx, &link, &peer, inbound).await;
-    let _ = ctx.actor.send(Command::LinkClosed { link: link.id }).await;
+    let OpenLink { id, stats, end } = link;
+    let ending = read_until_end(&ctx, id, &stats, &peer, inbound).await;
+    let why = match ending {
+        Ending::Closed(why) => why,
+        Ending::Refused(code, status) => {
+            ctx.refusals.count(code);
+            tracing::warn!(%peer, code, reason = status.message(), "peer stream refused");
+            let why = format!("refused: {}", status.message());
+            let _ = end.send(status);
+            why
+        }
+    };
+    let _ = ctx.actor.send(Command::LinkClosed { link: id }).await;
     why
 }
 
-async fn read_until_end<S, E>(
+enum Ending {
+    Closed(String),
+    /// A message was refused: count it by code, end with the status.
+    Refused(&'static str, Status),
+}
+
+/// Sorts a failed read: what tonic's decoder refused is the peer's fault
+/// (and answered with a status); anything else is the connection going.
+fn stream_failure(e: Status) -> Ending {
+    let msg = e.message();
+    match e.code() {
+        // tonic's own decoder reports these codes; a status the peer ended
+        // the stream with (ours use other codes) is not a refusal of ours.
+        Code::OutOfRange if msg.contains("too large") => Ending::Refused(
+            "message_too_large",
+            Status::resource_exhausted(format!("message refused: {msg}")),
+        ),
+        Code::Internal if msg.contains("decode") => Ending::Refused(
+            "malformed_message",
+            Status::invalid_argument(format!("malformed message: {msg}")),
+        ),
+        _ => Ending::Closed(format!("stream failed: {}", super::net::error_chain(&e))),
+    }
+}
+
+async fn read_until_end<S>(
     ctx: &LinkContext,
-    link: &OpenLink,
+    id: LinkId,
+    stats: &LinkStats,
     peer: &str,
     mut inbound: S,
-) -> String
+) -> Ending
 where
-    S: Stream<Item = Result<pb::PeerMessage, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
-    let mut admission = Some(Admission::new(ctx.roster.clone(), ctx.limits.clone()));
+    let mut roster = ctx.roster.clone();
+    let mut admission = Some(Admission::new(
+        roster.borrow_and_update().as_ref().clone(),
+        ctx.limits.clone(),
+    ));
     loop {
         let msg = match inbound.next().await {
-            None => return "peer closed the stream".into(),
-            Some(Err(e)) => return format!("stream failed: {e}"),
+            None => return Ending::Closed("peer closed the stream".into()),
+            Some(Err(e)) => return stream_failure(e),
             Some(Ok(m)) => m,
         };
-        link.stats.received(msg.encoded_len());
+        stats.received(msg.encoded_len());
         let cmd = match Incoming::try_from(msg) {
-            Err(e) => return format!("protocol violation: {e}"),
+            Err(e) => {
+                let status = Status::invalid_argument(format!("protocol violation: {e}"));
+                return Ending::Refused("protocol_violation", status);
+            }
             Ok(Incoming::Msg(m)) => {
                 if matches!(m, PeerMsg::InSync(_)) {
-                    link.stats.in_sync_received.fetch_add(1, Ordering::Relaxed);
+                    stats.in_sync_received.fetch_add(1, Ordering::Relaxed);
                 }
-                Command::LinkMsg {
-                    link: link.id,
-                    msg: m,
-                }
+                Command::LinkMsg { link: id, msg: m }
+            }
+            Ok(Incoming::Deltas(raw)) if raw.len() > ctx.batch_deltas_max => {
+                let status = Status::resource_exhausted(format!(
+                    "batch of {} deltas exceeds the limit of {}",
+                    raw.len(),
+                    ctx.batch_deltas_max
+                ));
+                return Ending::Refused("batch_too_large", status);
             }
             Ok(Incoming::Deltas(raw)) => {
                 let known = ctx.frontier.borrow().clone();
                 let mut a = admission.take().expect("returned after every batch");
+                if roster.has_changed().unwrap_or(false) {
+                    a.roster = roster.borrow_and_update().as_ref().clone();
+                }
                 let job = tokio::task::spawn_blocking(move || {
                     let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, now_ms());
                     (a, admitted)
                 });
                 let (a, admitted) = match job.await {
                     Ok(done) => done,
-                    Err(e) => return format!("admission failed: {e}"),
+                    Err(e) => return Ending::Closed(format!("admission failed: {e}")),
                 };
                 admission = Some(a);
-                Command::LinkDeltas {
-                    link: link.id,
-                    admitted,
-                }
+                Command::LinkDeltas { link: id, admitted }
             }
         };
         if ctx.actor.send(cmd).await.is_err() {
-            return format!("node shutting down (link to {peer})");
+            return Ending::Closed(format!("node shutting down (link to {peer})"));
         }
     }
 }

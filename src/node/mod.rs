@@ -17,6 +17,7 @@ mod clock;
 mod dial;
 mod link;
 pub mod net;
+mod quarantine;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -32,13 +33,15 @@ pub use link::LinkStats;
 
 use crate::config::NodeConfig;
 use crate::core::{
-    Frontier, Limits, NodeId, Op, Refusal, Replica, SignedDelta, SignedRoster, WriteError,
+    Frontier, Limits, NodeId, Op, Refusal, Replica, RosterOffer, SignedDelta, SignedRoster,
+    WriteError,
 };
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
 use crate::identity::{read_roster, NodeKey};
 use crate::rpc::pb;
-use crate::store::{SledStore, StoreError};
+use crate::store::{QuarantineView, SledStore, StoreError};
 use actor::{Actor, Command};
+use clock::now_ms;
 use link::LinkContext;
 
 /// Commands queued to the actor before senders wait.
@@ -64,6 +67,10 @@ pub enum ApiError {
     ShuttingDown,
     #[error("no authenticated peer on this connection")]
     Unauthenticated,
+    #[error("{0}: certificate no longer trusted (revoked or rotated by a roster change)")]
+    Revoked(String),
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl From<WriteError<StoreError>> for ApiError {
@@ -107,15 +114,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// Loads the key files, roster and store named by `config`, and checks
-    /// they belong together: the roster is signed by the configured
-    /// federation key and lists this node under its name, with this node
-    /// key and this TLS certificate.
+    /// Loads the key files, roster and store named by `config`. The roster
+    /// file must be signed by the configured federation key; [`start_on`]
+    /// checks that the roster in force (this file's or a newer one the
+    /// store adopted) lists this node under its name, with this node key
+    /// and this TLS certificate.
     pub fn load(config: NodeConfig) -> Result<Setup, StartError> {
         let key = NodeKey::load(&config.identity.node_key)?;
         let tls = TlsIdentity::load(&config.identity.tls_cert, &config.identity.tls_key)?;
         let roster = read_roster(&config.federation.roster, &config.federation_id())?;
-        check_identity(&config.name, &key, &tls, &roster)?;
         let store = SledStore::open(&config.data_dir, config.limits.quarantine_max)?;
         Ok(Setup {
             config,
@@ -162,14 +169,22 @@ fn check_identity(
 /// Who may connect, from the roster: each active member's pinned
 /// certificate. Retired and revoked keys are refused at the handshake.
 pub fn trust_from(roster: &crate::core::Roster) -> TrustStore {
-    TrustStore::new(roster.members().filter(|m| m.is_active()).filter_map(|m| {
-        let fp = tls::Fingerprint(m.tls?);
-        let peer = tls::Peer {
-            name: m.name.clone(),
-            node: m.is_node().then_some(m.id),
-        };
-        Some((fp, peer))
-    }))
+    TrustStore::new(trust_entries(roster))
+}
+
+pub(crate) fn trust_entries(roster: &crate::core::Roster) -> Vec<(tls::Fingerprint, tls::Peer)> {
+    roster
+        .members()
+        .filter(|m| m.is_active())
+        .filter_map(|m| {
+            let fp = tls::Fingerprint(m.tls?);
+            let peer = tls::Peer {
+                name: m.name.clone(),
+                node: m.is_node().then_some(m.id),
+            };
+            Some((fp, peer))
+        })
+        .collect()
 }
 
 /// A running node.
@@ -210,44 +225,65 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         source,
     })?;
     let limits: Limits = config.core_limits();
-    let replica = Replica::open(store, roster.roster().clone(), limits.clone())?;
-    let trust = trust_from(roster.roster());
+    let (replica, stored_problem) = Replica::open_signed(store, roster, limits.clone(), now_ms())?;
+    if let Some(e) = stored_problem {
+        tracing::error!(error = %e, "the roster in the store does not verify; using the roster file");
+    }
+    let in_force = replica
+        .signed_roster()
+        .expect("opened with a signed roster");
+    check_identity(&config.name, &key, &identity, in_force)?;
+    let trust = trust_from(replica.roster());
     let server_tls = Arc::new(tls::server_config(&identity, &trust)?);
     let client_tls = Arc::new(tls::client_config(&identity, &trust)?);
 
-    let (actor, frontier) = Actor::new(
-        replica,
-        key.signing_key().clone(),
-        config.name.clone(),
-        config.sync.batch_deltas_max,
-        config.sync.batch_bytes_max,
-    );
+    let refusals = Arc::new(link::MessageRefusals::default());
+    let wiring = actor::Wiring {
+        name: config.name.clone(),
+        signer: key.signing_key().clone(),
+        batch_deltas_max: config.sync.batch_deltas_max,
+        batch_bytes_max: config.sync.batch_bytes_max,
+        trust: trust.clone(),
+        refusals: refusals.clone(),
+    };
+    let (actor, frontier, roster_rx) = Actor::new(replica, wiring);
     let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);
     let actor_task = tokio::task::spawn_blocking(move || actor.run(actor_rx));
     let (shutdown, _) = watch::channel(false);
     let ctx = LinkContext {
         actor: actor_tx.clone(),
         frontier: frontier.clone(),
-        roster: roster.roster().clone(),
+        roster: roster_rx,
         limits: limits.clone(),
         queue_max: config.limits.link_queue_max,
+        batch_deltas_max: config.limits.batch_deltas_max,
+        refusals,
     };
     let message_max = config.limits.message_bytes_max;
 
     let refused = Arc::new(watch::channel(0).0);
+    let conn_limits = net::ConnLimits {
+        total: config.limits.links_max,
+        per_peer: config.limits.conns_per_peer_max,
+    };
     let (conns, accept_task) = net::incoming(
         listener,
         tokio_rustls::TlsAcceptor::from(server_tls),
         trust.clone(),
-        config.limits.links_max,
+        conn_limits,
         refused.clone(),
     );
-    let peer_svc = pb::peer_server::PeerServer::new(service::PeerService { ctx: ctx.clone() })
-        .max_decoding_message_size(message_max)
-        .max_encoding_message_size(message_max);
+    let peer_svc = pb::peer_server::PeerServer::new(service::PeerService {
+        ctx: ctx.clone(),
+        trust: trust.clone(),
+    })
+    .max_decoding_message_size(message_max)
+    .max_encoding_message_size(message_max);
     let client_svc = pb::client_server::ClientServer::new(service::ClientService {
         actor: actor_tx.clone(),
         key_len_max: limits.key_len_max,
+        trust: trust.clone(),
+        in_flight: service::InFlight::new(config.limits.requests_in_flight_max),
     })
     .max_decoding_message_size(message_max)
     .max_encoding_message_size(message_max);
@@ -372,6 +408,18 @@ impl NodeHandle {
             .await
             .map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// Offers a signed roster, as an operator's `roster publish` does.
+    pub async fn publish_roster(&self, bytes: &[u8]) -> Result<RosterOffer, ApiError> {
+        let bytes = bytes.to_vec();
+        self.ask(|reply| Command::PublishRoster { bytes, reply })
+            .await
+    }
+
+    /// The newest `limit` quarantine entries.
+    pub async fn quarantine(&self, limit: usize) -> Result<QuarantineView, ApiError> {
+        self.ask(|reply| Command::Quarantine { limit, reply }).await
     }
 
     /// Starts an anti-entropy round on every link now.

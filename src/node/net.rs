@@ -7,10 +7,11 @@
 //! identity rides along as tonic connect info, so a handler knows who
 //! called without looking at a certificate again.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::SyncConfig;
-use crate::identity::tls::{peer_of, Peer, TrustStore};
+use crate::identity::tls::{peer_of, Fingerprint, Peer, TrustStore, WakerSlot};
 
 /// The name every fedsync certificate carries besides the node's own; the
 /// pinned verifier ignores names, but standard clients need one to send.
@@ -36,15 +37,90 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: Peer,
+    /// The certificate the peer presented: handlers check it is still
+    /// trusted at every call, since a roster change may revoke it.
+    pub fingerprint: Fingerprint,
     pub remote: SocketAddr,
+    /// Set when the peer already has its limit of connections open: every
+    /// call on this one is refused with this reason.
+    pub over_limit: Option<String>,
+}
+
+/// Open connections per peer certificate, each held by a [`PeerSlot`].
+#[derive(Clone, Default)]
+pub(crate) struct PeerConns {
+    counts: Arc<Mutex<HashMap<Fingerprint, usize>>>,
+}
+
+/// One connection's place in [`PeerConns`], given back on drop.
+pub(crate) struct PeerSlot {
+    conns: PeerConns,
+    fp: Fingerprint,
+}
+
+impl PeerConns {
+    /// Counts a new connection from `fp`; returns its slot and how many
+    /// connections the peer now has open.
+    fn enter(&self, fp: Fingerprint) -> (PeerSlot, usize) {
+        let mut counts = self.counts.lock().expect("peer conns lock poisoned");
+        let n = counts.entry(fp).or_default();
+        *n += 1;
+        let now = *n;
+        let slot = PeerSlot {
+            conns: self.clone(),
+            fp,
+        };
+        (slot, now)
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.conns.counts.lock().expect("peer conns lock poisoned");
+        if let Some(n) = counts.get_mut(&self.fp) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.fp);
+            }
+        }
+    }
 }
 
 /// An authenticated inbound connection. Holds a slot of the connection
-/// limit for as long as it lives.
+/// limit for as long as it lives, and fails its next read or write once a
+/// roster change stops trusting its certificate: a revoked peer's open
+/// connections close at once, not at its next handshake.
 pub(crate) struct TlsConn {
     io: tokio_rustls::server::TlsStream<TcpStream>,
     info: ConnInfo,
+    trust: TrustStore,
+    /// The trust epoch this connection last checked itself against.
+    seen: u64,
+    waker: Arc<WakerSlot>,
     _slot: OwnedSemaphorePermit,
+    _peer_slot: PeerSlot,
+}
+
+impl TlsConn {
+    /// `Err` once the certificate is no longer trusted. Otherwise leaves
+    /// the task's waker where a roster change will find it.
+    fn still_trusted(&mut self, cx: &Context<'_>) -> io::Result<()> {
+        let epoch = self.trust.epoch();
+        if epoch != self.seen {
+            if self.trust.get(&self.info.fingerprint).is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{}: certificate revoked by a roster change",
+                        self.info.peer.name
+                    ),
+                ));
+            }
+            self.seen = epoch;
+        }
+        *self.waker.lock().expect("waker slot poisoned") = Some(cx.waker().clone());
+        Ok(())
+    }
 }
 
 impl Connected for TlsConn {
@@ -60,6 +136,9 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Err(e) = self.still_trusted(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
@@ -70,6 +149,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Err(e) = self.still_trusted(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -86,15 +168,26 @@ impl AsyncWrite for TlsConn {
 /// Handshakes refused so far (a count operators and tests can await).
 pub(crate) type RefusedCount = tokio::sync::watch::Sender<u64>;
 
+/// Connection limits the listener applies.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnLimits {
+    /// Connections, handshaking or open, at once.
+    pub total: usize,
+    /// Open connections per peer certificate.
+    pub per_peer: usize,
+}
+
 pub(crate) fn incoming(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     trust: TrustStore,
-    links_max: usize,
+    limits: ConnLimits,
     refused: Arc<RefusedCount>,
 ) -> (mpsc::Receiver<io::Result<TlsConn>>, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(16);
-    let slots = Arc::new(Semaphore::new(links_max));
+    let slots = Arc::new(Semaphore::new(limits.total));
+    let per_peer = PeerConns::default();
+    let links_max = limits.total;
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -113,7 +206,7 @@ pub(crate) fn incoming(
             };
             let _ = tcp.set_nodelay(true);
             let (acceptor, trust, tx) = (acceptor.clone(), trust.clone(), tx.clone());
-            let refused = refused.clone();
+            let (refused, per_peer) = (refused.clone(), per_peer.clone());
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
                 let io = match handshake.await {
@@ -129,14 +222,36 @@ pub(crate) fn incoming(
                     }
                 };
                 // The verifier accepted the certificate, so it is pinned.
-                let Some(peer) = peer_of(&trust, io.get_ref().1.peer_certificates()) else {
+                let Some((peer, fingerprint)) = peer_of(&trust, io.get_ref().1.peer_certificates())
+                else {
                     tracing::warn!(%remote, "certificate left the roster during the handshake");
                     return;
                 };
+                let (peer_slot, open) = per_peer.enter(fingerprint);
+                // Served anyway, so the peer hears why in a gRPC status
+                // rather than seeing its connection drop.
+                let over_limit = (open > limits.per_peer).then(|| {
+                    tracing::warn!(peer = %peer.name, %remote, open, "connection over the per-peer limit");
+                    format!(
+                        "{} already has {} connections open to this node (limit {})",
+                        peer.name,
+                        open - 1,
+                        limits.per_peer
+                    )
+                });
                 let conn = TlsConn {
                     io,
-                    info: ConnInfo { peer, remote },
+                    info: ConnInfo {
+                        peer,
+                        fingerprint,
+                        remote,
+                        over_limit,
+                    },
+                    waker: trust.watch(),
+                    seen: trust.epoch(),
+                    trust,
                     _slot: slot,
+                    _peer_slot: peer_slot,
                 };
                 let _ = tx.send(Ok(conn)).await;
             });
@@ -173,7 +288,7 @@ pub fn connect(
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
             let io = TlsConnector::from(tls).connect(name, tcp).await?;
-            let found = peer_of(&trust, io.get_ref().1.peer_certificates());
+            let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
             match found {
                 Some(p) if p.node.is_some() && expected.as_ref().is_none_or(|e| &p.name == e) => {
                     Ok(TokioIo::new(io))

@@ -3,22 +3,28 @@
 //! client API), convert prost types, and forward to the actor. Domain
 //! errors become gRPC statuses in exactly one place, [`status`].
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::actor::{Command, Reply, WATCH_QUEUE_MAX};
-use super::link::{self, LinkContext};
+use super::link::{self, LinkContext, LinkPeer};
 use super::net::ConnInfo;
 use super::ApiError;
-use crate::core::{Op, SignedDelta};
+use crate::core::{Op, RosterOffer, SignedDelta};
+use crate::identity::tls::TrustStore;
 use crate::rpc::pb;
 
 /// Records per `List` page when the caller does not say, and at most.
 const LIST_PAGE_DEFAULT: usize = 100;
 const LIST_PAGE_MAX: usize = 1_000;
+/// Quarantine entries per call when the caller does not say, and at most.
+const QUARANTINE_DEFAULT: usize = 50;
+const QUARANTINE_MAX: usize = 1_000;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -32,22 +38,35 @@ pub fn status(e: ApiError) -> Status {
         ApiError::ShuttingDown => Code::Unavailable,
         ApiError::Store(_) => Code::Internal,
         ApiError::NotAllowed(_) => Code::PermissionDenied,
-        ApiError::Unauthenticated => Code::Unauthenticated,
+        ApiError::Unauthenticated | ApiError::Revoked(_) => Code::Unauthenticated,
+        ApiError::Exhausted(_) => Code::ResourceExhausted,
     };
     Status::new(code, e.to_string())
 }
 
-fn caller<T>(req: &Request<T>) -> Result<ConnInfo, Status> {
+/// Who is calling, as trusted now: the handshake pinned the certificate,
+/// but a roster change since may have revoked it, and a connection over
+/// the per-peer limit is served only to say so.
+fn caller<T>(req: &Request<T>, trust: &TrustStore) -> Result<ConnInfo, Status> {
     // Every connection this server sees passed the pinned handshake, which
     // attaches ConnInfo; its absence means a wiring bug, refused anyway.
-    req.extensions()
+    let who = req
+        .extensions()
         .get::<ConnInfo>()
         .cloned()
-        .ok_or_else(|| status(ApiError::Unauthenticated))
+        .ok_or_else(|| status(ApiError::Unauthenticated))?;
+    if trust.get(&who.fingerprint).is_none() {
+        return Err(status(ApiError::Revoked(who.peer.name)));
+    }
+    if let Some(why) = &who.over_limit {
+        return Err(status(ApiError::Exhausted(why.clone())));
+    }
+    Ok(who)
 }
 
 pub(crate) struct PeerService {
     pub ctx: LinkContext,
+    pub trust: TrustStore,
 }
 
 #[tonic::async_trait]
@@ -58,32 +77,84 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<Streaming<pb::PeerMessage>>,
     ) -> Result<Response<Self::SyncStream>, Status> {
-        let who = caller(&req)?;
-        if who.peer.node.is_none() {
+        let who = caller(&req, &self.trust)?;
+        let Some(id) = who.peer.node else {
             return Err(status(ApiError::NotAllowed(format!(
                 "{} is an operator, not a node: operators use the Client service",
                 who.peer.name
             ))));
-        }
-        let (open, outbound) = link::open(self.ctx.clone(), who.peer.name.clone())
-            .await
-            .map_err(status)?;
+        };
+        let peer = LinkPeer {
+            name: who.peer.name.clone(),
+            id,
+            inbound: true,
+        };
+        let (open, outbound) = link::open(self.ctx.clone(), peer).await.map_err(status)?;
         let ctx = self.ctx.clone();
         let name = who.peer.name.clone();
         tokio::spawn(async move {
             let why = link::read(ctx, open, name.clone(), req.into_inner()).await;
             tracing::info!(peer = %name, remote = %who.remote, %why, "inbound link ended");
         });
-        Ok(Response::new(Box::pin(outbound.map(Ok))))
+        Ok(Response::new(Box::pin(outbound)))
+    }
+}
+
+/// Client requests in flight per operator, bounded: one operator's script
+/// cannot occupy the node. A permit is held for the whole call (for a
+/// watch, as long as the stream is open).
+pub(crate) struct InFlight {
+    max: usize,
+    per_caller: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Self {
+        InFlight {
+            max,
+            per_caller: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn enter(&self, caller: &str) -> Result<OwnedSemaphorePermit, Status> {
+        // Keyed by roster name, so the map is bounded by the roster.
+        let sem = self
+            .per_caller
+            .lock()
+            .expect("in-flight lock poisoned")
+            .entry(caller.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.max)))
+            .clone();
+        sem.try_acquire_owned().map_err(|_| {
+            status(ApiError::Exhausted(format!(
+                "{caller} has {} requests in flight (limit {}); retry when one finishes",
+                self.max, self.max
+            )))
+        })
     }
 }
 
 pub(crate) struct ClientService {
     pub actor: mpsc::Sender<Command>,
     pub key_len_max: usize,
+    pub trust: TrustStore,
+    pub in_flight: InFlight,
 }
 
 impl ClientService {
+    /// Checks the caller is an operator trusted now, and admits the call
+    /// within its in-flight limit.
+    fn operator<T>(&self, req: &Request<T>) -> Result<OwnedSemaphorePermit, Status> {
+        let who = caller(req, &self.trust)?;
+        if who.peer.node.is_some() {
+            return Err(status(ApiError::NotAllowed(format!(
+                "{} is a node; the client service is for operators",
+                who.peer.name
+            ))));
+        }
+        self.in_flight.enter(&who.peer.name)
+    }
+
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
         let (reply, rx) = oneshot::channel();
         self.actor
@@ -124,17 +195,6 @@ impl ClientService {
     }
 }
 
-fn operator<T>(req: &Request<T>) -> Result<(), Status> {
-    let who = caller(req)?;
-    if who.peer.node.is_some() {
-        return Err(status(ApiError::NotAllowed(format!(
-            "{} is a node; the client service is for operators",
-            who.peer.name
-        ))));
-    }
-    Ok(())
-}
-
 pub fn record(d: &SignedDelta) -> pb::Record {
     pb::Record {
         key: d.key().to_owned(),
@@ -150,7 +210,7 @@ pub fn record(d: &SignedDelta) -> pb::Record {
 #[tonic::async_trait]
 impl pb::client_server::Client for ClientService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::WriteReply>, Status> {
-        operator(&req)?;
+        let _permit = self.operator(&req)?;
         let r = req.into_inner();
         self.write(r.key, Op::Put, r.value).await.map(Response::new)
     }
@@ -159,7 +219,7 @@ impl pb::client_server::Client for ClientService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        operator(&req)?;
+        let _permit = self.operator(&req)?;
         let r = req.into_inner();
         self.write(r.key, Op::Delete, Vec::new())
             .await
@@ -167,7 +227,7 @@ impl pb::client_server::Client for ClientService {
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::Record>, Status> {
-        operator(&req)?;
+        let _permit = self.operator(&req)?;
         let key = req.into_inner().key;
         self.check_key("key", &key)?;
         let found = self
@@ -183,7 +243,7 @@ impl pb::client_server::Client for ClientService {
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        operator(&req)?;
+        let _permit = self.operator(&req)?;
         let r = req.into_inner();
         self.check_key("prefix", &r.prefix)?;
         self.check_key("after", &r.after)?;
@@ -216,7 +276,7 @@ impl pb::client_server::Client for ClientService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        operator(&req)?;
+        let permit = self.operator(&req)?;
         let prefix = req.into_inner().prefix;
         self.check_key("prefix", &prefix)?;
         let (tx, rx) = mpsc::channel(WATCH_QUEUE_MAX);
@@ -224,7 +284,11 @@ impl pb::client_server::Client for ClientService {
             .send(Command::Watch { prefix, tx })
             .await
             .map_err(|_| status(ApiError::ShuttingDown))?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|d| Ok(record(&d)));
+        // The permit lives as long as the stream.
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(move |d| {
+            let _held = &permit;
+            Ok(record(&d))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -232,7 +296,7 @@ impl pb::client_server::Client for ClientService {
         &self,
         req: Request<pb::FrontierRequest>,
     ) -> Result<Response<pb::FrontierReply>, Status> {
-        operator(&req)?;
+        let _permit = self.operator(&req)?;
         let (reply, rx) = oneshot::channel();
         self.actor
             .send(Command::Stats { reply })
@@ -244,8 +308,59 @@ impl pb::client_server::Client for ClientService {
             name: stats.name.clone(),
             digest: Some(pb::Digest {
                 digest: stats.digest.0.to_vec(),
+                roster_version: stats.roster_version,
             }),
             frontier: Some(crate::rpc::convert::pb_frontier(&stats.frontier)),
         }))
+    }
+
+    async fn quarantine(
+        &self,
+        req: Request<pb::QuarantineRequest>,
+    ) -> Result<Response<pb::QuarantineReply>, Status> {
+        let _permit = self.operator(&req)?;
+        let r = req.into_inner();
+        let limit = match r.limit as usize {
+            0 => QUARANTINE_DEFAULT,
+            n => n.min(QUARANTINE_MAX),
+        };
+        let view = self
+            .ask(|reply| Command::Quarantine { limit, reply })
+            .await?;
+        Ok(Response::new(super::quarantine::reply(view, r.raw)))
+    }
+
+    async fn publish_roster(
+        &self,
+        req: Request<pb::Roster>,
+    ) -> Result<Response<pb::PublishRosterReply>, Status> {
+        let _permit = self.operator(&req)?;
+        let bytes = req.into_inner().signed;
+        let offer = self
+            .ask(|reply| Command::PublishRoster { bytes, reply })
+            .await?;
+        let reply = match offer {
+            RosterOffer::Adopted(c) => pb::PublishRosterReply {
+                adopted: true,
+                version: c.version,
+                retracted: c.retracted,
+                reason: String::new(),
+            },
+            RosterOffer::NotNewer { held, offered } => pb::PublishRosterReply {
+                adopted: false,
+                version: held,
+                retracted: 0,
+                reason: format!("the node already holds roster version {held} (offered {offered})"),
+            },
+            RosterOffer::Invalid(e) => {
+                return Err(status(ApiError::BadRequest(format!("roster refused: {e}"))))
+            }
+            RosterOffer::Unsigned => {
+                return Err(status(ApiError::BadRequest(
+                    "this node adopts no rosters".into(),
+                )))
+            }
+        };
+        Ok(Response::new(reply))
     }
 }

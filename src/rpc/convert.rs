@@ -3,9 +3,13 @@
 //! well-formed values. Deltas stay as raw bytes: deciding about them is the
 //! core's job (a malformed delta is quarantined, not a protocol error).
 
+use crate::core::session::NOTES_MAX;
 use crate::core::{
-    DeltaHash, Frontier, FrontierDigest, Head, NodeId, PeerMsg, SeqRange, SignedDelta,
+    DeltaHash, Frontier, FrontierDigest, Head, NodeId, Note, PeerMsg, SeqRange, SignedDelta,
 };
+
+/// Characters of a peer's note kept (a code, or a reason).
+const NOTE_CHARS_MAX: usize = 512;
 
 use super::pb;
 
@@ -26,6 +30,8 @@ pub enum ProtoError {
     ZeroSeq,
     #[error("range {first}..={last} is empty or starts at 0")]
     BadRange { first: u64, last: u64 },
+    #[error("{got} refusal notes in one message; at most {max} are allowed")]
+    TooManyNotes { got: usize, max: usize },
 }
 
 /// A peer message as the runtime receives it: deltas still undecoded.
@@ -83,15 +89,40 @@ impl TryFrom<pb::PeerMessage> for Incoming {
     fn try_from(m: pb::PeerMessage) -> Result<Self, ProtoError> {
         use pb::peer_message::Body;
         Ok(match m.body.ok_or(ProtoError::Empty)? {
-            Body::Digest(d) => Incoming::Msg(PeerMsg::Digest(digest(d)?)),
+            Body::Digest(d) => Incoming::Msg(PeerMsg::Digest {
+                roster: d.roster_version,
+                digest: digest(d)?,
+            }),
             Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(d)?)),
             Body::Frontier(f) => Incoming::Msg(PeerMsg::Frontier(frontier(f)?)),
             Body::Need(n) => Incoming::Msg(PeerMsg::Need(
                 n.ranges.into_iter().map(range).collect::<Result<_, _>>()?,
             )),
             Body::Deltas(d) => Incoming::Deltas(d.deltas),
+            Body::Roster(r) => Incoming::Msg(PeerMsg::Roster(r.signed)),
+            Body::Refused(r) => Incoming::Msg(PeerMsg::Refused(notes(r)?)),
         })
     }
+}
+
+/// A peer's notes, bounded: they end up in our logs and status.
+fn notes(r: pb::Refused) -> Result<Vec<Note>, ProtoError> {
+    // The core sends at most NOTES_MAX refusals plus three summary notes.
+    let max = NOTES_MAX + 3;
+    if r.notes.len() > max {
+        return Err(ProtoError::TooManyNotes {
+            got: r.notes.len(),
+            max,
+        });
+    }
+    let clip = |s: String| s.chars().take(NOTE_CHARS_MAX).collect::<String>();
+    Ok(r.notes
+        .into_iter()
+        .map(|n| Note {
+            code: clip(n.code),
+            reason: clip(n.reason),
+        })
+        .collect())
 }
 
 pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
@@ -107,9 +138,10 @@ pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
     }
 }
 
-fn pb_digest(d: FrontierDigest) -> pb::Digest {
+fn pb_digest(d: FrontierDigest, roster_version: u64) -> pb::Digest {
     pb::Digest {
         digest: d.0.to_vec(),
+        roster_version,
     }
 }
 
@@ -123,8 +155,8 @@ impl From<&PeerMsg> for pb::PeerMessage {
     fn from(m: &PeerMsg) -> Self {
         use pb::peer_message::Body;
         let body = match m {
-            PeerMsg::Digest(d) => Body::Digest(pb_digest(*d)),
-            PeerMsg::InSync(d) => Body::InSync(pb_digest(*d)),
+            PeerMsg::Digest { digest, roster } => Body::Digest(pb_digest(*digest, *roster)),
+            PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0)),
             PeerMsg::Frontier(f) => Body::Frontier(pb_frontier(f)),
             PeerMsg::Need(ranges) => Body::Need(pb::Need {
                 ranges: ranges
@@ -137,6 +169,18 @@ impl From<&PeerMsg> for pb::PeerMessage {
                     .collect(),
             }),
             PeerMsg::Deltas(ds) => Body::Deltas(pb_deltas(ds)),
+            PeerMsg::Roster(bytes) => Body::Roster(pb::Roster {
+                signed: bytes.clone(),
+            }),
+            PeerMsg::Refused(notes) => Body::Refused(pb::Refused {
+                notes: notes
+                    .iter()
+                    .map(|n| pb::Note {
+                        code: n.code.clone(),
+                        reason: n.reason.clone(),
+                    })
+                    .collect(),
+            }),
         };
         pb::PeerMessage { body: Some(body) }
     }
@@ -166,7 +210,15 @@ mod tests {
             },
         );
         let msgs = [
-            PeerMsg::Digest(f.digest()),
+            PeerMsg::Digest {
+                digest: f.digest(),
+                roster: 7,
+            },
+            PeerMsg::Roster(vec![1, 2, 3]),
+            PeerMsg::Refused(vec![Note {
+                code: "gap".into(),
+                reason: "2 deltas held".into(),
+            }]),
             PeerMsg::InSync(f.digest()),
             PeerMsg::Frontier(f.clone()),
             PeerMsg::Need(vec![SeqRange {
@@ -190,7 +242,8 @@ mod tests {
         let bad = |body| Incoming::try_from(pb::PeerMessage { body: Some(body) }).unwrap_err();
         assert_eq!(
             bad(Body::Digest(pb::Digest {
-                digest: vec![0; 31]
+                digest: vec![0; 31],
+                roster_version: 1,
             }))
             .to_string(),
             "digest: expected 32 bytes, got 31"

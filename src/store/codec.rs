@@ -113,6 +113,7 @@ pub fn encode_quarantined(q: &Quarantined) -> Vec<u8> {
         q.code.as_bytes(),
         q.reason.as_bytes(),
         &q.bytes,
+        &q.evidence,
     ] {
         v.extend_from_slice(&(blob.len() as u32).to_be_bytes());
         v.extend_from_slice(blob);
@@ -128,6 +129,7 @@ pub fn decode_quarantined(b: &[u8]) -> Result<Quarantined, CodecError> {
     let code = text(c.blob()?)?;
     let reason = text(c.blob()?)?;
     let bytes = c.blob()?.to_vec();
+    let evidence = c.blob()?.to_vec();
     c.end()?;
     Ok(Quarantined {
         at_ms,
@@ -135,6 +137,7 @@ pub fn decode_quarantined(b: &[u8]) -> Result<Quarantined, CodecError> {
         code,
         reason,
         bytes,
+        evidence,
     })
 }
 
@@ -150,6 +153,7 @@ mod tests {
             code: "bad_signature".into(),
             reason: "signature does not verify".into(),
             bytes: vec![1, 2, 3],
+            evidence: vec![4, 5],
         };
         let framed = frame(&encode_quarantined(&q));
         assert_eq!(decode_quarantined(unframe(&framed).unwrap()).unwrap(), q);

@@ -1,20 +1,21 @@
 //! The node's store on sled. The only module that names sled.
 //!
-//! # On-disk layout, version 1
+//! # On-disk layout, version 2
 //!
-//! One sled tree, `fedsync/v1`, with a one-byte prefix per kind of entry.
+//! One sled tree, `fedsync/v2`, with a one-byte prefix per kind of entry.
 //! One tree because sled applies a batch atomically within a tree, which is
 //! the cheapest way to make a commit all-or-nothing (a cross-tree
 //! transaction measured at half the ingest rate).
 //!
 //! | prefix | key after the prefix        | value (each framed: crc32 ‖ payload)      |
 //! |--------|-----------------------------|-------------------------------------------|
-//! | `m`    | `layout`                    | u32 layout version (`1`)                  |
+//! | `m`    | `layout`                    | u32 layout version (`2`)                  |
+//! | `m`    | `roster`                    | the adopted signed roster, as signed      |
 //! | `m`    | `quarantine.first` / `.next` / `.dropped` | u64 counters                 |
 //! | `l`    | author (32) ‖ seq (u64 BE)  | the signed delta, exactly as received     |
 //! | `r`    | record key (UTF-8)          | winning delta: hlc, author, seq, deleted  |
 //! | `h`    | author (32)                 | frontier head: seq, hash                  |
-//! | `q`    | u64 BE, increasing          | refused delta: time, origin, code, reason, bytes |
+//! | `q`    | u64 BE, increasing          | refused delta: time, origin, code, reason, bytes, evidence |
 //!
 //! A layout change gets a new tree name and version; opening a store with
 //! an unknown version is refused rather than guessed at.
@@ -31,8 +32,8 @@ use crate::core::{Commit, Frontier, NodeId, Quarantined, RecordRef, SeqRange, Si
 pub use codec::CodecError;
 use codec::{frame, unframe};
 
-pub const LAYOUT_VERSION: u32 = 1;
-pub const TREE: &str = "fedsync/v1";
+pub const LAYOUT_VERSION: u32 = 2;
+pub const TREE: &str = "fedsync/v2";
 
 /// Entry kinds, by key prefix.
 mod prefix {
@@ -47,6 +48,7 @@ const LAYOUT: &str = "layout";
 const Q_FIRST: &str = "quarantine.first";
 const Q_NEXT: &str = "quarantine.next";
 const Q_DROPPED: &str = "quarantine.dropped";
+const ROSTER: &str = "roster";
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
@@ -73,10 +75,14 @@ pub enum StoreError {
     Layout { found: u32 },
 }
 
-/// Quarantine contents, oldest first, and how many were dropped to bound it.
+/// The newest quarantine entries, newest first, and how many were dropped
+/// to bound it.
 #[derive(Debug, Clone, Default)]
 pub struct QuarantineView {
     pub entries: Vec<Quarantined>,
+    /// Entries in the quarantine now (`entries` may be fewer).
+    pub kept: u64,
+    /// Entries dropped, oldest first, to stay within the bound.
     pub dropped: u64,
 }
 
@@ -164,15 +170,22 @@ impl SledStore {
         self.tree.scan_prefix([prefix::RECORD]).count()
     }
 
-    pub fn quarantine(&self) -> Result<QuarantineView, StoreError> {
+    /// The newest `limit` quarantine entries, newest first.
+    pub fn quarantine(&self, limit: usize) -> Result<QuarantineView, StoreError> {
         let mut entries = Vec::new();
-        for item in self.tree.scan_prefix([prefix::QUARANTINE]) {
+        for item in self
+            .tree
+            .scan_prefix([prefix::QUARANTINE])
+            .rev()
+            .take(limit)
+        {
             let (k, v) = item?;
             let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
             entries.push(codec::decode_quarantined(payload).map_err(|e| corrupt(&k, e))?);
         }
         Ok(QuarantineView {
             entries,
+            kept: self.q.next - self.q.first,
             dropped: self.q.dropped,
         })
     }
@@ -311,8 +324,44 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn deltas_for_keys(
+        &self,
+        keys: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<SignedDelta>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([prefix::LOG]) {
+            let (k, v) = item?;
+            let d = self.read_delta(&k, &v)?;
+            if keys.contains(d.key()) {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = key(prefix::META, ROSTER.as_bytes());
+        let Some(v) = self.tree.get(&k)? else {
+            return Ok(None);
+        };
+        let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
+        Ok(Some(payload.to_vec()))
+    }
+
     fn commit(&mut self, c: &Commit) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        for r in &c.retract {
+            let (from, to) = (log_key(&r.author, r.first), log_key(&r.author, r.last));
+            for item in self.tree.range(from..=to).keys() {
+                batch.remove(item?);
+            }
+        }
+        for k in &c.records_removed {
+            batch.remove(key(prefix::RECORD, k.as_bytes()));
+        }
+        if let Some(r) = &c.roster {
+            batch.insert(key(prefix::META, ROSTER.as_bytes()), frame(r));
+        }
         for d in &c.deltas {
             batch.insert(log_key(&d.author(), d.seq()), frame(d.as_bytes()));
         }
@@ -323,7 +372,11 @@ impl Store for SledStore {
             );
         }
         for (a, h) in &c.heads {
-            batch.insert(key(prefix::HEAD, &a.0), frame(&codec::encode_head(h)));
+            if h.seq == 0 {
+                batch.remove(key(prefix::HEAD, &a.0));
+            } else {
+                batch.insert(key(prefix::HEAD, &a.0), frame(&codec::encode_head(h)));
+            }
         }
         let q = self.quarantine_into(&mut batch, &c.quarantine);
         self.tree.apply_batch(batch)?;

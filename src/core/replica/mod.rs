@@ -2,6 +2,10 @@
 //! place deltas are admitted. Sans-IO: time arrives as `now_ms`, storage
 //! through the [`Store`] trait, and nothing here blocks on a network.
 
+mod adopt;
+
+pub use adopt::{RosterChange, RosterOffer};
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use ed25519_dalek::SigningKey;
@@ -14,6 +18,7 @@ use super::hlc::HlcClock;
 use super::ids::NodeId;
 use super::merge::{resolve, RecordRef};
 use super::roster::{AuthorityError, Roster};
+use super::signed_roster::SignedRoster;
 use super::store::{Commit, Quarantined, Store};
 use super::validate::{check_admissible, check_chain, check_shape, Evidence, Limits, Refusal};
 
@@ -27,6 +32,8 @@ pub struct IngestReport {
     pub held: usize,
     /// Valid deltas not held because the hold buffer was full.
     pub held_dropped: usize,
+    /// Deltas of this batch left waiting behind a gap in their chain.
+    pub gapped: usize,
     pub refused: Vec<Refusal>,
     /// Applied deltas that did not become their key's current value.
     pub conflicts: usize,
@@ -39,6 +46,8 @@ pub struct Counters {
     pub duplicates: u64,
     pub conflicts: u64,
     pub held_dropped: u64,
+    /// Deltas removed because a newer roster revoked their author.
+    pub retracted: u64,
     pub refused: BTreeMap<&'static str, u64>,
 }
 
@@ -59,6 +68,9 @@ pub struct Replica<S: Store> {
     held: Held,
     clock: HlcClock,
     counters: Counters,
+    /// The signed roster in force, if the replica was opened with one:
+    /// what it hands to peers holding an older version.
+    signed: Option<SignedRoster>,
 }
 
 impl<S: Store> Replica<S> {
@@ -78,6 +90,7 @@ impl<S: Store> Replica<S> {
             admission: Admission::new(roster, limits),
             clock,
             counters: Counters::default(),
+            signed: None,
         })
     }
 
@@ -235,6 +248,11 @@ impl<S: Store> Replica<S> {
         let screened = self.screen(admitted.deltas, &mut out)?;
         let touched = self.verify_and_hold(screened, &mut out);
         self.apply_runs(touched, &mut out)?;
+        out.report.gapped = out
+            .behind_gap
+            .iter()
+            .filter(|(a, seq)| self.held.contains_slot(*a, *seq))
+            .count();
         if !out.commit.is_empty() {
             self.store.commit(&out.commit)?;
         }
@@ -321,6 +339,9 @@ impl<S: Store> Replica<S> {
             let next_in_chain = d.seq() == self.frontier.head(&d.author()).seq + 1;
             match self.held.hold(d.clone(), next_in_chain) {
                 HoldOutcome::Held => {
+                    if !next_in_chain {
+                        out.behind_gap.push((d.author(), d.seq()));
+                    }
                     touched.insert(d.author());
                 }
                 HoldOutcome::Duplicate => out.report.duplicates += 1,
@@ -394,6 +415,8 @@ struct Outcome<'a> {
     now_ms: u64,
     commit: Commit,
     report: IngestReport,
+    /// Deltas held because an earlier one was missing.
+    behind_gap: Vec<(NodeId, u64)>,
 }
 
 impl<'a> Outcome<'a> {
@@ -403,6 +426,7 @@ impl<'a> Outcome<'a> {
             now_ms,
             commit: Commit::default(),
             report: IngestReport::default(),
+            behind_gap: Vec::new(),
         }
     }
 
@@ -413,12 +437,15 @@ impl<'a> Outcome<'a> {
             code: refusal.code().to_owned(),
             reason: refusal.to_string(),
             bytes,
+            evidence: Vec::new(),
         });
         self.report.refused.push(refusal);
     }
 
+    /// Keeps both deltas: together they prove the author forked its log.
     fn equivocation(&mut self, first: SignedDelta, second: SignedDelta) {
         let bytes = second.as_bytes().to_vec();
+        let kept_first = first.as_bytes().to_vec();
         let evidence = Evidence {
             author: first.author(),
             seq: first.seq(),
@@ -426,127 +453,11 @@ impl<'a> Outcome<'a> {
             second,
         };
         self.refuse(Refusal::Equivocation(Box::new(evidence)), bytes);
+        if let Some(q) = self.commit.quarantine.last_mut() {
+            q.evidence = kept_first;
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::store::MemStore;
-    use crate::testkit::{roster, Author};
-
-    const NOW: u64 = 1_800_000_000_000;
-
-    fn replica(authors: &[&Author]) -> Replica<MemStore> {
-        Replica::open(
-            MemStore::default(),
-            roster(authors.iter().copied()),
-            Limits::default(),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn equivocation_is_detected_kept_as_evidence_and_not_applied() {
-        let mut fr = Author::region(1, "fr");
-        let mut twin = Author::region(1, "fr"); // same key, diverging log
-        let mut rep = replica(&[&fr]);
-        let a = fr.put("x", b"1", NOW);
-        let b = twin.put("x", b"2", NOW);
-        assert_eq!((a.author(), a.seq()), (b.author(), b.seq()));
-        rep.ingest(vec![a.clone()], "p", NOW).unwrap();
-        let report = rep.ingest(vec![b.clone()], "q", NOW).unwrap();
-        assert!(report.applied.is_empty());
-        match &report.refused[..] {
-            [Refusal::Equivocation(ev)] => {
-                assert_eq!((&ev.first, &ev.second), (&a, &b));
-            }
-            other => panic!("expected equivocation, got {other:?}"),
-        }
-        assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a));
-        assert_eq!(rep.store().quarantine[0].code, "equivocation");
-    }
-
-    #[test]
-    fn list_pages_through_live_records_and_skips_deletes() {
-        let mut fr = Author::region(1, "fr");
-        let mut rep = replica(&[&fr]);
-        let mut batch: Vec<_> = (0..7)
-            .map(|i| fr.put(&format!("k{i}"), &[i], NOW))
-            .collect();
-        batch.push(fr.next("regions/fr/k2", Op::Delete, b"", NOW));
-        batch.push(fr.next("regions/fr/k3", Op::Delete, b"", NOW));
-        batch.push(fr.next("regions/frx/other", Op::Put, b"", NOW));
-        rep.ingest(batch, "p", NOW).unwrap();
-        let keys = |v: Vec<SignedDelta>| v.iter().map(|d| d.key().to_owned()).collect::<Vec<_>>();
-        let first = rep.list("regions/fr/", None, 3).unwrap();
-        assert_eq!(
-            keys(first.clone()),
-            ["regions/fr/k0", "regions/fr/k1", "regions/fr/k4"]
-        );
-        let rest = rep.list("regions/fr/", Some(first[2].key()), 3).unwrap();
-        assert_eq!(keys(rest), ["regions/fr/k5", "regions/fr/k6"]);
-        assert!(rep.list("regions/de/", None, 3).unwrap().is_empty());
-    }
-
-    #[test]
-    fn a_gap_holds_deltas_until_it_fills() {
-        let mut fr = Author::region(1, "fr");
-        let mut rep = replica(&[&fr]);
-        let d: Vec<_> = (0..3).map(|i| fr.put("x", &[i], NOW)).collect();
-        let r = rep
-            .ingest(vec![d[2].clone(), d[1].clone()], "p", NOW)
-            .unwrap();
-        assert_eq!((r.applied.len(), r.held), (0, 2));
-        assert_eq!(rep.frontier().head(&fr.id()).seq, 0);
-        let r = rep.ingest(vec![d[0].clone()], "p", NOW).unwrap();
-        assert_eq!(r.applied, d);
-        assert_eq!(rep.held_len(), 0);
-        assert_eq!(rep.get("regions/fr/x").unwrap().unwrap().value(), &[2]);
-    }
-
-    #[test]
-    fn far_future_timestamps_and_oversized_values_are_refused() {
-        let mut fr = Author::region(1, "fr");
-        let mut rep = replica(&[&fr]);
-        let future = fr.put("x", b"1", NOW + 2 * 60 * 60 * 1000);
-        let r = rep.ingest(vec![future], "p", NOW).unwrap();
-        assert_eq!(r.refused[0].code(), "from_the_future");
-        let mut fr2 = Author::region(1, "fr");
-        let big = fr2.put("x", &vec![0u8; 1024 * 1024 + 1], NOW);
-        let r = rep.ingest(vec![big], "p", NOW).unwrap();
-        assert_eq!(r.refused[0].code(), "value_too_large");
-        assert_eq!(rep.frontier().total_deltas(), 0);
-        assert_eq!(rep.counters().refused.values().sum::<u64>(), 2);
-    }
-
-    #[test]
-    fn local_writes_chain_and_respect_authority() {
-        let fr = Author::region(1, "fr");
-        let mut rep = replica(&[&fr]);
-        let a = rep
-            .write(&fr.key, "regions/fr/a", Op::Put, b"1".to_vec(), NOW)
-            .unwrap();
-        let b = rep
-            .write(
-                &fr.key,
-                "regions/fr/a",
-                Op::Delete,
-                b"ignored".to_vec(),
-                NOW - 5,
-            )
-            .unwrap();
-        assert_eq!((a.seq(), b.seq(), b.prev()), (1, 2, a.hash()));
-        assert!(
-            b.hlc() > a.hlc(),
-            "clock is monotonic though wall time went back"
-        );
-        assert!(b.value().is_empty());
-        assert_eq!(rep.get("regions/fr/a").unwrap(), None);
-        let err = rep
-            .write(&fr.key, "hq/x", Op::Put, vec![], NOW)
-            .unwrap_err();
-        assert!(err.to_string().contains("outside its key space"), "{err}");
-        assert_eq!(rep.frontier().head(&fr.id()).seq, 2);
-    }
-}
+mod tests;

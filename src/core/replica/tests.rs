@@ -1,0 +1,120 @@
+//! Replica unit tests: one behaviour each, with hand-built chains.
+
+use super::*;
+use crate::core::store::MemStore;
+use crate::testkit::{roster, Author};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn replica(authors: &[&Author]) -> Replica<MemStore> {
+    Replica::open(
+        MemStore::default(),
+        roster(authors.iter().copied()),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn equivocation_is_detected_kept_as_evidence_and_not_applied() {
+    let mut fr = Author::region(1, "fr");
+    let mut twin = Author::region(1, "fr"); // same key, diverging log
+    let mut rep = replica(&[&fr]);
+    let a = fr.put("x", b"1", NOW);
+    let b = twin.put("x", b"2", NOW);
+    assert_eq!((a.author(), a.seq()), (b.author(), b.seq()));
+    rep.ingest(vec![a.clone()], "p", NOW).unwrap();
+    let report = rep.ingest(vec![b.clone()], "q", NOW).unwrap();
+    assert!(report.applied.is_empty());
+    match &report.refused[..] {
+        [Refusal::Equivocation(ev)] => {
+            assert_eq!((&ev.first, &ev.second), (&a, &b));
+        }
+        other => panic!("expected equivocation, got {other:?}"),
+    }
+    assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a));
+    assert_eq!(rep.store().quarantine[0].code, "equivocation");
+}
+
+#[test]
+fn list_pages_through_live_records_and_skips_deletes() {
+    let mut fr = Author::region(1, "fr");
+    let mut rep = replica(&[&fr]);
+    let mut batch: Vec<_> = (0..7)
+        .map(|i| fr.put(&format!("k{i}"), &[i], NOW))
+        .collect();
+    batch.push(fr.next("regions/fr/k2", Op::Delete, b"", NOW));
+    batch.push(fr.next("regions/fr/k3", Op::Delete, b"", NOW));
+    batch.push(fr.next("regions/frx/other", Op::Put, b"", NOW));
+    rep.ingest(batch, "p", NOW).unwrap();
+    let keys = |v: Vec<SignedDelta>| v.iter().map(|d| d.key().to_owned()).collect::<Vec<_>>();
+    let first = rep.list("regions/fr/", None, 3).unwrap();
+    assert_eq!(
+        keys(first.clone()),
+        ["regions/fr/k0", "regions/fr/k1", "regions/fr/k4"]
+    );
+    let rest = rep.list("regions/fr/", Some(first[2].key()), 3).unwrap();
+    assert_eq!(keys(rest), ["regions/fr/k5", "regions/fr/k6"]);
+    assert!(rep.list("regions/de/", None, 3).unwrap().is_empty());
+}
+
+#[test]
+fn a_gap_holds_deltas_until_it_fills() {
+    let mut fr = Author::region(1, "fr");
+    let mut rep = replica(&[&fr]);
+    let d: Vec<_> = (0..3).map(|i| fr.put("x", &[i], NOW)).collect();
+    let r = rep
+        .ingest(vec![d[2].clone(), d[1].clone()], "p", NOW)
+        .unwrap();
+    assert_eq!((r.applied.len(), r.held), (0, 2));
+    assert_eq!(rep.frontier().head(&fr.id()).seq, 0);
+    let r = rep.ingest(vec![d[0].clone()], "p", NOW).unwrap();
+    assert_eq!(r.applied, d);
+    assert_eq!(rep.held_len(), 0);
+    assert_eq!(rep.get("regions/fr/x").unwrap().unwrap().value(), &[2]);
+}
+
+#[test]
+fn far_future_timestamps_and_oversized_values_are_refused() {
+    let mut fr = Author::region(1, "fr");
+    let mut rep = replica(&[&fr]);
+    let future = fr.put("x", b"1", NOW + 2 * 60 * 60 * 1000);
+    let r = rep.ingest(vec![future], "p", NOW).unwrap();
+    assert_eq!(r.refused[0].code(), "from_the_future");
+    let mut fr2 = Author::region(1, "fr");
+    let big = fr2.put("x", &vec![0u8; 1024 * 1024 + 1], NOW);
+    let r = rep.ingest(vec![big], "p", NOW).unwrap();
+    assert_eq!(r.refused[0].code(), "value_too_large");
+    assert_eq!(rep.frontier().total_deltas(), 0);
+    assert_eq!(rep.counters().refused.values().sum::<u64>(), 2);
+}
+
+#[test]
+fn local_writes_chain_and_respect_authority() {
+    let fr = Author::region(1, "fr");
+    let mut rep = replica(&[&fr]);
+    let a = rep
+        .write(&fr.key, "regions/fr/a", Op::Put, b"1".to_vec(), NOW)
+        .unwrap();
+    let b = rep
+        .write(
+            &fr.key,
+            "regions/fr/a",
+            Op::Delete,
+            b"ignored".to_vec(),
+            NOW - 5,
+        )
+        .unwrap();
+    assert_eq!((a.seq(), b.seq(), b.prev()), (1, 2, a.hash()));
+    assert!(
+        b.hlc() > a.hlc(),
+        "clock is monotonic though wall time went back"
+    );
+    assert!(b.value().is_empty());
+    assert_eq!(rep.get("regions/fr/a").unwrap(), None);
+    let err = rep
+        .write(&fr.key, "hq/x", Op::Put, vec![], NOW)
+        .unwrap_err();
+    assert!(err.to_string().contains("outside its key space"), "{err}");
+    assert_eq!(rep.frontier().head(&fr.id()).seq, 2);
+}
