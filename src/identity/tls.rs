@@ -421,6 +421,10 @@ pub fn server_config(
         .with_client_cert_verifier(verifier(trust))
         .with_single_cert(me.chain(), me.key_der())?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // No resumption: a resumed session skips the verifier, so a key the
+    // roster revoked since could get back in on an old ticket.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     Ok(cfg)
 }
 
@@ -435,6 +439,8 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier(trust))
         .with_client_auth_cert(me.chain(), me.key_der())?;
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // Every connection verifies the server against the roster afresh.
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(cfg)
 }
 

@@ -225,6 +225,7 @@ pub(crate) fn incoming(
                 let Some((peer, fingerprint)) = peer_of(&trust, io.get_ref().1.peer_certificates())
                 else {
                     tracing::warn!(%remote, "certificate left the roster during the handshake");
+                    refused.send_modify(|n| *n += 1);
                     return;
                 };
                 let (peer_slot, open) = per_peer.enter(fingerprint);
