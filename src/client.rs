@@ -157,6 +157,32 @@ impl Client {
         Ok(out)
     }
 
+    /// The node's newest `limit` quarantine entries (0: the node's default).
+    pub async fn quarantine(
+        &mut self,
+        limit: u32,
+        raw: bool,
+    ) -> Result<pb::QuarantineReply, String> {
+        let req = pb::QuarantineRequest { limit, raw };
+        self.inner
+            .quarantine(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
+    /// Hands the node a signed roster, which it adopts if newer and spreads.
+    pub async fn publish_roster(
+        &mut self,
+        signed: Vec<u8>,
+    ) -> Result<pb::PublishRosterReply, String> {
+        self.inner
+            .publish_roster(pb::Roster { signed })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
     /// The node's name, id, frontier digest and frontier.
     pub async fn frontier(&mut self) -> Result<(String, NodeId, FrontierDigest, Frontier), String> {
         let r = self

@@ -68,15 +68,34 @@ pub struct InitArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum RosterCmd {
-    /// Add (or replace) a member, bump the version and re-sign.
+    /// Add a member, bump the version and re-sign.
     Add(AddArgs),
-    /// Remove a member by name, bump the version and re-sign.
+    /// Remove an operator by name, bump the version and re-sign. Nodes stay
+    /// listed, so their history stays valid: revoke or rotate them instead.
     Remove {
         #[command(flatten)]
         signer: SignerArgs,
         #[arg(long)]
         name: String,
     },
+    /// Revoke a member's key: outright (every delta it signed is refused
+    /// and retracted everywhere), or with --after SEQ as compromised after
+    /// that sequence number (its deltas up to SEQ stay valid).
+    Revoke {
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long)]
+        name: String,
+        /// The last sequence number of the key's log that stays valid.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+    },
+    /// Give a node a successor key under the same name and region. The old
+    /// key may no longer connect or write; what it signed stays valid.
+    Rotate(RotateArgs),
+    /// Hand the signed roster to a node, which adopts it if newer and
+    /// passes it on to every peer.
+    Publish(super::trust::PublishArgs),
     /// Print the roster after verifying its signature.
     Show {
         #[arg(long)]
@@ -99,6 +118,50 @@ pub struct SignerArgs {
     federation_key: PathBuf,
 }
 
+/// A member's id and certificate: from its key directory, or given.
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    /// Read the member's id and certificate from its key directory
+    /// (`node.key`, `tls.crt`), as written by `node init`/`operator init`.
+    #[arg(long, conflicts_with_all = ["id", "tls"])]
+    from: Option<PathBuf>,
+    /// The member's Ed25519 public key (64 hex digits).
+    #[arg(long, requires = "tls")]
+    id: Option<String>,
+    /// The SHA-256 fingerprint of the member's TLS certificate (64 hex).
+    #[arg(long, requires = "id")]
+    tls: Option<String>,
+}
+
+impl KeyArgs {
+    fn resolve(&self) -> anyhow::Result<(NodeId, Fingerprint)> {
+        match (&self.from, &self.id, &self.tls) {
+            (Some(dir), _, _) => {
+                let key = NodeKey::load(&dir.join("node.key"))?;
+                let cert = TlsIdentity::load(&dir.join("tls.crt"), &dir.join("tls.key"))?;
+                Ok((key.id(), cert.fingerprint()))
+            }
+            (None, Some(id), Some(tls)) => Ok((
+                NodeId::from_hex(id).map_err(|e| anyhow!("--id: {e}"))?,
+                Fingerprint::from_hex(tls).map_err(|e| anyhow!("--tls: {e}"))?,
+            )),
+            _ => bail!("give either --from DIR or both --id and --tls"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    signer: SignerArgs,
+    /// The node whose key is replaced.
+    #[arg(long)]
+    name: String,
+    /// The successor key.
+    #[command(flatten)]
+    key: KeyArgs,
+}
+
 #[derive(Args, Debug)]
 pub struct AddArgs {
     #[command(flatten)]
@@ -111,16 +174,8 @@ pub struct AddArgs {
     /// The region whose key space a `region` node writes.
     #[arg(long)]
     region: Option<String>,
-    /// Read the member's id and certificate from its key directory
-    /// (`node.key`, `tls.crt`), as written by `node init`/`operator init`.
-    #[arg(long, conflicts_with_all = ["id", "tls"])]
-    from: Option<PathBuf>,
-    /// The member's Ed25519 public key (64 hex digits).
-    #[arg(long, requires = "tls")]
-    id: Option<String>,
-    /// The SHA-256 fingerprint of the member's TLS certificate (64 hex).
-    #[arg(long, requires = "id")]
-    tls: Option<String>,
+    #[command(flatten)]
+    key: KeyArgs,
     /// Where peers reach this member, `host:port`.
     #[arg(long)]
     address: Option<String>,
@@ -207,13 +262,37 @@ pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
     match cmd {
         RosterCmd::Add(a) => add(a),
         RosterCmd::Remove { signer, name } => change(&signer, |r| {
-            let id = r
+            let m = r
                 .by_name(&name)
-                .map(|m| m.id)
                 .ok_or_else(|| anyhow!("no member named {name:?}"))?;
+            if m.is_node() {
+                bail!(
+                    "{name} is a node: its deltas stay in the federation, so it stays listed; \
+                     use `roster revoke` or `roster rotate`"
+                );
+            }
+            let id = m.id;
             r.remove(&id);
             Ok(())
         }),
+        RosterCmd::Revoke {
+            signer,
+            name,
+            after,
+        } => change(&signer, |r| {
+            let mut m = r
+                .by_name(&name)
+                .filter(|m| m.is_active())
+                .cloned()
+                .ok_or_else(|| anyhow!("no active member named {name:?}"))?;
+            m.standing = Standing::Revoked {
+                valid_through: after.unwrap_or(0),
+            };
+            r.insert(m);
+            Ok(())
+        }),
+        RosterCmd::Rotate(a) => rotate(a),
+        RosterCmd::Publish(_) => unreachable!("async: dispatched by cli::run"),
         RosterCmd::Show {
             roster,
             federation,
@@ -230,18 +309,7 @@ pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
 fn add(a: AddArgs) -> anyhow::Result<()> {
     let role = Role::parse(&a.role)
         .ok_or_else(|| anyhow!("--role {:?}: use hq, region or operator", a.role))?;
-    let (id, tls) = match (&a.from, &a.id, &a.tls) {
-        (Some(dir), _, _) => {
-            let key = NodeKey::load(&dir.join("node.key"))?;
-            let cert = TlsIdentity::load(&dir.join("tls.crt"), &dir.join("tls.key"))?;
-            (key.id(), cert.fingerprint())
-        }
-        (None, Some(id), Some(tls)) => (
-            NodeId::from_hex(id).map_err(|e| anyhow!("--id: {e}"))?,
-            Fingerprint::from_hex(tls).map_err(|e| anyhow!("--tls: {e}"))?,
-        ),
-        _ => bail!("give either --from DIR or both --id and --tls"),
-    };
+    let (id, tls) = a.key.resolve()?;
     let member = Member {
         id,
         name: a.name.clone(),
@@ -252,11 +320,43 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
         standing: Standing::Active,
     };
     change(&a.signer, |r| {
-        if let Some(other) = r.by_name(&member.name).filter(|m| m.id != member.id) {
-            let other = other.id;
-            r.remove(&other);
+        if let Some(other) = r.by_name(&member.name).filter(|m| m.is_active()) {
+            if other.id != member.id {
+                bail!(
+                    "{} is already a member with another key; use `roster rotate` to replace its key",
+                    member.name
+                );
+            }
         }
         r.insert(member);
+        Ok(())
+    })
+}
+
+/// The old key retires with a pointer to its successor, which takes over
+/// the name, region, roles and address.
+fn rotate(a: RotateArgs) -> anyhow::Result<()> {
+    let (id, tls) = a.key.resolve()?;
+    change(&a.signer, |r| {
+        let mut old = r
+            .by_name(&a.name)
+            .filter(|m| m.is_active() && m.is_node())
+            .cloned()
+            .ok_or_else(|| anyhow!("no active node named {:?}", a.name))?;
+        if r.member(&id).is_some() {
+            bail!("the successor key {} is already in the roster", id.short());
+        }
+        let successor = Member {
+            id,
+            tls: Some(tls.0),
+            standing: Standing::Active,
+            ..old.clone()
+        };
+        old.standing = Standing::Retired {
+            successor: Some(id),
+        };
+        r.insert(old);
+        r.insert(successor);
         Ok(())
     })
 }
@@ -287,6 +387,7 @@ fn show(r: &Roster, as_json: bool) {
                     "name": m.name, "id": m.id.to_string(), "region": m.region,
                     "roles": m.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                     "tls": m.tls.map(hex::encode), "address": m.address,
+                    "standing": m.standing.describe(),
                 })
             })
             .collect();
@@ -295,18 +396,19 @@ fn show(r: &Roster, as_json: bool) {
     }
     println!("roster version {}", r.version);
     println!(
-        "{:<20} {:<9} {:<10} {:<10} {:<22}",
+        "{:<16} {:<9} {:<9} {:<8} {:<22} STANDING",
         "NAME", "ID", "ROLE", "REGION", "ADDRESS"
     );
     for m in r.members() {
         let roles: Vec<_> = m.roles.iter().map(|r| r.as_str()).collect();
         println!(
-            "{:<20} {:<9} {:<10} {:<10} {:<22}",
+            "{:<16} {:<9} {:<9} {:<8} {:<22} {}",
             m.name,
             m.id.short(),
             roles.join(","),
             m.region.as_deref().unwrap_or("-"),
-            m.address.as_deref().unwrap_or("-")
+            m.address.as_deref().unwrap_or("-"),
+            m.standing.describe()
         );
     }
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod demo;
 mod records;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,9 @@ pub enum Command {
     Delete(records::KeyArgs),
     /// Show the node's frontier: what it holds of every author's log.
     Frontier(records::FrontierArgs),
+    /// Inspect refused deltas kept by a node.
+    #[command(subcommand)]
+    Quarantine(trust::QuarantineCmd),
     /// Start HQ and two regions on loopback, write, converge, and exit 0.
     Demo {
         /// Leave the federation running and print how to talk to it.
@@ -82,7 +86,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Federation(c) => admin::federation(c),
         Command::Node(c) => admin::node(c),
         Command::Operator(c) => admin::operator(c),
+        Command::Roster(admin::RosterCmd::Publish(a)) => trust::publish(a).await,
         Command::Roster(c) => admin::roster(c),
+        Command::Quarantine(c) => trust::quarantine(c).await,
         Command::Run { config } => run_node(&config).await,
         Command::Put(a) => records::put(a).await,
         Command::Get(a) => records::get(a).await,

@@ -13,7 +13,7 @@ use fedsync::client::{Client, ClientConfig, Record};
 use super::print_json;
 
 #[derive(Args, Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     /// The operator's client config (written by `operator init`).
     #[arg(long, env = "FEDSYNC_CLIENT", default_value = "client.toml")]
     client: PathBuf,
@@ -21,11 +21,11 @@ pub struct Conn {
     #[arg(long)]
     connect: Option<String>,
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl Conn {
-    fn open(&self) -> anyhow::Result<Client> {
+    pub(crate) fn open(&self) -> anyhow::Result<Client> {
         let mut c = ClientConfig::load(&self.client).map_err(|e| anyhow!(e))?;
         if let Some(addr) = &self.connect {
             c.connect = addr.clone();
