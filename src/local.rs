@@ -165,6 +165,50 @@ impl LocalFederation {
         TlsIdentity::load(&dir.join("tls.crt"), &dir.join("tls.key")).map_err(|e| e.to_string())
     }
 
+    /// The Ed25519 key of node `name`: tests sign hostile deltas with it.
+    pub fn node_key(&self, name: &str) -> Result<NodeKey, String> {
+        NodeKey::load(&self.dir.join(name).join("node.key")).map_err(|e| e.to_string())
+    }
+
+    /// Changes the roster as `roster revoke`/`rotate` would: applies `f`,
+    /// bumps the version, signs with the federation key and writes the file.
+    /// Returns the signed roster, for a node to be handed.
+    pub fn change_roster(
+        &self,
+        f: impl FnOnce(&mut Roster),
+    ) -> Result<SignedRoster, crate::core::RosterError> {
+        let mut roster = self.signed_roster().roster().clone();
+        f(&mut roster);
+        roster.version += 1;
+        let signed = SignedRoster::sign(&roster, &self.federation)?;
+        std::fs::write(&self.roster, signed.as_bytes()).expect("roster file is writable");
+        Ok(signed)
+    }
+
+    /// A gRPC channel to `address` over mutual TLS as member `name` (a node
+    /// or the operator), trusting the roster file's members: what a
+    /// misbehaving member with valid keys would hold.
+    pub fn channel_as(
+        &self,
+        name: &str,
+        address: SocketAddr,
+    ) -> Result<tonic::transport::Channel, String> {
+        let identity = self.tls_identity(name)?;
+        let trust = node::trust_from(self.signed_roster().roster());
+        let tls =
+            crate::identity::tls::client_config(&identity, &trust).map_err(|e| e.to_string())?;
+        let config =
+            NodeConfig::load(&self.config_path(&self.nodes[0].0)).map_err(|e| e.to_string())?;
+        node::net::connect(
+            address.to_string(),
+            None,
+            std::sync::Arc::new(tls),
+            trust,
+            config.sync,
+            config.limits.message_bytes_max,
+        )
+    }
+
     pub fn config_path(&self, name: &str) -> PathBuf {
         self.dir.join(name).join("node.toml")
     }

@@ -53,7 +53,9 @@ impl Author {
             },
             region: self.region.clone(),
             roles: self.roles.iter().copied().collect(),
-            tls: None,
+            // Any 32 bytes: tests pin no real certificate, but a signed
+            // roster needs a fingerprint for every member.
+            tls: Some(self.id().0),
             address: None,
             standing: crate::core::Standing::Active,
         }
@@ -100,6 +102,16 @@ impl Author {
     pub fn head_hash(&self) -> DeltaHash {
         self.head.hash
     }
+}
+
+/// The federation key tests sign rosters with.
+pub fn federation_key() -> SigningKey {
+    SigningKey::from_bytes(&[0xfe; 32])
+}
+
+/// `roster`, signed by [`federation_key`].
+pub fn sign(roster: &Roster) -> crate::core::SignedRoster {
+    crate::core::SignedRoster::sign(roster, &federation_key()).expect("test rosters are valid")
 }
 
 /// A roster with every author in it.

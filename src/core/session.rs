@@ -364,25 +364,32 @@ fn notes(report: &IngestReport) -> Vec<Note> {
     if report.refused.len() > NOTES_MAX {
         notes.push(Note {
             code: "more".into(),
-            reason: format!("{} more refused", report.refused.len() - NOTES_MAX),
+            reason: format!("{} more refused", deltas(report.refused.len() - NOTES_MAX)),
         });
     }
     if report.gapped > 0 {
         notes.push(Note {
             code: "gap".into(),
             reason: format!(
-                "{} deltas held: they follow a gap in their author's chain",
-                report.gapped
+                "{} held: they follow a gap in their author's chain",
+                deltas(report.gapped)
             ),
         });
     }
     if report.duplicates > 0 {
         notes.push(Note {
             code: "duplicate".into(),
-            reason: format!("{} deltas were already held", report.duplicates),
+            reason: format!("{} already held here", deltas(report.duplicates)),
         });
     }
     notes
+}
+
+fn deltas(n: usize) -> String {
+    match n {
+        1 => "1 delta".into(),
+        n => format!("{n} deltas"),
+    }
 }
 
 #[cfg(test)]
@@ -468,5 +475,39 @@ mod tests {
         let reply = sb.handle(sa.digest(&a), &mut b, "a", NOW).unwrap();
         assert_eq!(reply.send, vec![PeerMsg::InSync(a.digest())]);
         assert!(sb.in_sync(&b));
+    }
+
+    #[test]
+    fn an_older_roster_version_in_a_digest_gets_the_newer_roster() {
+        use crate::core::RosterOffer;
+        use crate::testkit::sign;
+        let x = Author::region(1, "fr");
+        let v1 = sign(&roster([&x]));
+        let mut r2 = v1.roster().clone();
+        r2.version = 2;
+        let v2 = sign(&r2);
+        let open = |r| {
+            Replica::open_signed(MemStore::default(), r, Limits::default(), NOW)
+                .unwrap()
+                .0
+        };
+        let (mut old, mut new) = (open(v1), open(v2.clone()));
+        let (mut s_old, mut s_new) = (Session::new(), Session::new());
+        let reply = s_new
+            .handle(s_old.digest(&old), &mut new, "old", NOW)
+            .unwrap()
+            .send;
+        assert_eq!(reply[0], PeerMsg::Roster(v2.as_bytes().to_vec()));
+        let got = s_old
+            .handle(reply[0].clone(), &mut old, "new", NOW)
+            .unwrap();
+        assert!(matches!(got.roster, Some(RosterOffer::Adopted(_))));
+        assert_eq!(old.roster().version, 2);
+        // Equal versions: no roster is sent.
+        let reply = s_new
+            .handle(s_old.digest(&old), &mut new, "old", NOW)
+            .unwrap()
+            .send;
+        assert!(!reply.iter().any(|m| matches!(m, PeerMsg::Roster(_))));
     }
 }

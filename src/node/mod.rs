@@ -194,6 +194,7 @@ pub struct NodeHandle {
     addr: SocketAddr,
     actor: mpsc::Sender<Command>,
     frontier: watch::Receiver<Arc<Frontier>>,
+    roster: watch::Receiver<Arc<crate::core::Roster>>,
     refused: Arc<net::RefusedCount>,
     shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
@@ -328,6 +329,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         addr,
         actor: actor_tx,
         frontier,
+        roster: ctx.roster.clone(),
         refused,
         shutdown,
         background,
@@ -434,6 +436,11 @@ impl NodeHandle {
     /// instead of polling.
     pub fn frontier(&self) -> watch::Receiver<Arc<Frontier>> {
         self.frontier.clone()
+    }
+
+    /// The roster in force, updated on every adoption.
+    pub fn roster(&self) -> watch::Receiver<Arc<crate::core::Roster>> {
+        self.roster.clone()
     }
 
     /// TLS handshakes this node refused (unknown or bad certificates).

@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::core::store::MemStore;
-use crate::testkit::{roster, Author};
+use crate::core::{RosterOffer, Standing};
+use crate::testkit::{roster, sign, Author};
 
 const NOW: u64 = 1_800_000_000_000;
 
@@ -117,4 +118,95 @@ fn local_writes_chain_and_respect_authority() {
         .unwrap_err();
     assert!(err.to_string().contains("outside its key space"), "{err}");
     assert_eq!(rep.frontier().head(&fr.id()).seq, 2);
+}
+
+/// A replica that applied an author's deltas before learning the author was
+/// compromised ends with exactly the state of one that learnt first.
+#[test]
+fn a_revocation_retracts_what_it_disallows_and_both_orders_agree() {
+    let mut fr = Author::region(1, "fr");
+    let mut hq = Author::hq(2);
+    let v1 = sign(&roster([&fr, &hq]));
+    let mut revoked = v1.roster().clone();
+    let mut m = revoked.member(&fr.id()).unwrap().clone();
+    m.standing = Standing::Revoked { valid_through: 1 };
+    revoked.insert(m);
+    revoked.version = 2;
+    let v2 = sign(&revoked);
+
+    let good = fr.put("x", b"kept", NOW);
+    let bad = vec![
+        fr.put("x", b"forged", NOW + 1),
+        fr.put("y", b"forged", NOW + 2),
+    ];
+    let other = hq.put("z", b"hq", NOW);
+
+    let open = |r| {
+        Replica::open_signed(MemStore::default(), r, Limits::default(), NOW)
+            .unwrap()
+            .0
+    };
+    // Early: applies everything, then hears of the revocation.
+    let mut early = open(v1.clone());
+    let mut all = vec![good.clone()];
+    all.extend(bad.clone());
+    all.push(other.clone());
+    assert_eq!(
+        early.ingest(all.clone(), "p", NOW).unwrap().applied.len(),
+        4
+    );
+    let offer = early.offer_roster(v2.as_bytes(), NOW).unwrap();
+    assert!(
+        matches!(offer, RosterOffer::Adopted(ref c) if c.retracted == 2),
+        "{offer:?}"
+    );
+    // Late: learns first, then is offered the same deltas.
+    let mut late = open(v1);
+    late.adopt_roster(v2.clone(), NOW).unwrap();
+    let r = late.ingest(all, "p", NOW).unwrap();
+    assert_eq!(r.applied.len(), 2);
+    assert_eq!(
+        r.refused.iter().map(|r| r.code()).collect::<Vec<_>>(),
+        ["compromised"; 2]
+    );
+
+    for rep in [&early, &late] {
+        assert_eq!(rep.frontier().head(&fr.id()).seq, 1);
+        assert_eq!(rep.get("regions/fr/x").unwrap(), Some(good.clone()));
+        assert_eq!(rep.get("regions/fr/y").unwrap(), None);
+        assert_eq!(rep.store().records.get("regions/fr/y"), None);
+        assert_eq!(rep.get("hq/z").unwrap(), Some(other.clone()));
+    }
+    assert_eq!(early.digest(), late.digest());
+    let codes: Vec<_> = early
+        .store()
+        .quarantine
+        .iter()
+        .map(|q| q.code.as_str())
+        .collect();
+    assert_eq!(codes, ["retracted", "retracted"]);
+    // An older or equal roster changes nothing; a forged one is refused.
+    assert!(matches!(
+        early.offer_roster(v2.as_bytes(), NOW).unwrap(),
+        RosterOffer::NotNewer {
+            held: 2,
+            offered: 2
+        }
+    ));
+    let mut forged = v2.as_bytes().to_vec();
+    forged[40] ^= 1;
+    assert!(matches!(
+        early.offer_roster(&forged, NOW).unwrap(),
+        RosterOffer::Invalid(_)
+    ));
+    // The adopted roster is stored, so a reopened replica keeps it.
+    let (reopened, problem) = Replica::open_signed(
+        early.store().clone(),
+        sign(&roster([&fr, &hq])),
+        Limits::default(),
+        NOW,
+    )
+    .unwrap();
+    assert!(problem.is_none());
+    assert_eq!(reopened.roster().version, 2);
 }
