@@ -205,6 +205,80 @@ fn put_at_one_node_get_at_another_through_the_cli() {
     ]);
     assert!(!refused.status.success());
 
+    // A node stays listed: removing it is refused, revoking it works.
+    let mut remove = vec!["roster", "remove", "--name", "office-fr"];
+    remove.extend(signer);
+    assert!(!fedsync(&remove).status.success());
+    let mut revoke = vec!["roster", "revoke", "--name", "office-fr"];
+    revoke.extend(signer);
+    ok(&revoke);
+    let roster_file = d("fed/roster.bin");
+    let publish = [
+        "roster",
+        "publish",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "--roster",
+    ];
+    let mut args = publish.to_vec();
+    args.extend([roster_file.as_str(), "--json"]);
+    let published = json(&args);
+    assert_eq!(published["adopted"], true, "{published}");
+    assert_eq!(
+        (
+            published["version"].as_u64(),
+            published["retracted"].as_u64()
+        ),
+        (Some(5), Some(1))
+    );
+    // France's write is retracted at HQ and kept, with the reason, in its
+    // quarantine.
+    let gone = fedsync(&[
+        "get",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "regions/fr/reports/2026-Q3",
+    ]);
+    assert!(!gone.status.success());
+    let q = json(&[
+        "quarantine",
+        "list",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+        "--json",
+    ]);
+    let entry = &q["entries"][0];
+    assert_eq!(entry["code"], "retracted", "{q}");
+    assert_eq!(entry["key"], "regions/fr/reports/2026-Q3");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains("office-fr is revoked"),
+        "{q}"
+    );
+    let table = ok(&[
+        "quarantine",
+        "list",
+        "--client",
+        &client,
+        "--connect",
+        &hq.addr,
+    ]);
+    assert!(
+        table.contains("retracted") && table.contains("1 refused deltas kept"),
+        "{table}"
+    );
+    // Publishing the same version again changes nothing.
+    let again = json(&args);
+    assert_eq!(again["adopted"], false, "{again}");
+
     assert!(fr.stop(), "office-fr did not stop cleanly on SIGTERM");
     assert!(hq.stop(), "hq did not stop cleanly on SIGTERM");
 }

@@ -33,8 +33,14 @@ fn equivocation_is_detected_kept_as_evidence_and_not_applied() {
         }
         other => panic!("expected equivocation, got {other:?}"),
     }
-    assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a));
-    assert_eq!(rep.store().quarantine[0].code, "equivocation");
+    assert_eq!(rep.get("regions/fr/x").unwrap(), Some(a.clone()));
+    // Both signed deltas are kept: together they prove the fork.
+    let kept = &rep.store().quarantine[0];
+    assert_eq!(kept.code, "equivocation");
+    assert_eq!(
+        (&kept.bytes[..], &kept.evidence[..]),
+        (b.as_bytes(), a.as_bytes())
+    );
 }
 
 #[test]
