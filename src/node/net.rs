@@ -118,7 +118,10 @@ impl TlsConn {
             }
             self.seen = epoch;
         }
-        *self.waker.lock().expect("waker slot poisoned") = Some(cx.waker().clone());
+        let mut slot = self.waker.lock().expect("waker slot poisoned");
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
         Ok(())
     }
 }
