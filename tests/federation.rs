@@ -2,37 +2,14 @@
 //! written by `fedsync::local`. Synchronisation is awaited on each node's
 //! frontier watch, never on a sleep.
 
-use std::time::Duration;
-
 use fedsync::client::Client;
-use fedsync::core::{Frontier, Op};
+use fedsync::core::Op;
 use fedsync::identity::tls::TlsIdentity;
-use fedsync::local::{LocalFederation, NodeSpec};
-use fedsync::node::{trust_from, NodeHandle};
+use fedsync::local::LocalFederation;
+use fedsync::node::trust_from;
 
-/// Generous: a loaded CI machine, not the expected time (milliseconds).
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// Anti-entropy far beyond the timeout: convergence here must come from the
-/// opening exchange and live pushes, not from the periodic repair.
-const NO_ANTI_ENTROPY: &str = "[sync]\nanti_entropy_secs = 3600\n";
-
-fn hub_and_spoke() -> Vec<NodeSpec> {
-    vec![
-        NodeSpec::hq("hq"),
-        NodeSpec::region("office-fr", "fr", &["hq"]),
-        NodeSpec::region("office-ke", "ke", &["hq"]),
-    ]
-}
-
-async fn all_hold(nodes: &[&NodeHandle], target: &Frontier) {
-    for n in nodes {
-        assert!(
-            n.wait_for(target, SYNC_TIMEOUT).await,
-            "{} did not reach the frontier",
-            n.name()
-        );
-    }
-}
+mod common;
+use common::{all_hold, frontier_of, hub_and_spoke, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hub_and_spoke_converges_and_relays_region_to_region() {
@@ -55,16 +32,7 @@ async fn hub_and_spoke_converges_and_relays_region_to_region() {
         .await
         .unwrap();
     let c = hq.write("hq/notice", Op::Put, b"hello").await.unwrap();
-    let mut target = Frontier::new();
-    for d in [&a, &b, &c] {
-        target.set(
-            d.author(),
-            fedsync::core::Head {
-                seq: d.seq(),
-                hash: d.hash(),
-            },
-        );
-    }
+    let target = frontier_of([&a, &b, &c]);
     all_hold(&[&hq, &fr, &ke], &target).await;
 
     // Kenya never talks to France directly: this came through HQ.

@@ -1,5 +1,7 @@
 //! Mutual TLS pinned to the roster: real handshakes on 127.0.0.1.
 
+mod common;
+
 use std::sync::Arc;
 
 use fedsync::identity::tls::{
@@ -111,7 +113,7 @@ async fn a_client_without_a_certificate_is_refused() {
     fedsync::identity::tls::install_crypto_provider();
     let anonymous = rustls::ClientConfig::builder()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+        .with_custom_certificate_verifier(Arc::new(common::AcceptAnyServer))
         .with_no_client_auth();
     let (server_saw, _) = handshake(&hq, &trust, anonymous).await;
     let err = server_saw.unwrap_err();
@@ -147,42 +149,4 @@ fn pem_files_round_trip_and_a_readable_key_is_refused() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let err = TlsIdentity::load(&cert, &key).unwrap_err().to_string();
     assert!(err.contains("readable by others"), "{err}");
-}
-
-/// A client that checks nothing about the server, to test the server side alone.
-#[derive(Debug)]
-struct AcceptAnything;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnything {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

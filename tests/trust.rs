@@ -4,49 +4,22 @@
 //! revocation and rotation keep every node's state identical.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use fedsync::core::{DeltaBody, Frontier, Head, Hlc, NodeId, Op, SignedDelta, Standing};
-use fedsync::local::{write_identity, LocalFederation, NodeSpec};
+use fedsync::core::{DeltaBody, Hlc, NodeId, Op, SignedDelta, Standing};
+use fedsync::local::{write_identity, LocalFederation};
 use fedsync::node::NodeHandle;
+
+mod common;
+use common::{all_hold, frontier_of, hub_and_spoke, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
-
-const TIMEOUT: Duration = Duration::from_secs(30);
-const NO_ANTI_ENTROPY: &str = "[sync]\nanti_entropy_secs = 3600\n";
-
-fn hub_and_spoke() -> Vec<NodeSpec> {
-    vec![
-        NodeSpec::hq("hq"),
-        NodeSpec::region("office-fr", "fr", &["hq"]),
-        NodeSpec::region("office-ke", "ke", &["hq"]),
-    ]
-}
-
-fn head_of(d: &SignedDelta) -> Frontier {
-    let mut f = Frontier::new();
-    f.set(
-        d.author(),
-        Head {
-            seq: d.seq(),
-            hash: d.hash(),
-        },
-    );
-    f
-}
-
-async fn all_hold(nodes: &[&NodeHandle], target: &Frontier) {
-    for n in nodes {
-        assert!(n.wait_for(target, TIMEOUT).await, "{} lags", n.name());
-    }
-}
 
 async fn wait_roster(node: &NodeHandle, version: u64) {
     let mut rx = node.roster();
-    let got = tokio::time::timeout(TIMEOUT, rx.wait_for(|r| r.version >= version)).await;
+    let got = tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|r| r.version >= version)).await;
     assert!(
         got.is_ok(),
         "{} never adopted roster {version}",
@@ -111,7 +84,7 @@ async fn send_as(
         .await
         .unwrap()
         .into_inner();
-    let notes = tokio::time::timeout(TIMEOUT, async {
+    let notes = tokio::time::timeout(SYNC_TIMEOUT, async {
         while let Some(m) = inbound.message().await.unwrap() {
             if let Some(Body::Refused(r)) = m.body {
                 return r.notes;
@@ -171,7 +144,7 @@ async fn a_revocation_published_at_hq_reaches_every_node_and_shuts_the_key_out()
     let fr = fed.start("office-fr").await.unwrap();
     let ke = fed.start("office-ke").await.unwrap();
     let written = ke.write("regions/ke/a", Op::Put, b"1").await.unwrap();
-    all_hold(&[&hq, &fr], &head_of(&written)).await;
+    all_hold(&[&hq, &fr], &frontier_of([&written])).await;
     let refused_before = *hq.handshakes_refused().borrow();
 
     let ke_id = ke.id();
@@ -201,7 +174,7 @@ async fn a_revocation_published_at_hq_reaches_every_node_and_shuts_the_key_out()
     let links = hq.stats().await.unwrap().links;
     assert!(links.iter().all(|l| l.peer != "office-ke"), "{links:?}");
     let mut refused = hq.handshakes_refused();
-    let redial = tokio::time::timeout(TIMEOUT, refused.wait_for(|n| *n > refused_before));
+    let redial = tokio::time::timeout(SYNC_TIMEOUT, refused.wait_for(|n| *n > refused_before));
     assert!(redial.await.is_ok(), "Kenya's redial was not refused");
     for n in [hq, fr, ke] {
         n.shutdown().await.unwrap();
@@ -218,7 +191,7 @@ async fn deltas_after_a_compromise_are_retracted_everywhere_and_nodes_agree() {
     let first = fr.write("regions/fr/x", Op::Put, b"good").await.unwrap();
     fr.write("regions/fr/x", Op::Put, b"after").await.unwrap();
     let last = fr.write("regions/fr/y", Op::Put, b"after").await.unwrap();
-    all_hold(&[&hq, &ke], &head_of(&last)).await;
+    all_hold(&[&hq, &ke], &frontier_of([&last])).await;
 
     let fr_id = fr.id();
     let signed = fed
@@ -257,7 +230,7 @@ async fn a_rotated_node_continues_under_its_name_and_its_history_stays_valid() {
         .write("regions/fr/old", Op::Put, b"by the old key")
         .await
         .unwrap();
-    all_hold(&[&hq, &ke], &head_of(&old)).await;
+    all_hold(&[&hq, &ke], &frontier_of([&old])).await;
     let old_id = fr.id();
     fr.shutdown().await.unwrap();
 
@@ -292,7 +265,7 @@ async fn a_rotated_node_continues_under_its_name_and_its_history_stays_valid() {
         .await
         .unwrap();
     assert_eq!(new.author(), new_id);
-    all_hold(&[&hq, &ke], &head_of(&new)).await;
+    all_hold(&[&hq, &ke], &frontier_of([&new])).await;
     // The old key's history is still valid and served everywhere.
     for node in [&hq, &ke, &fr] {
         let got = node.get("regions/fr/old").await.unwrap();
