@@ -8,7 +8,7 @@
 //! So one slow peer cannot stall the node, and no queue grows without bound.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
@@ -18,17 +18,19 @@ use super::clock::now_ms;
 use super::link::{LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
-    Admitted, Counters, Frontier, FrontierDigest, NodeId, Note, Op, PeerMsg, Replica, Roster,
-    RosterChange, RosterOffer, Session, SignedDelta,
+    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, PeerMsg, Replica, Roster,
+    RosterOffer, Session, SignedDelta,
 };
 use crate::identity::tls::TrustStore;
 use crate::store::{QuarantineView, SledStore};
 
+mod links;
+mod roster;
+
+use links::{peer_refused, Link};
+
 pub(crate) type LinkId = u64;
 
-/// Messages queued per link beyond its channel before the link is judged
-/// stuck (its peer stopped reading) and closed.
-const PENDING_MAX: usize = 256;
 /// Changes buffered per watcher before it is judged too slow and dropped.
 pub(crate) const WATCH_QUEUE_MAX: usize = 1024;
 
@@ -114,18 +116,6 @@ pub struct LinkSnapshot {
     pub peer: String,
     pub in_sync: bool,
     pub stats: Arc<LinkStats>,
-}
-
-/// The actor's side of one peer link.
-struct Link {
-    peer: LinkPeer,
-    session: Session,
-    out: mpsc::Sender<PeerMsg>,
-    /// Control messages that did not fit in `out` yet, in order.
-    pending: VecDeque<PeerMsg>,
-    /// Set when `out` was full; the writer clears it and sends `LinkRoom`.
-    room: Arc<AtomicBool>,
-    stats: Arc<LinkStats>,
 }
 
 /// What the actor shares with the rest of the node, and the channels it
@@ -316,13 +306,6 @@ impl Actor {
         let _ = reply.send(Ok(id));
     }
 
-    fn is_active_node(&self, id: &NodeId) -> bool {
-        self.replica
-            .roster()
-            .member(id)
-            .is_some_and(|m| m.is_node() && m.is_active())
-    }
-
     fn handle_link_msg(&mut self, id: LinkId, msg: PeerMsg) {
         let Some(link) = self.links.get_mut(&id) else {
             return;
@@ -350,47 +333,6 @@ impl Actor {
             _ => {}
         }
         self.pump(id);
-    }
-
-    /// A newer roster is in force: trust follows it at once (revoked peers'
-    /// handshakes fail and their open connections close), links to peers
-    /// that are no longer active nodes end, and every other link hears of
-    /// the roster and compares digests again under it.
-    fn roster_adopted(&mut self, change: &RosterChange, from: Option<LinkId>) {
-        let roster = self.replica.roster().clone();
-        tracing::info!(
-            version = change.version,
-            retracted = change.retracted,
-            "roster adopted"
-        );
-        self.wiring.trust.replace(super::trust_entries(&roster));
-        self.roster.send_replace(Arc::new(roster));
-        self.frontier
-            .send_replace(Arc::new(self.replica.frontier().clone()));
-        let gone: Vec<LinkId> = self
-            .links
-            .iter()
-            .filter(|(_, l)| !self.is_active_node(&l.peer.id))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            if let Some(l) = self.links.remove(&id) {
-                tracing::warn!(peer = %l.peer.name, "link closed: peer no longer trusted by the roster");
-            }
-        }
-        let signed = self.replica.signed_roster().map(|s| s.as_bytes().to_vec());
-        let ids: Vec<LinkId> = self.links.keys().copied().collect();
-        for id in ids {
-            let link = self.links.get_mut(&id).expect("listed");
-            if Some(id) != from {
-                if let Some(bytes) = &signed {
-                    link.pending.push_back(PeerMsg::Roster(bytes.clone()));
-                }
-                let digest = link.session.digest(&self.replica);
-                link.pending.push_back(digest);
-            }
-            self.pump(id);
-        }
     }
 
     fn handle_link_deltas(&mut self, id: LinkId, admitted: Admitted) {
@@ -510,69 +452,5 @@ impl Actor {
                 })
                 .collect(),
         }
-    }
-}
-
-/// Records what a peer said it refused of ours. Duplicates are routine
-/// (two paths deliver one delta); anything else means the peer judges our
-/// data bad, which an operator must see.
-fn peer_refused(link: &Link, notes: &[Note]) {
-    let serious: Vec<&Note> = notes.iter().filter(|n| n.code != "duplicate").collect();
-    let Some(first) = serious.first() else {
-        tracing::debug!(peer = %link.peer.name, "peer already held some deltas we sent");
-        return;
-    };
-    link.stats
-        .refused_by_peer
-        .fetch_add(serious.len() as u64, Ordering::Relaxed);
-    let text = format!("{}: {}", first.code, first.reason);
-    tracing::warn!(peer = %link.peer.name, reason = %text, notes = serious.len(), "peer refused deltas we sent");
-    *link
-        .stats
-        .last_refusal_by_peer
-        .lock()
-        .expect("link stats lock poisoned") = Some(text);
-}
-
-impl Link {
-    fn fill(
-        &mut self,
-        replica: &Replica<SledStore>,
-        max_count: usize,
-        max_bytes: usize,
-    ) -> Result<(), String> {
-        use mpsc::error::TrySendError;
-        while let Some(msg) = self.pending.pop_front() {
-            match self.out.try_send(msg) {
-                Ok(()) => {}
-                Err(TrySendError::Full(msg)) => {
-                    self.pending.push_front(msg);
-                    self.room.store(true, Ordering::Release);
-                    if self.pending.len() > PENDING_MAX {
-                        return Err(format!(
-                            "peer is not reading ({PENDING_MAX} messages queued)"
-                        ));
-                    }
-                    return Ok(());
-                }
-                Err(TrySendError::Closed(_)) => return Err("link closed".into()),
-            }
-        }
-        while self.session.has_outbox() {
-            let permit = match self.out.try_reserve() {
-                Ok(p) => p,
-                Err(TrySendError::Full(())) => {
-                    self.room.store(true, Ordering::Release);
-                    return Ok(());
-                }
-                Err(TrySendError::Closed(())) => return Err("link closed".into()),
-            };
-            match self.session.next_batch(replica, max_count, max_bytes) {
-                Ok(Some(batch)) => permit.send(PeerMsg::Deltas(batch)),
-                Ok(None) => break,
-                Err(e) => return Err(format!("store read failed: {e}")),
-            }
-        }
-        Ok(())
     }
 }
