@@ -54,7 +54,7 @@ fn a_corrupted_value_is_reported_not_returned() {
     }
     // Flip one bit of the stored delta behind the store's back.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = fedsync::store::open_db(dir.path()).unwrap();
         let log = db.open_tree(fedsync::store::TREE).unwrap();
         let (k, v) = log.scan_prefix(b"l").next().unwrap().unwrap();
         let mut bad = v.to_vec();
@@ -106,7 +106,7 @@ fn quarantine_is_bounded_and_counts_what_it_dropped() {
 fn an_unknown_layout_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = fedsync::store::open_db(dir.path()).unwrap();
         let meta = db.open_tree(fedsync::store::TREE).unwrap();
         let payload = 99u32.to_be_bytes();
         let mut v = crc32fast::hash(&payload).to_be_bytes().to_vec();
@@ -116,4 +116,17 @@ fn an_unknown_layout_version_is_refused() {
     }
     let err = SledStore::open(dir.path(), 10).err().unwrap();
     assert!(matches!(err, StoreError::Layout { found: 99 }), "{err}");
+}
+
+#[test]
+fn a_store_reopens_at_once_after_close_and_a_held_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..20 {
+        let store = SledStore::open(dir.path(), 10).unwrap();
+        drop(store);
+    }
+    let held = SledStore::open(dir.path(), 10).unwrap();
+    let err = SledStore::open(dir.path(), 10).err().unwrap();
+    assert!(err.to_string().contains("could not acquire lock"), "{err}");
+    drop(held);
 }

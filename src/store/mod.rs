@@ -112,11 +112,35 @@ fn corrupt(key: &[u8], why: CodecError) -> StoreError {
     StoreError::Corrupt { key: shown, why }
 }
 
+/// How long to wait for a just-closed store's file lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens sled in `dir`. sled releases its directory lock only when its
+/// background flusher lets go of the database, a moment after the last
+/// handle is dropped; so a store reopened at once (a node restarted in the
+/// same process) retries briefly on a held lock. A lock held by another
+/// live process is still refused once the wait is over.
+pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(dir).open() {
+            // sled reports it as `Other` with this message (sled 0.34).
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.map_err(StoreError::from),
+        }
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`, keeping at most
     /// `quarantine_max` refused deltas.
     pub fn open(dir: &Path, quarantine_max: u64) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = open_db(dir)?;
         let tree = db.open_tree(TREE)?;
         let layout_key = key(prefix::META, LAYOUT.as_bytes());
         match tree.get(&layout_key)? {
