@@ -14,7 +14,7 @@ use fedsync::local::{write_identity, LocalFederation};
 use fedsync::node::NodeHandle;
 
 mod common;
-use common::{all_hold, frontier_of, hub_and_spoke, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+use common::{all_hold, frontier_of, hub_and_spoke, now_ms, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
 
 async fn wait_roster(node: &NodeHandle, version: u64) {
@@ -25,13 +25,6 @@ async fn wait_roster(node: &NodeHandle, version: u64) {
         "{} never adopted roster {version}",
         node.name()
     );
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// A delta as a misbehaving author's software would make it: any author

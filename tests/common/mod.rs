@@ -16,6 +16,14 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// come from the opening exchange and live pushes, not the periodic repair.
 pub const NO_ANTI_ENTROPY: &str = "[sync]\nanti_entropy_secs = 3600\n";
 
+/// Wall-clock milliseconds, as a node's clock reads them.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// HQ and two regions that dial it.
 pub fn hub_and_spoke() -> Vec<NodeSpec> {
     vec![
