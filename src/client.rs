@@ -183,6 +183,17 @@ impl Client {
             .map_err(err)
     }
 
+    /// The node's status: peers (worst first), authors, totals.
+    pub async fn status(&mut self) -> Result<crate::node::status::NodeStatus, String> {
+        let r = self
+            .inner
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(err)?
+            .into_inner();
+        crate::node::status::pb::decode(r).map_err(|e| format!("node sent a bad status: {e}"))
+    }
+
     /// The node's name, id, frontier digest and frontier.
     pub async fn frontier(&mut self) -> Result<(String, NodeId, FrontierDigest, Frontier), String> {
         let r = self

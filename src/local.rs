@@ -129,7 +129,8 @@ impl LocalFederation {
     fn write_config(&self, spec: &NodeSpec, fed: &str) -> Result<(), String> {
         let mut text = format!(
             "name = \"{name}\"\ndata_dir = \"data\"\nlisten = \"{addr}\"\n\n\
-             [federation]\nkey = \"{fed}\"\nroster = \"../roster.bin\"\n",
+             [federation]\nkey = \"{fed}\"\nroster = \"../roster.bin\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
             name = spec.name,
             addr = self.address(&spec.name)?,
         );

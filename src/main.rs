@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() {
     let args = cli::Args::parse();
-    cli::init_logging(&args);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

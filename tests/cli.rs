@@ -34,10 +34,14 @@ struct Running {
 
 impl Running {
     fn start(config: &Path) -> Running {
+        // Debug-level JSON logs to a file beside the config, which the test
+        // reads for secrets at the end.
+        let log = std::fs::File::create(config.with_file_name("node.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap()])
+            .args(["--log", "debug", "--log-json"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("spawn fedsync run");
         // The node prints one line once it serves: wait for it, not a timer.
@@ -78,7 +82,8 @@ fn node_config(
 ) -> std::path::PathBuf {
     let mut text = format!(
         "name = \"{name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
-         [federation]\nkey = \"{fed}\"\nroster = \"../fed/roster.bin\"\n"
+         [federation]\nkey = \"{fed}\"\nroster = \"../fed/roster.bin\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n"
     );
     if let Some((peer, addr)) = peer {
         text.push_str(&format!(
@@ -179,6 +184,30 @@ fn put_at_one_node_get_at_another_through_the_cli() {
         "regions/fr/reports/2026-Q3",
     ]);
     assert_eq!(got["value"], r#"{"volunteers":12}"#);
+
+    // HQ's status: office-fr linked and in sync, its one delta held.
+    let status_args = ["status", "--client", &client, "--connect", &hq.addr];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let mut args = status_args.to_vec();
+        args.push("--json");
+        let s = json(&args);
+        if s["peers"][0]["state"] == "in_sync" || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status["name"], "hq");
+    assert_eq!(status["serving"], true);
+    assert_eq!(status["peers"][0]["name"], "office-fr", "{status}");
+    assert_eq!(status["peers"][0]["state"], "in_sync", "{status}");
+    assert_eq!(status["peers"][0]["connected"], true);
+    assert_eq!(status["totals"]["deltas"], 1);
+    assert_eq!(status["totals"]["records"], 1);
+    let table = ok(&status_args);
+    let row = table.lines().find(|l| l.starts_with("office-fr")).unwrap();
+    assert!(row.contains("in_sync") && row.contains("up"), "{table}");
+    assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
 
     // Errors are one line on stderr and a non-zero exit.
     let missing = fedsync(&[
@@ -281,4 +310,32 @@ fn put_at_one_node_get_at_another_through_the_cli() {
 
     assert!(fr.stop(), "office-fr did not stop cleanly on SIGTERM");
     assert!(hq.stop(), "hq did not stop cleanly on SIGTERM");
+    for node in ["hq", "fr"] {
+        logs_are_json_and_hold_no_secrets(&tmp.path().join(node));
+    }
+}
+
+/// Every log line is a JSON object, peer lines carry their peer's span, and
+/// neither the node key nor the TLS key appears anywhere.
+fn logs_are_json_and_hold_no_secrets(dir: &Path) {
+    let log = std::fs::read_to_string(dir.join("node.log")).unwrap();
+    assert!(log.lines().count() > 5, "{log}");
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""name":"link""#) && l.contains(r#""peer":"#)),
+        "a link's lines name their peer: {log}"
+    );
+    let node_key = std::fs::read_to_string(dir.join("node.key")).unwrap();
+    let secret = node_key.lines().next_back().unwrap().split(' ').next_back().unwrap();
+    assert_eq!(secret.len(), 64);
+    assert!(!log.contains(secret), "the node key is in the log");
+    let tls_key = std::fs::read_to_string(dir.join("tls.key")).unwrap();
+    for line in tls_key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "the TLS key is in the log");
+    }
 }

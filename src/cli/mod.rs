@@ -5,8 +5,10 @@
 mod admin;
 mod demo;
 mod records;
+mod status;
 mod trust;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +20,11 @@ use clap::{Parser, Subcommand};
     about = "Federated sync of signed records between offices"
 )]
 pub struct Args {
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `fedsync=debug`.
-    #[arg(long, global = true, env = "FEDSYNC_LOG", default_value = "warn")]
-    pub log: String,
-    /// Log as JSON lines instead of text.
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or
+    /// `fedsync=debug`. Default: `warn`; for `run`, the config's `log.filter`.
+    #[arg(long, global = true, env = "FEDSYNC_LOG")]
+    pub log: Option<String>,
+    /// Log as JSON lines instead of text (for `run`, also `log.format`).
     #[arg(long, global = true)]
     pub log_json: bool,
     #[command(subcommand)]
@@ -57,6 +60,9 @@ pub enum Command {
     Delete(records::KeyArgs),
     /// Show the node's frontier: what it holds of every author's log.
     Frontier(records::FrontierArgs),
+    /// Show a node's health: peers (worst first) with lag, stall and last
+    /// error; every author's head; totals.
+    Status(status::StatusArgs),
     /// Inspect refused deltas kept by a node.
     #[command(subcommand)]
     Quarantine(trust::QuarantineCmd),
@@ -68,20 +74,29 @@ pub enum Command {
     },
 }
 
-pub fn init_logging(args: &Args) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+/// Logs to stderr. `run` calls this itself once it has read its config.
+pub fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
+    if json {
+        // Span fields (peer, method) go with every event.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if !matches!(args.command, Command::Run { .. }) {
+        init_logging(args.log.as_deref().unwrap_or("warn"), args.log_json);
+    }
     match args.command {
         Command::Federation(c) => admin::federation(c),
         Command::Node(c) => admin::node(c),
@@ -89,28 +104,41 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Roster(admin::RosterCmd::Publish(a)) => trust::publish(a).await,
         Command::Roster(c) => admin::roster(c),
         Command::Quarantine(c) => trust::quarantine(c).await,
-        Command::Run { config } => run_node(&config).await,
+        Command::Run { config } => run_node(&config, args.log, args.log_json).await,
         Command::Put(a) => records::put(a).await,
         Command::Get(a) => records::get(a).await,
         Command::List(a) => records::list(a).await,
         Command::Delete(a) => records::delete(a).await,
         Command::Frontier(a) => records::frontier(a).await,
+        Command::Status(a) => status::status(a).await,
         Command::Demo { keep_running } => demo::run(keep_running).await,
     }
 }
 
-async fn run_node(config: &std::path::Path) -> anyhow::Result<()> {
+async fn run_node(
+    config: &std::path::Path,
+    log: Option<String>,
+    log_json: bool,
+) -> anyhow::Result<()> {
     let config = fedsync::config::NodeConfig::load(config)?;
+    let json = log_json || config.log.format == fedsync::config::LogFormat::Json;
+    init_logging(log.as_deref().unwrap_or(&config.log.filter), json);
     let setup = fedsync::node::Setup::load(config)?;
     let node = fedsync::node::start(setup).await?;
-    // One line on stdout once serving, for scripts and tests to wait on.
-    println!(
-        "fedsync: {} listening on {}",
+    // One line on stdout once serving, for scripts and tests to wait on
+    // (the address last). A reader that has gone away is no reason to stop.
+    let admin = node
+        .admin_addr()
+        .map(|a| format!(" (status page http://{a}/)"))
+        .unwrap_or_default();
+    let line = format!(
+        "fedsync: {}{admin} listening on {}",
         node.name(),
         node.local_addr()
     );
+    let _ = writeln!(std::io::stdout(), "{line}");
     shutdown_signal().await;
-    eprintln!("fedsync: shutting down");
+    tracing::info!("shutting down (signal)");
     node.shutdown().await?;
     Ok(())
 }

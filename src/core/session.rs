@@ -23,6 +23,10 @@
 //!    HQ reaches every node by sync alone, hop by hop.
 //! 8. Deltas the receiver did not apply come back as `Refused` notes with
 //!    reasons, so the sending side can see why a peer refuses its data.
+//! 9. Every batch received is answered with an `Ack`: the receiver's heads,
+//!    after applying it, for the authors in the batch. So the sender knows
+//!    what the peer holds (for lag and stall detection) from the peer's
+//!    word, not from what it sent. An `Ack` is never answered.
 //!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
@@ -35,6 +39,7 @@ use super::admit::Admitted;
 use super::delta::SignedDelta;
 use super::frontier::{Frontier, FrontierDigest, SeqRange};
 use super::ids::NodeId;
+use super::progress::PeerView;
 use super::replica::{IngestReport, Replica, RosterOffer};
 use super::store::Store;
 
@@ -57,6 +62,8 @@ pub enum PeerMsg {
     Roster(Vec<u8>),
     /// Why deltas the peer sent were not applied.
     Refused(Vec<Note>),
+    /// The sender's heads, after applying a batch, for the batch's authors.
+    Ack(Frontier),
 }
 
 /// One reason a batch was not (all) applied.
@@ -78,6 +85,8 @@ pub struct Reaction {
     pub roster: Option<RosterOffer>,
     /// The peer's reasons for refusing what we sent.
     pub peer_refused: Vec<Note>,
+    /// What the message showed the peer holds.
+    pub peer_view: Option<PeerView>,
 }
 
 /// The sync state for one peer link.
@@ -135,7 +144,7 @@ impl Session {
                     }
                 }
                 if digest == replica.digest() {
-                    self.agreed(replica);
+                    r.peer_view = Some(self.agreed(replica));
                     r.send.push(PeerMsg::InSync(digest));
                 } else {
                     r.send.push(PeerMsg::Frontier(replica.frontier().clone()));
@@ -143,7 +152,7 @@ impl Session {
             }
             PeerMsg::InSync(d) => {
                 if d == replica.digest() {
-                    self.agreed(replica);
+                    r.peer_view = Some(self.agreed(replica));
                 } else {
                     // Agreed on a digest we have since moved past (deltas
                     // applied while the exchange was in flight): check again.
@@ -160,6 +169,7 @@ impl Session {
                 if !need.is_empty() {
                     r.send.push(PeerMsg::Need(need));
                 }
+                r.peer_view = Some(view(true, &theirs, replica));
                 self.peer = Some(theirs);
             }
             PeerMsg::Need(ranges) => self.enqueue_needed(ranges, replica.frontier()),
@@ -177,6 +187,13 @@ impl Session {
                 r.roster = Some(offer);
             }
             PeerMsg::Refused(notes) => r.peer_refused = notes,
+            PeerMsg::Ack(heads) => {
+                for (author, head) in heads.iter() {
+                    let sent = self.sent.entry(*author).or_default();
+                    *sent = (*sent).max(head.seq);
+                }
+                r.peer_view = Some(view(false, &heads, replica));
+            }
         }
         Ok(r)
     }
@@ -192,12 +209,26 @@ impl Session {
     ) -> Result<Reaction, S::Error> {
         // The peer holds what it sends (it only sends deltas it applied, and
         // so their whole prefix): never send them back.
+        let mut theirs: HashMap<NodeId, u64> = HashMap::new();
         for (author, seq) in admitted.positions() {
             let sent = self.sent.entry(author).or_default();
             *sent = (*sent).max(seq);
+            let held = theirs.entry(author).or_default();
+            *held = (*held).max(seq);
         }
         let mut r = Reaction::default();
         let report = replica.ingest_admitted(admitted, origin, now_ms)?;
+        let mut ack = Frontier::new();
+        for author in theirs.keys() {
+            ack.set(*author, replica.frontier().head(author));
+        }
+        if !ack.is_empty() {
+            r.send.push(PeerMsg::Ack(ack));
+        }
+        r.peer_view = Some(PeerView {
+            whole: false,
+            seqs: theirs.into_iter().collect(),
+        });
         if replica.held_len() == 0 {
             self.asked_for_gap = false;
         } else if report.held > 0 && !self.asked_for_gap {
@@ -298,7 +329,7 @@ impl Session {
 
     /// Equal digests: the peer's frontier is ours, which is as good as
     /// having received it (pushes may start).
-    fn agreed<S: Store>(&mut self, replica: &Replica<S>) {
+    fn agreed<S: Store>(&mut self, replica: &Replica<S>) -> PeerView {
         let mine = replica.frontier();
         for (author, head) in mine.iter() {
             let sent = self.sent.entry(*author).or_default();
@@ -306,6 +337,7 @@ impl Session {
         }
         self.in_sync_at = Some(replica.digest());
         self.peer = Some(mine.clone());
+        view(true, mine, replica)
     }
 
     fn enqueue(&mut self, ranges: Vec<SeqRange>) {
@@ -337,6 +369,18 @@ impl Session {
             }
         }
     }
+}
+
+/// What a frontier from the peer says it holds, counting only what our
+/// roster lets us accept: deltas we would refuse are not a lag.
+fn view<S: Store>(whole: bool, heads: &Frontier, replica: &Replica<S>) -> PeerView {
+    let roster = replica.roster();
+    let seqs = heads
+        .iter()
+        .map(|(a, h)| (*a, h.seq.min(roster.valid_through(a))))
+        .filter(|(_, seq)| *seq > 0)
+        .collect();
+    PeerView { whole, seqs }
 }
 
 /// Drops from `need` what the roster does not allow us to accept: asking

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::actor::Command;
 use super::link::{self, LinkContext, LinkPeer};
@@ -27,21 +28,35 @@ pub(crate) struct Dialer {
 }
 
 impl Dialer {
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs inside a span naming the peer, so every line it and its link
+    /// log says which peer it is about.
+    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        let span = tracing::info_span!("link", peer = %self.peer.name, address = %self.peer.address, dir = "out");
+        self.dial_forever(shutdown).instrument(span).await
+    }
+
+    async fn dial_forever(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = self.sync.reconnect_min();
         loop {
             let synced = tokio::select! {
                 r = self.once() => r,
                 _ = shutdown.changed() => return,
             };
-            match synced {
+            let error = match synced {
                 Ok(why) => {
-                    tracing::info!(peer = %self.peer.name, %why, "link ended; redialling");
+                    tracing::info!(%why, "link ended; redialling");
                     backoff = self.sync.reconnect_min();
+                    format!("link ended: {why}")
                 }
                 Err(why) => {
-                    tracing::warn!(peer = %self.peer.name, address = %self.peer.address, %why, "dial failed");
+                    tracing::warn!(%why, "dial failed");
+                    format!("dial failed: {why}")
                 }
+            };
+            let name = self.peer.name.clone();
+            let report = Command::PeerError { name, text: error };
+            if self.ctx.actor.send(report).await.is_err() {
+                return;
             }
             let delay = jittered(backoff);
             backoff = (backoff * 2).min(self.sync.reconnect_max());
@@ -75,6 +90,7 @@ impl Dialer {
             name: self.peer.name.clone(),
             id,
             inbound: false,
+            address: self.peer.address.clone(),
         };
         let (open, outbound) = link::open(self.ctx.clone(), peer)
             .await
@@ -95,7 +111,7 @@ impl Dialer {
                 return Err(format!("sync failed: {}", net::error_chain(&status)));
             }
         };
-        tracing::info!(peer = %self.peer.name, address = %self.peer.address, "link up");
+        tracing::info!("link up");
         Ok(link::read(self.ctx.clone(), open, self.peer.name.clone(), inbound).await)
     }
 }

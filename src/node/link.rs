@@ -93,6 +93,8 @@ pub(crate) struct LinkPeer {
     /// The peer dialled us: a newer inbound link from the same peer
     /// replaces this one.
     pub inbound: bool,
+    /// Where we dialled, or where it dialled from.
+    pub address: String,
 }
 
 /// A link registered with the actor, ready to run.

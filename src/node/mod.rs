@@ -13,12 +13,15 @@
 //! can lose nothing that was acknowledged.
 
 mod actor;
+pub mod admin;
 mod clock;
 mod dial;
+mod health;
 mod link;
 pub mod net;
 mod quarantine;
 pub mod service;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +42,7 @@ use crate::core::{
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
 use crate::identity::{read_roster, NodeKey};
 use crate::rpc::pb;
-use crate::store::{QuarantineView, SledStore, StoreError};
+use crate::store::{QuarantineView, SledStore, StoreError, StoreSizes};
 use actor::{Actor, Command};
 use clock::now_ms;
 use link::LinkContext;
@@ -192,11 +195,14 @@ pub struct NodeHandle {
     name: String,
     id: NodeId,
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     actor: mpsc::Sender<Command>,
     frontier: watch::Receiver<Arc<Frontier>>,
     roster: watch::Receiver<Arc<crate::core::Roster>>,
     refused: Arc<net::RefusedCount>,
+    sizes: StoreSizes,
     shutdown: watch::Sender<bool>,
+    health: tonic_health::server::HealthReporter,
     background: Vec<JoinHandle<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     actor_task: JoinHandle<Replica<SledStore>>,
@@ -226,6 +232,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         source,
     })?;
     let limits: Limits = config.core_limits();
+    let sizes = store.sizes();
     let (replica, stored_problem) = Replica::open_signed(store, roster, limits.clone(), now_ms())?;
     if let Some(e) = stored_problem {
         tracing::error!(error = %e, "the roster in the store does not verify; using the roster file");
@@ -246,8 +253,14 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         batch_bytes_max: config.sync.batch_bytes_max,
         trust: trust.clone(),
         refusals: refusals.clone(),
+        dialed: (config.peers.iter())
+            .map(|p| (p.name.clone(), p.address.clone()))
+            .collect(),
+        stall_after_ms: config.sync.stall_after_secs.saturating_mul(1000),
+        started_ms: now_ms(),
     };
-    let (actor, frontier, roster_rx) = Actor::new(replica, wiring);
+    let (store_ok, store_ok_rx) = watch::channel(true);
+    let (actor, frontier, roster_rx) = Actor::new(replica, wiring, store_ok);
     let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);
     let actor_task = tokio::task::spawn_blocking(move || actor.run(actor_rx));
     let (shutdown, _) = watch::channel(false);
@@ -285,18 +298,31 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         key_len_max: limits.key_len_max,
         trust: trust.clone(),
         in_flight: service::InFlight::new(config.limits.requests_in_flight_max),
+        sizes: sizes.clone(),
     })
     .max_decoding_message_size(message_max)
     .max_encoding_message_size(message_max);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    let health_task = health::follow(health.clone(), store_ok_rx, shutdown.subscribe());
+    let reflection_svc = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::rpc::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the built-in descriptor sets are valid");
+    let rpc_metrics = admin::RpcMetrics::default();
     let mut stop = shutdown.subscribe();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(admin::metrics::RpcTiming(rpc_metrics.clone()))
             .initial_stream_window_size(Some(window(message_max)))
             .initial_connection_window_size(Some(window(message_max)))
             .http2_keepalive_interval(Some(config.sync.keepalive()))
             .http2_keepalive_timeout(Some(config.sync.keepalive_timeout()))
+            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
             .add_service(peer_svc)
             .add_service(client_svc)
+            .add_service(service::trusted(health_svc, trust.clone()))
+            .add_service(service::trusted(reflection_svc, trust.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::ReceiverStream::new(conns),
                 async move {
@@ -305,7 +331,27 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
             ),
     );
 
-    let mut background = vec![accept_task];
+    let mut background = vec![accept_task, health_task];
+    let admin_addr = if config.admin.enabled {
+        let listener = bind_now(config.admin.listen)?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.admin.listen,
+            source,
+        })?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "admin port (metrics, status page) is open beyond loopback; it has no authentication");
+        }
+        let state = admin::Admin {
+            actor: actor_tx.clone(),
+            sizes: sizes.clone(),
+            rpc: rpc_metrics,
+            handshakes_refused: refused.clone(),
+        };
+        background.push(admin::serve(listener, state, shutdown.subscribe()));
+        Some(addr)
+    } else {
+        None
+    };
     background.push(tokio::spawn(anti_entropy(
         actor_tx.clone(),
         config.sync.anti_entropy(),
@@ -322,20 +368,53 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         };
         background.push(tokio::spawn(dialer.run(shutdown.subscribe())));
     }
-    tracing::info!(name = %config.name, %addr, peers = config.peers.len(), "node started");
+    tracing::info!(name = %config.name, %addr, admin = ?admin_addr, peers = config.peers.len(), "node started");
     Ok(NodeHandle {
         name: config.name.clone(),
         id: key.id(),
         addr,
+        admin_addr,
         actor: actor_tx,
         frontier,
         roster: ctx.roster.clone(),
         refused,
+        sizes,
         shutdown,
+        health,
         background,
         server,
         actor_task,
     })
+}
+
+/// Binds from synchronous code inside the runtime (`start_on` is not async).
+fn bind_now(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let listen = |source| StartError::Listen { addr, source };
+    let std = std::net::TcpListener::bind(addr).map_err(listen)?;
+    std.set_nonblocking(true).map_err(listen)?;
+    TcpListener::from_std(std).map_err(listen)
+}
+
+/// The full status snapshot: the actor's part, then the store's sizes,
+/// measured on a blocking thread so a large store never holds up the actor.
+pub(crate) async fn status_snapshot(
+    actor: &mpsc::Sender<Command>,
+    sizes: &StoreSizes,
+) -> Result<status::NodeStatus, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    actor
+        .send(Command::Status { reply })
+        .await
+        .map_err(|_| ApiError::ShuttingDown)?;
+    let mut s = rx.await.map_err(|_| ApiError::ShuttingDown)?;
+    let sizes = sizes.clone();
+    let (records, bytes) =
+        tokio::task::spawn_blocking(move || (sizes.record_count(), sizes.size_on_disk()))
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
+    s.totals.records = records as u64;
+    s.totals.store_bytes = bytes?;
+    Ok(s)
 }
 
 /// HTTP/2 flow-control window: room for about two of the largest messages,
@@ -376,6 +455,10 @@ impl NodeHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+    /// Where the admin HTTP port (metrics, status page) listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
 
     async fn ask<T>(&self, make: impl FnOnce(actor::Reply<T>) -> Command) -> Result<T, ApiError> {
         let (reply, rx) = oneshot::channel();
@@ -410,6 +493,11 @@ impl NodeHandle {
             .await
             .map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)
+    }
+
+    /// The operator's view: peers, lag, stall, authors, totals.
+    pub async fn status(&self) -> Result<status::NodeStatus, ApiError> {
+        status_snapshot(&self.actor, &self.sizes).await
     }
 
     /// Offers a signed roster, as an operator's `roster publish` does.
@@ -463,6 +551,8 @@ impl NodeHandle {
     /// Acknowledged writes were durable when acknowledged; this only makes
     /// sure the store is closed cleanly and its lock released.
     pub async fn shutdown(self) -> Result<(), StartError> {
+        // Health checkers hear first, while the server still answers.
+        health::set(&self.health, false).await;
         let _ = self.shutdown.send(true);
         for task in &self.background {
             task.abort();

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::actor::{Command, Reply, WATCH_QUEUE_MAX};
 use super::link::{self, LinkContext, LinkPeer};
@@ -64,6 +65,21 @@ fn caller<T>(req: &Request<T>, trust: &TrustStore) -> Result<ConnInfo, Status> {
     Ok(who)
 }
 
+/// A service any trusted member may call (health, reflection): checked
+/// against the trust in force, like every other call.
+pub(crate) fn trusted<S>(
+    svc: S,
+    trust: TrustStore,
+) -> tonic::service::interceptor::InterceptedService<
+    S,
+    impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone,
+> {
+    tonic::service::interceptor::InterceptedService::new(svc, move |req: Request<()>| {
+        caller(&req, &trust)?;
+        Ok(req)
+    })
+}
+
 pub(crate) struct PeerService {
     pub ctx: LinkContext,
     pub trust: TrustStore,
@@ -88,14 +104,22 @@ impl pb::peer_server::Peer for PeerService {
             name: who.peer.name.clone(),
             id,
             inbound: true,
+            address: who.remote.to_string(),
         };
         let (open, outbound) = link::open(self.ctx.clone(), peer).await.map_err(status)?;
         let ctx = self.ctx.clone();
         let name = who.peer.name.clone();
-        tokio::spawn(async move {
-            let why = link::read(ctx, open, name.clone(), req.into_inner()).await;
-            tracing::info!(peer = %name, remote = %who.remote, %why, "inbound link ended");
-        });
+        let span = tracing::info_span!("link", peer = %name, address = %who.remote, dir = "in");
+        tokio::spawn(
+            async move {
+                let actor = ctx.actor.clone();
+                let why = link::read(ctx, open, name.clone(), req.into_inner()).await;
+                tracing::info!(%why, "inbound link ended");
+                let text = format!("link ended: {why}");
+                let _ = actor.send(Command::PeerError { name, text }).await;
+            }
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(outbound)))
     }
 }
@@ -139,6 +163,7 @@ pub(crate) struct ClientService {
     pub key_len_max: usize,
     pub trust: TrustStore,
     pub in_flight: InFlight,
+    pub sizes: crate::store::StoreSizes,
 }
 
 impl ClientService {
@@ -312,6 +337,17 @@ impl pb::client_server::Client for ClientService {
             }),
             frontier: Some(crate::rpc::convert::pb_frontier(&stats.frontier)),
         }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusReply>, Status> {
+        let _permit = self.operator(&req)?;
+        let s = super::status_snapshot(&self.actor, &self.sizes)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(super::status::pb::encode(&s)))
     }
 
     async fn quarantine(

@@ -101,6 +101,7 @@ impl TryFrom<pb::PeerMessage> for Incoming {
             Body::Deltas(d) => Incoming::Deltas(d.deltas),
             Body::Roster(r) => Incoming::Msg(PeerMsg::Roster(r.signed)),
             Body::Refused(r) => Incoming::Msg(PeerMsg::Refused(notes(r)?)),
+            Body::Ack(f) => Incoming::Msg(PeerMsg::Ack(frontier(f)?)),
         })
     }
 }
@@ -181,6 +182,7 @@ impl From<&PeerMsg> for pb::PeerMessage {
                     })
                     .collect(),
             }),
+            PeerMsg::Ack(f) => Body::Ack(pb_frontier(f)),
         };
         pb::PeerMessage { body: Some(body) }
     }
@@ -220,6 +222,7 @@ mod tests {
                 reason: "2 deltas held".into(),
             }]),
             PeerMsg::InSync(f.digest()),
+            PeerMsg::Ack(f.clone()),
             PeerMsg::Frontier(f.clone()),
             PeerMsg::Need(vec![SeqRange {
                 author: a.id(),

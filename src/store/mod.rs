@@ -86,6 +86,25 @@ pub struct QuarantineView {
     pub dropped: u64,
 }
 
+/// Measures a store from any thread (sled allows concurrent readers), so
+/// the status call's O(records) count never holds up the node's actor.
+#[derive(Clone)]
+pub struct StoreSizes {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl StoreSizes {
+    /// Current records, tombstones included (O(records)).
+    pub fn record_count(&self) -> usize {
+        self.tree.scan_prefix([prefix::RECORD]).count()
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
 /// Quarantine bookkeeping, kept in memory and written with each commit.
 #[derive(Debug, Clone, Copy)]
 struct QuarantineCounters {
@@ -191,7 +210,15 @@ impl SledStore {
 
     /// Current records, tombstones included (O(records)).
     pub fn record_count(&self) -> usize {
-        self.tree.scan_prefix([prefix::RECORD]).count()
+        self.sizes().record_count()
+    }
+
+    /// A handle that measures the store from another thread.
+    pub fn sizes(&self) -> StoreSizes {
+        StoreSizes {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+        }
     }
 
     /// The newest `limit` quarantine entries, newest first.

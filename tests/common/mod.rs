@@ -96,3 +96,42 @@ impl ServerCertVerifier for AcceptAnyServer {
             .supported_schemes()
     }
 }
+
+/// A plain HTTP/1.1 GET over TCP: (status code, body). For the admin port,
+/// which needs no client library to read.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).expect("a UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// Scrapes `/metrics` and parses it with a Prometheus text-format parser.
+pub async fn scrape(node: &NodeHandle) -> prometheus_parse::Scrape {
+    let (code, body) = http_get(node.admin_addr().unwrap(), "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    let lines = body.lines().map(|l| Ok(l.to_owned()));
+    prometheus_parse::Scrape::parse(lines).expect("metrics parse")
+}
+
+/// The value of sample `name` whose labels include `labels` (0 if absent:
+/// a counter family has no sample until something is counted).
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Counter(v))
+        | Some(prometheus_parse::Value::Gauge(v))
+        | Some(prometheus_parse::Value::Untyped(v)) => *v,
+        Some(other) => panic!("{name}: unexpected value {other:?}"),
+        None => 0.0,
+    }
+}

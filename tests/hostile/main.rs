@@ -564,3 +564,41 @@ async fn a_revoked_key_is_refused_at_the_handshake() {
     eprintln!("revoked: {err}; gRPC: {status:?}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_refused_deltas_by_reason_and_applied_ones() {
+    use crate::common::{sample, scrape};
+    let t = Target::start().await;
+    let mut link = t.link_as("office-fr").await;
+    let mut fr = Chain::of(t.key("office-fr"));
+    let bad_signature = [("reason", "bad_signature")];
+
+    let before = scrape(&t.hq).await;
+    let forged = sign_as(&t.key("office-ke"), &fr.next_body("regions/fr/x", b"1"));
+    t.refused_once(&mut link, forged, "bad_signature", "office-fr")
+        .await;
+    let refused = scrape(&t.hq).await;
+    let counted = |s, name, labels| sample(s, name, labels);
+    assert_eq!(
+        counted(&refused, "fedsync_deltas_refused_total", &bad_signature),
+        counted(&before, "fedsync_deltas_refused_total", &bad_signature) + 1.0
+    );
+    assert_eq!(
+        counted(&refused, "fedsync_deltas_applied_total", &[]),
+        counted(&before, "fedsync_deltas_applied_total", &[])
+    );
+    assert_eq!(counted(&refused, "fedsync_quarantined", &[]), 1.0);
+
+    t.apply(&link, &fr.next("regions/fr/x", b"1")).await;
+    let applied = scrape(&t.hq).await;
+    assert_eq!(
+        counted(&applied, "fedsync_deltas_applied_total", &[]),
+        counted(&refused, "fedsync_deltas_applied_total", &[]) + 1.0
+    );
+    assert_eq!(
+        counted(&applied, "fedsync_deltas_refused_total", &bad_signature),
+        counted(&refused, "fedsync_deltas_refused_total", &bad_signature)
+    );
+    drop(link);
+    t.stop().await;
+}

@@ -25,9 +25,12 @@ use crate::identity::tls::TrustStore;
 use crate::store::{QuarantineView, SledStore};
 
 mod links;
+mod peers;
 mod roster;
+mod status;
 
 use links::{peer_refused, Link};
+use peers::Peers;
 
 pub(crate) type LinkId = u64;
 
@@ -59,6 +62,15 @@ pub(crate) enum Command {
     },
     Stats {
         reply: oneshot::Sender<Stats>,
+    },
+    /// The operator's view; store sizes are left at 0 for the caller.
+    Status {
+        reply: oneshot::Sender<crate::node::status::NodeStatus>,
+    },
+    /// A peer link failed to open or ended: the operator sees why.
+    PeerError {
+        name: String,
+        text: String,
     },
     Quarantine {
         limit: usize,
@@ -128,6 +140,10 @@ pub(crate) struct Wiring {
     /// The TLS trust the listener and dialers use; replaced on adoption.
     pub trust: TrustStore,
     pub refusals: Arc<MessageRefusals>,
+    /// The peers this node dials: name -> address.
+    pub dialed: std::collections::BTreeMap<String, String>,
+    pub stall_after_ms: u64,
+    pub started_ms: u64,
 }
 
 pub(crate) struct Actor {
@@ -140,12 +156,17 @@ pub(crate) struct Actor {
     frontier: watch::Sender<Arc<Frontier>>,
     /// Published on every roster adoption, for links' admission.
     roster: watch::Sender<Arc<Roster>>,
+    /// What each peer confirmed, and its errors, across links.
+    peers: Peers,
+    /// False while the store fails: the health service says NOT_SERVING.
+    health: watch::Sender<bool>,
 }
 
 impl Actor {
     pub(crate) fn new(
         replica: Replica<SledStore>,
         wiring: Wiring,
+        health: watch::Sender<bool>,
     ) -> (
         Actor,
         watch::Receiver<Arc<Frontier>>,
@@ -161,6 +182,8 @@ impl Actor {
             watchers: Vec::new(),
             frontier,
             roster,
+            peers: Peers::default(),
+            health,
         };
         (actor, frontier_rx, roster_rx)
     }
@@ -209,6 +232,10 @@ impl Actor {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status(now_ms()));
+            }
+            Command::PeerError { name, text } => self.peers.error(&name, text, now_ms()),
             Command::Quarantine { limit, reply } => {
                 let view = self.replica.store().quarantine(limit);
                 let _ = reply.send(view.map_err(ApiError::from));
@@ -231,7 +258,7 @@ impl Actor {
             Command::LinkDeltas { link, admitted } => self.handle_link_deltas(link, admitted),
             Command::LinkRoom { link } => self.pump(link),
             Command::LinkClosed { link } => {
-                if let Some(l) = self.links.remove(&link) {
+                if let Some(l) = self.remove_link(link) {
                     tracing::info!(peer = %l.peer.name, "link closed");
                 }
             }
@@ -245,6 +272,7 @@ impl Actor {
             .replica
             .write(&self.wiring.signer, &key, op, value, now_ms())
             .map_err(ApiError::from);
+        self.store_health(!matches!(result, Err(ApiError::Store(_))));
         if let Ok(d) = &result {
             // Durable before anyone hears of it: the reply, the peers and
             // the watchers all come after the commit.
@@ -284,11 +312,12 @@ impl Actor {
                 .collect();
             for id in old {
                 tracing::info!(peer = %peer.name, "newer inbound link replaces an older one");
-                self.links.remove(&id);
+                self.remove_link(id);
             }
         }
         let id = self.next_link;
         self.next_link += 1;
+        self.peers.link_opened(&peer.name, &peer.address);
         let session = Session::new();
         let opening = session.digest(&self.replica);
         let mut link = Link {
@@ -310,17 +339,23 @@ impl Actor {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
+        let now = now_ms();
         let reaction = match link
             .session
-            .handle(msg, &mut self.replica, &link.peer.name, now_ms())
+            .handle(msg, &mut self.replica, &link.peer.name, now)
         {
             Ok(reaction) => reaction,
             Err(e) => {
                 tracing::error!(peer = %link.peer.name, error = %e, "store failed");
+                self.store_health(false);
                 return;
             }
         };
         link.pending.extend(reaction.send);
+        if let Some(view) = &reaction.peer_view {
+            self.peers
+                .observed(&link.peer.name, view, self.replica.frontier(), now);
+        }
         if !reaction.peer_refused.is_empty() {
             peer_refused(link, &reaction.peer_refused);
         }
@@ -339,17 +374,23 @@ impl Actor {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
+        let now = now_ms();
         let result =
             link.session
-                .handle_admitted(admitted, &mut self.replica, &link.peer.name, now_ms());
+                .handle_admitted(admitted, &mut self.replica, &link.peer.name, now);
         let reaction = match result {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(peer = %link.peer.name, error = %e, "store failed; batch not applied");
+                self.store_health(false);
                 return;
             }
         };
         link.pending.extend(reaction.send);
+        if let Some(view) = &reaction.peer_view {
+            self.peers
+                .observed(&link.peer.name, view, self.replica.frontier(), now);
+        }
         if let Some(report) = reaction.ingest {
             if let Some(first) = report.refused.first() {
                 // One line per batch, not per delta: a bad batch must not
@@ -364,6 +405,7 @@ impl Actor {
             }
             self.applied(&report.applied, Some(id));
         }
+        self.store_health(true);
         self.pump(id);
     }
 
@@ -385,6 +427,11 @@ impl Actor {
         }
         self.frontier
             .send_replace(Arc::new(self.replica.frontier().clone()));
+        let sender = from
+            .and_then(|id| self.links.get(&id))
+            .map(|l| l.peer.name.clone());
+        self.peers
+            .local_change(self.replica.frontier(), sender.as_deref(), now_ms());
         let ids: Vec<LinkId> = self.links.keys().copied().collect();
         for id in ids {
             let link = self.links.get_mut(&id).expect("listed");
@@ -427,9 +474,27 @@ impl Actor {
             Ok(()) => {}
             Err(why) => {
                 tracing::warn!(peer = %link.peer.name, %why, "closing link");
-                self.links.remove(&id);
+                let name = link.peer.name.clone();
+                self.peers
+                    .error(&name, format!("link closed: {why}"), now_ms());
+                self.remove_link(id);
             }
         }
+    }
+
+    /// Ends a link (dropping its channel ends the stream), keeping its
+    /// traffic in the peer's totals.
+    fn remove_link(&mut self, id: LinkId) -> Option<Link> {
+        let link = self.links.remove(&id)?;
+        self.peers.link_closed(&link.peer.name, &link.stats);
+        Some(link)
+    }
+
+    /// Health follows the store: NOT_SERVING after a failed commit, back
+    /// to SERVING after one succeeds.
+    fn store_health(&self, ok: bool) {
+        self.health
+            .send_if_modified(|h| std::mem::replace(h, ok) != ok);
     }
 
     fn stats(&self) -> Stats {

@@ -37,8 +37,10 @@ impl Actor {
             .filter(|(_, l)| !self.is_active_node(&l.peer.id))
             .map(|(id, _)| *id)
             .collect();
+        self.peers
+            .local_change(self.replica.frontier(), None, crate::node::clock::now_ms());
         for id in gone {
-            if let Some(l) = self.links.remove(&id) {
+            if let Some(l) = self.remove_link(id) {
                 tracing::warn!(peer = %l.peer.name, "link closed: peer no longer trusted by the roster");
             }
         }

@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{Limits, NodeId};
 
+mod ops;
+
+pub use ops::{AdminConfig, LogConfig, LogFormat};
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
@@ -49,6 +53,10 @@ pub struct NodeConfig {
     pub sync: SyncConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -119,6 +127,8 @@ pub struct SyncConfig {
     /// HTTP/2 ping interval.
     pub keepalive_secs: u64,
     pub keepalive_timeout_secs: u64,
+    /// A peer behind (either way) with no progress this long is stalled.
+    pub stall_after_secs: u64,
 }
 
 impl Default for SyncConfig {
@@ -133,6 +143,7 @@ impl Default for SyncConfig {
             connect_timeout_secs: 10,
             keepalive_secs: 10,
             keepalive_timeout_secs: 20,
+            stall_after_secs: 120,
         }
     }
 }
@@ -314,6 +325,7 @@ impl NodeConfig {
             ("sync.connect_timeout_secs", s.connect_timeout_secs, 1, any),
             ("sync.keepalive_secs", s.keepalive_secs, 1, any),
             ("sync.keepalive_timeout_secs", s.keepalive_timeout_secs, 1, any),
+            ("sync.stall_after_secs", s.stall_after_secs, 1, any),
             ("limits.key_len_max", l.key_len_max as u64, 1, 65_535),
             ("limits.value_bytes_max", l.value_bytes_max as u64, 1, mib64),
             ("limits.held_deltas_max", l.held_deltas_max as u64, 1, any),
@@ -334,6 +346,7 @@ impl NodeConfig {
                 });
             }
         }
+        self.log.validate()?;
         if s.reconnect_min_ms > s.reconnect_max_ms {
             return Err(format!(
                 "sync.reconnect_min_ms ({}) must not exceed sync.reconnect_max_ms ({})",
@@ -399,8 +412,8 @@ fn is_host_port(address: &str) -> bool {
 mod tests {
     use super::*;
 
-    const HQ: &str = include_str!("../config/hq.toml");
-    const REGION: &str = include_str!("../config/region.toml");
+    const HQ: &str = include_str!("../../config/hq.toml");
+    const REGION: &str = include_str!("../../config/region.toml");
     const KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
     fn doc(name: &str, rest: &str) -> String {
@@ -414,9 +427,16 @@ mod tests {
             name: "hq".into(),
             address: "127.0.0.1:7100".into(),
         };
-        for (text, name, listen, dir, peers) in [
-            (HQ, "hq", "127.0.0.1:7100", "hq", vec![]),
-            (REGION, "office-fr", "127.0.0.1:7101", "fr", vec![hq_peer]),
+        for (text, name, listen, admin, dir, peers) in [
+            (HQ, "hq", "127.0.0.1:7100", "127.0.0.1:7180", "hq", vec![]),
+            (
+                REGION,
+                "office-fr",
+                "127.0.0.1:7101",
+                "127.0.0.1:7181",
+                "fr",
+                vec![hq_peer],
+            ),
         ] {
             let cfg = NodeConfig::parse(text, base).unwrap();
             assert_eq!(cfg.sync, SyncConfig::default());
@@ -432,12 +452,13 @@ mod tests {
                 tls_key: base.join(dir).join("tls.key"),
             };
             want.peers = peers;
+            want.admin.listen = admin.parse().unwrap();
             assert_eq!(cfg, want);
             // Every key is written out: each section of the file holds
             // exactly the keys of the schema.
             let file: toml::Table = toml::from_str(text).unwrap();
             let full = toml::Table::try_from(&cfg).unwrap();
-            for section in ["identity", "federation", "sync", "limits"] {
+            for section in ["identity", "federation", "sync", "limits", "admin", "log"] {
                 let keys = |t: &toml::Table| -> Vec<String> {
                     t[section].as_table().unwrap().keys().cloned().collect()
                 };

@@ -1,0 +1,96 @@
+//! What the actor remembers of each peer across its links: the progress
+//! the peer confirmed (lag, stall), where it is, its last error, and the
+//! traffic of links already closed. Keyed by roster name, so it is bounded
+//! by the roster, and a node that rotates its key keeps its history.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use crate::core::{Frontier, PeerView, Progress};
+use crate::node::link::LinkStats;
+use crate::node::status::{TimedText, Traffic};
+
+#[derive(Debug, Default)]
+pub(super) struct PeerEntry {
+    pub progress: Progress,
+    pub address: Option<String>,
+    pub last_error: Option<TimedText>,
+    /// Links already closed: their traffic, and refusals they reported.
+    pub closed: Traffic,
+    pub closed_refused_by_peer: u64,
+    pub last_refusal_by_peer: Option<String>,
+    /// Whole-frontier exchanges completed (a digest found equal, or a
+    /// frontier received), on every link.
+    pub sync_rounds: u64,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Peers {
+    by_name: BTreeMap<String, PeerEntry>,
+}
+
+impl Peers {
+    pub fn get(&self, name: &str) -> Option<&PeerEntry> {
+        self.by_name.get(name)
+    }
+
+    fn entry(&mut self, name: &str) -> &mut PeerEntry {
+        self.by_name.entry(name.to_owned()).or_default()
+    }
+
+    pub fn link_opened(&mut self, name: &str, address: &str) {
+        self.entry(name).address = Some(address.to_owned());
+    }
+
+    pub fn observed(&mut self, name: &str, view: &PeerView, mine: &Frontier, now_ms: u64) {
+        let e = self.entry(name);
+        if view.whole {
+            e.sync_rounds += 1;
+        }
+        e.progress.observe(view, mine, now_ms);
+    }
+
+    /// Our frontier moved; `from` names the peer whose deltas moved it.
+    pub fn local_change(&mut self, mine: &Frontier, from: Option<&str>, now_ms: u64) {
+        for (name, e) in &mut self.by_name {
+            e.progress
+                .local_change(mine, from == Some(name.as_str()), now_ms);
+        }
+    }
+
+    pub fn error(&mut self, name: &str, text: String, now_ms: u64) {
+        self.entry(name).last_error = Some(TimedText {
+            at_ms: now_ms,
+            text,
+        });
+    }
+
+    /// A link ended: keep what it carried.
+    pub fn link_closed(&mut self, name: &str, stats: &LinkStats) {
+        let e = self.entry(name);
+        let t = traffic(stats);
+        e.closed.bytes_sent += t.bytes_sent;
+        e.closed.bytes_received += t.bytes_received;
+        e.closed.messages_sent += t.messages_sent;
+        e.closed.messages_received += t.messages_received;
+        e.closed_refused_by_peer += stats.refused_by_peer.load(Ordering::Relaxed);
+        if let Some(last) = stats
+            .last_refusal_by_peer
+            .lock()
+            .expect("link stats lock poisoned")
+            .clone()
+        {
+            e.last_refusal_by_peer = Some(last);
+        }
+    }
+}
+
+pub(super) fn traffic(stats: &LinkStats) -> Traffic {
+    Traffic {
+        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
+        bytes_received: stats.bytes_received.load(Ordering::Relaxed),
+        messages_sent: stats.messages_sent.load(Ordering::Relaxed),
+        messages_received: stats.messages_received.load(Ordering::Relaxed),
+        sync_rounds: 0,
+    }
+}

@@ -1,0 +1,145 @@
+//! The status snapshot, built from the actor's state in one pass. Store
+//! sizes (O(records)) are left for the caller to fill off this thread.
+
+use std::sync::atomic::Ordering;
+
+use super::peers::{traffic, PeerEntry};
+use super::Actor;
+use crate::core::{Member, Standing};
+use crate::node::status::{AuthorStatus, NodeStatus, PeerState, PeerStatus, Totals};
+
+impl Actor {
+    pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
+        let roster = self.replica.roster();
+        let me = self.wiring.signer.verifying_key().to_bytes();
+        let mut peers: Vec<PeerStatus> = roster
+            .members()
+            .filter(|m| m.id.0 != me)
+            .map(|m| self.peer_status(m, now_ms))
+            .collect();
+        peers.sort_by(|a, b| a.state.cmp(&b.state).then_with(|| a.name.cmp(&b.name)));
+        let authors = self
+            .replica
+            .frontier()
+            .iter()
+            .map(|(id, head)| AuthorStatus {
+                id: *id,
+                name: roster.member(id).map(|m| m.name.clone()),
+                seq: head.seq,
+                hash: head.hash,
+            })
+            .collect();
+        let quarantined = self
+            .replica
+            .store()
+            .quarantine(0)
+            .map(|q| q.kept)
+            .unwrap_or(0);
+        let mut totals = Totals {
+            deltas: self.replica.frontier().total_deltas(),
+            quarantined,
+            held: self.replica.held_len() as u64,
+            refused_messages: (self.wiring.refusals.snapshot().into_iter())
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..Totals::default()
+        };
+        totals.count(self.replica.counters());
+        NodeStatus {
+            id: crate::core::NodeId(me),
+            name: self.wiring.name.clone(),
+            region: roster
+                .by_name(&self.wiring.name)
+                .and_then(|m| m.region.clone()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            now_ms,
+            started_ms: self.wiring.started_ms,
+            roster_version: roster.version,
+            serving: *self.health.borrow(),
+            stall_after_ms: self.wiring.stall_after_ms,
+            peers,
+            authors,
+            totals,
+        }
+    }
+
+    fn peer_status(&self, m: &Member, now_ms: u64) -> PeerStatus {
+        let entry = self.peers.get(&m.name);
+        let live: Vec<_> = self
+            .links
+            .values()
+            .filter(|l| l.peer.name == m.name)
+            .collect();
+        let mut t = entry.map(|e| e.closed).unwrap_or_default();
+        let mut refused = entry.map_or(0, |e| e.closed_refused_by_peer);
+        let mut last_refusal = entry.and_then(|e| e.last_refusal_by_peer.clone());
+        for l in &live {
+            let lt = traffic(&l.stats);
+            t.bytes_sent += lt.bytes_sent;
+            t.bytes_received += lt.bytes_received;
+            t.messages_sent += lt.messages_sent;
+            t.messages_received += lt.messages_received;
+            refused += l.stats.refused_by_peer.load(Ordering::Relaxed);
+            let text = l
+                .stats
+                .last_refusal_by_peer
+                .lock()
+                .expect("link stats lock");
+            if let Some(text) = text.clone() {
+                last_refusal = Some(text);
+            }
+        }
+        t.sync_rounds = entry.map_or(0, |e| e.sync_rounds);
+        let configured = self.wiring.dialed.get(&m.name);
+        let stall_after = self.wiring.stall_after_ms;
+        let stalled_since = entry.and_then(|e| e.progress.stalled_since(now_ms, stall_after));
+        PeerStatus {
+            name: m.name.clone(),
+            id: m.id,
+            region: m.region.clone(),
+            standing: m.standing.describe(),
+            state: state(m, entry, configured.is_some(), live.len(), stalled_since),
+            links: live.len() as u32,
+            address: configured
+                .cloned()
+                .or_else(|| entry.and_then(|e| e.address.clone())),
+            last_contact_ms: entry.and_then(|e| e.progress.last_contact_ms),
+            last_sync_ms: entry.and_then(|e| e.progress.last_sync_ms),
+            lags: entry.and_then(|e| e.progress.lags()),
+            stalled_since_ms: stalled_since,
+            last_error: entry.and_then(|e| e.last_error.clone()),
+            traffic: t,
+            refused_by_peer: refused,
+            last_refusal_by_peer: last_refusal,
+        }
+    }
+}
+
+fn state(
+    m: &Member,
+    entry: Option<&PeerEntry>,
+    configured: bool,
+    links: usize,
+    stalled_since: Option<u64>,
+) -> PeerState {
+    if !m.is_node() {
+        return PeerState::Operator;
+    }
+    if !matches!(m.standing, Standing::Active) {
+        return PeerState::Inactive;
+    }
+    if stalled_since.is_some() {
+        return PeerState::Stalled;
+    }
+    if links == 0 {
+        return match (entry, configured) {
+            (None, false) => PeerState::NoLink,
+            _ => PeerState::Unreachable,
+        };
+    }
+    match entry.and_then(|e| e.progress.lags()) {
+        None => PeerState::Connecting,
+        Some(l) if l.in_sync() => PeerState::InSync,
+        Some(_) => PeerState::Lagging,
+    }
+}

@@ -1,0 +1,114 @@
+//! The admin HTTP port: Prometheus metrics at `/metrics`, the status page
+//! at `/`, and the status as JSON at `/status.json`. Read-only (GET only;
+//! anything else is 405) and with no authentication, so it listens on
+//! loopback unless configured otherwise.
+
+pub mod metrics;
+pub mod page;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::actor::Command;
+use super::net::RefusedCount;
+use super::status::NodeStatus;
+use crate::store::StoreSizes;
+pub use metrics::RpcMetrics;
+
+#[derive(Clone)]
+pub(crate) struct Admin {
+    pub actor: mpsc::Sender<Command>,
+    pub sizes: StoreSizes,
+    pub rpc: RpcMetrics,
+    pub handshakes_refused: Arc<RefusedCount>,
+}
+
+/// Serves until `stop` changes.
+pub(crate) fn serve(
+    listener: TcpListener,
+    admin: Admin,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let app = Router::new()
+        .route("/", get(status_page))
+        .route("/metrics", get(metrics))
+        .route("/status.json", get(status_json))
+        .with_state(admin);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    })
+}
+
+async fn snapshot(admin: &Admin) -> Result<NodeStatus, Response> {
+    super::status_snapshot(&admin.actor, &admin.sizes)
+        .await
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response())
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn status_page(State(admin): State<Admin>) -> Response {
+    match snapshot(&admin).await {
+        Ok(s) => {
+            let mut r = with_type(page::render(&s), "text/html; charset=utf-8");
+            // Inline style only: no script, no frames, nothing fetched.
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            );
+            r
+        }
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(admin): State<Admin>) -> Response {
+    match snapshot(&admin).await {
+        Ok(s) => {
+            let refused = *admin.handshakes_refused.borrow();
+            let text = metrics::render(&s, &admin.rpc, refused);
+            with_type(
+                text,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
+        Err(r) => r,
+    }
+}
+
+async fn status_json(State(admin): State<Admin>) -> Response {
+    match snapshot(&admin).await {
+        Ok(s) => {
+            let body = serde_json::to_string_pretty(&super::status::to_json(&s))
+                .expect("JSON values serialise");
+            with_type(body, "application/json")
+        }
+        Err(r) => r,
+    }
+}

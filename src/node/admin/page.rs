@@ -1,0 +1,126 @@
+//! The status page: one server-rendered table of the federation as this
+//! node sees it, refreshed by the browser every few seconds. No script,
+//! no external assets; it reads well on a phone.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use crate::node::status::{age, NodeStatus, PeerState, PeerStatus};
+
+/// Seconds between the browser's reloads.
+pub const REFRESH_SECS: u32 = 5;
+
+const STYLE: &str = "
+body{font:15px/1.4 system-ui,sans-serif;margin:0;padding:12px;color:#1b1b1b;background:#fafafa}
+h1{font-size:1.3em;margin:0 0 4px}
+.meta{color:#555;margin:0 0 12px}
+.wrap{overflow-x:auto}
+table{border-collapse:collapse;width:100%;background:#fff}
+th,td{padding:6px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top}
+th{font-size:.85em;color:#555;font-weight:600}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+.state{font-weight:600;white-space:nowrap}
+.stalled .state,.unreachable .state{color:#b00020}
+.lagging .state,.connecting .state{color:#8a5a00}
+.in_sync .state,.self .state{color:#1b6e20}
+.no_link .state,.inactive .state,.operator .state{color:#666}
+.err{color:#b00020;font-size:.9em;word-break:break-word}
+.totals{margin-top:12px;color:#333}
+@media (max-width:600px){.wide{display:none}}
+";
+
+fn ago(now_ms: u64, at: Option<u64>) -> String {
+    at.map_or("never".into(), |t| {
+        format!("{} ago", age(now_ms.saturating_sub(t)))
+    })
+}
+
+fn lag(p: &PeerStatus, now_ms: u64) -> String {
+    let Some(l) = p.lags else {
+        return "unknown".into();
+    };
+    if l.in_sync() {
+        return "0".into();
+    }
+    let side = |deltas: u64, since: Option<u64>| match since {
+        Some(t) if deltas > 0 => format!("{deltas} ({})", age(now_ms.saturating_sub(t))),
+        _ => deltas.to_string(),
+    };
+    format!(
+        "{} / {}",
+        side(l.they_lack.deltas, l.they_lack.since_ms),
+        side(l.we_lack.deltas, l.we_lack.since_ms)
+    )
+}
+
+fn role(p: &PeerStatus) -> String {
+    match (&p.region, p.state) {
+        (_, PeerState::Operator) => "operator".into(),
+        (Some(r), _) => r.clone(),
+        (None, _) => "hq".into(),
+    }
+}
+
+pub fn render(s: &NodeStatus) -> String {
+    let worst = s.peers.first().map(|p| p.state);
+    let title = match worst {
+        Some(PeerState::Stalled) => "stalled",
+        Some(PeerState::Unreachable) => "unreachable",
+        Some(PeerState::Lagging) => "lagging",
+        _ => "ok",
+    };
+    let page: Markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content=(REFRESH_SECS);
+                title { "fedsync " (s.name) ": " (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "fedsync · " (s.name) }
+                p.meta {
+                    @if let Some(r) = &s.region { "region " (r) " · " }
+                    "version " (s.version) " · up " (age(s.uptime_ms()))
+                    " · roster v" (s.roster_version) " · "
+                    @if s.serving { "serving" } @else { strong.err { "NOT SERVING" } }
+                    " · stalled after " (age(s.stall_after_ms)) " without progress"
+                }
+                div.wrap {
+                    table {
+                        thead { tr {
+                            th { "member" } th { "region" } th { "state" }
+                            th { "last contact" } th.wide { "last in sync" }
+                            th title="deltas they lack / we lack (how long)" { "lag" }
+                            th { "last error" }
+                        } }
+                        tbody {
+                            tr.self id={ "member-" (s.name) } data-state="self" {
+                                td { strong { (s.name) } } td { (s.region.clone().unwrap_or("hq".into())) }
+                                td.state { "this node" } td { "-" } td.wide { "-" } td { "-" } td { }
+                            }
+                            @for p in &s.peers {
+                                tr class=(p.state.as_str()) id={ "member-" (p.name) } data-state=(p.state.as_str()) {
+                                    td { (p.name) }
+                                    td { (role(p)) }
+                                    td.state { (p.state.as_str().replace('_', " ")) }
+                                    td { (ago(s.now_ms, p.last_contact_ms)) }
+                                    td.wide { (ago(s.now_ms, p.last_sync_ms)) }
+                                    td.n { (lag(p, s.now_ms)) }
+                                    td.err { @if let Some(e) = &p.last_error { (e.text) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.totals {
+                    (s.totals.records) " records · " (s.totals.deltas) " deltas · "
+                    (s.totals.quarantined) " quarantined · " (s.totals.conflicts) " conflicts resolved · "
+                    (s.totals.store_bytes / 1024) " KiB on disk"
+                }
+            }
+        }
+    };
+    page.into_string()
+}

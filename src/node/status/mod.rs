@@ -1,0 +1,212 @@
+//! A node's status as operators see it: per peer, per author, totals. One
+//! snapshot type feeds the `Status` call, `fedsync status`, the metrics
+//! and the status page, so they always agree.
+
+mod json;
+pub mod pb;
+
+use std::collections::BTreeMap;
+
+pub use json::to_json;
+
+use crate::core::{Counters, DeltaHash, Lags, NodeId};
+
+/// How a roster member looks from this node. Ordered worst first, which is
+/// how the table and the page sort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PeerState {
+    /// Behind (either way) with no progress for `stall_after`.
+    Stalled,
+    /// A peer we link with, not connected now.
+    Unreachable,
+    /// Connected, behind, and making progress.
+    Lagging,
+    /// Connected, but it has not told us what it holds yet.
+    Connecting,
+    /// Connected and known to hold what we hold.
+    InSync,
+    /// A node we neither dial nor have heard from since start: its data
+    /// reaches us through others (hub-and-spoke).
+    NoLink,
+    /// Retired or revoked: no longer a peer.
+    Inactive,
+    /// An operator: not a node, not synced with.
+    Operator,
+    /// This node.
+    Me,
+}
+
+impl PeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Stalled => "stalled",
+            PeerState::Unreachable => "unreachable",
+            PeerState::Lagging => "lagging",
+            PeerState::Connecting => "connecting",
+            PeerState::InSync => "in_sync",
+            PeerState::NoLink => "no_link",
+            PeerState::Inactive => "inactive",
+            PeerState::Operator => "operator",
+            PeerState::Me => "self",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PeerState> {
+        ALL_STATES.iter().copied().find(|p| p.as_str() == s)
+    }
+}
+
+pub const ALL_STATES: [PeerState; 9] = [
+    PeerState::Stalled,
+    PeerState::Unreachable,
+    PeerState::Lagging,
+    PeerState::Connecting,
+    PeerState::InSync,
+    PeerState::NoLink,
+    PeerState::Inactive,
+    PeerState::Operator,
+    PeerState::Me,
+];
+
+/// Bytes and messages on every link with one peer since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    /// Completed idle checks (`InSync` received) and frontier exchanges.
+    pub sync_rounds: u64,
+}
+
+/// One roster member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub id: NodeId,
+    pub region: Option<String>,
+    /// `active`, `retired`, `revoked …`.
+    pub standing: String,
+    pub state: PeerState,
+    /// Open links (inbound and outbound).
+    pub links: u32,
+    /// Where we dial it, or where it last dialled from.
+    pub address: Option<String>,
+    pub last_contact_ms: Option<u64>,
+    pub last_sync_ms: Option<u64>,
+    /// `None` until the peer has told us what it holds.
+    pub lags: Option<Lags>,
+    pub stalled_since_ms: Option<u64>,
+    pub last_error: Option<TimedText>,
+    pub traffic: Traffic,
+    /// Deltas the peer reported refusing (duplicates aside), and why.
+    pub refused_by_peer: u64,
+    pub last_refusal_by_peer: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimedText {
+    pub at_ms: u64,
+    pub text: String,
+}
+
+/// One author's log as held here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorStatus {
+    pub id: NodeId,
+    /// The author's roster name, if it is (still) a member.
+    pub name: Option<String>,
+    pub seq: u64,
+    pub hash: DeltaHash,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Records (tombstones included).
+    pub records: u64,
+    pub deltas: u64,
+    pub quarantined: u64,
+    pub store_bytes: u64,
+    /// Deltas held waiting for an earlier one.
+    pub held: u64,
+    /// Since start: deltas applied, already held, conflicts resolved
+    /// (a delta that lost to, or displaced, another for its key), retracted
+    /// by a roster change, refused by reason.
+    pub applied: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub retracted: u64,
+    pub refused: BTreeMap<String, u64>,
+    /// Whole peer messages refused, by code, since start.
+    pub refused_messages: BTreeMap<String, u64>,
+}
+
+impl Totals {
+    pub fn count(&mut self, c: &Counters) {
+        self.applied = c.applied;
+        self.duplicates = c.duplicates;
+        self.conflicts = c.conflicts;
+        self.retracted = c.retracted;
+        self.refused = c.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub name: String,
+    pub region: Option<String>,
+    pub version: String,
+    pub now_ms: u64,
+    pub started_ms: u64,
+    pub roster_version: u64,
+    pub serving: bool,
+    pub stall_after_ms: u64,
+    /// Every roster member but this node, worst first.
+    pub peers: Vec<PeerStatus>,
+    pub authors: Vec<AuthorStatus>,
+    pub totals: Totals,
+}
+
+impl NodeStatus {
+    pub fn uptime_ms(&self) -> u64 {
+        self.now_ms.saturating_sub(self.started_ms)
+    }
+}
+
+/// `12s`, `5m`, `3h`, `2d`: the age of something, short enough for a table.
+pub fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_sort_worst_first_and_round_trip_their_names() {
+        let mut states = ALL_STATES.to_vec();
+        states.reverse();
+        states.sort();
+        assert_eq!(states, ALL_STATES.to_vec());
+        for s in ALL_STATES {
+            assert_eq!(PeerState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(PeerState::parse("fine"), None);
+    }
+
+    #[test]
+    fn ages_read_at_a_glance() {
+        assert_eq!(age(999), "0s");
+        assert_eq!(age(119_000), "119s");
+        assert_eq!(age(120_000), "2m");
+        assert_eq!(age(7_200_000), "2h");
+        assert_eq!(age(3 * 86_400_000), "3d");
+    }
+}
