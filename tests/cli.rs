@@ -331,7 +331,13 @@ fn logs_are_json_and_hold_no_secrets(dir: &Path) {
         "a link's lines name their peer: {log}"
     );
     let node_key = std::fs::read_to_string(dir.join("node.key")).unwrap();
-    let secret = node_key.lines().next_back().unwrap().split(' ').next_back().unwrap();
+    let secret = node_key
+        .lines()
+        .next_back()
+        .unwrap()
+        .split(' ')
+        .next_back()
+        .unwrap();
     assert_eq!(secret.len(), 64);
     assert!(!log.contains(secret), "the node key is in the log");
     let tls_key = std::fs::read_to_string(dir.join("tls.key")).unwrap();

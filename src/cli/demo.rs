@@ -1,7 +1,8 @@
 //! `fedsync demo`: HQ and two regional offices on loopback, in a temporary
 //! directory, set up exactly as the CLI would set them up. Each office
 //! writes a report through the operator's mTLS client, every node converges
-//! to one frontier, and Kenya reads France's report, relayed through HQ.
+//! to one frontier, Kenya reads France's report, relayed through HQ, and
+//! HQ's status shows both offices in sync.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use anyhow::{anyhow, bail};
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::Frontier;
 use fedsync::local::{LocalFederation, NodeSpec};
+use fedsync::node::status::{NodeStatus, PeerState};
 use fedsync::node::NodeHandle;
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -44,7 +46,15 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for spec in &specs {
         let node = fed.start(&spec.name).await?;
-        println!("  started {:<10} on {}", node.name(), node.local_addr());
+        let admin = node
+            .admin_addr()
+            .map(|a| format!(", status page http://{a}/"))
+            .unwrap_or_default();
+        println!(
+            "  started {:<10} on {}{admin}",
+            node.name(),
+            node.local_addr()
+        );
         nodes.push(node);
     }
 
@@ -82,6 +92,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         String::from_utf8_lossy(&report.value)
     );
 
+    println!("\nhq's status (`fedsync status`), through the operator's client:");
+    let mut at_hq = client_at(&client_config, node(&nodes, "hq")?)?;
+    print!("{}", super::status::table(&settled(&mut at_hq).await?));
+
     if keep_running {
         println!("\nThe federation is running. In another shell:");
         println!("  export FEDSYNC_CLIENT={}", fed.client_config().display());
@@ -91,6 +105,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
             node(&nodes, "office-fr")?.local_addr()
         );
         println!("  cargo run --release -- frontier");
+        println!("  cargo run --release -- status");
         println!("Press Ctrl-C to stop (the directory is removed on exit).");
         super::shutdown_signal().await;
     }
@@ -98,6 +113,20 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         n.shutdown().await?;
     }
     Ok(())
+}
+
+/// HQ's status once it has heard from both offices that they hold what it
+/// holds (their acknowledgements follow the last write by a moment).
+async fn settled(hq: &mut Client) -> anyhow::Result<NodeStatus> {
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    loop {
+        let s = hq.status().await.map_err(|e| anyhow!(e))?;
+        let nodes = s.peers.iter().filter(|p| p.state != PeerState::Operator);
+        if nodes.clone().all(|p| p.state == PeerState::InSync) || Instant::now() > deadline {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn node<'a>(nodes: &'a [NodeHandle], name: &str) -> anyhow::Result<&'a NodeHandle> {

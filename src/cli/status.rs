@@ -85,9 +85,13 @@ fn peer_row(p: &PeerStatus, now_ms: u64) -> String {
 pub fn table(s: &NodeStatus) -> String {
     let mut out = String::new();
     let serving = if s.serving { "serving" } else { "NOT SERVING" };
-    let region = s.region.as_deref().unwrap_or("hq");
+    let region = s
+        .region
+        .as_deref()
+        .map(|r| format!(" · region {r}"))
+        .unwrap_or_default();
     let head = format!(
-        "{} ({region}) v{} · up {} · roster v{} · {serving} · stalled after {}",
+        "{}{region} · v{} · up {} · roster v{} · {serving} · stalled after {}",
         s.name,
         s.version,
         age(s.uptime_ms()),

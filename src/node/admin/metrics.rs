@@ -248,6 +248,41 @@ pub fn render(s: &NodeStatus, rpc: &RpcMetrics, handshakes_refused: u64) -> Stri
     out
 }
 
+/// The classic Prometheus text format (0.0.4) from OpenMetrics text, for
+/// scrapers that do not ask for OpenMetrics (promtool among them): in the
+/// classic format a counter's family is named with its `_total` suffix, and
+/// there are no `# UNIT` or `# EOF` lines.
+pub fn classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let family = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {family} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {family} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn peers(reg: &mut Registry, s: &NodeStatus) {
     let state = Family::<Labels, Gauge>::default();
     let connected = Family::<Labels, Gauge>::default();
@@ -327,4 +362,36 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
         "Deltas the peer reported refusing (duplicates aside)",
         refused_by_peer,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counter_families_with_total_and_drops_openmetrics_lines() {
+        let om = "# HELP a_applied Deltas applied.\n# TYPE a_applied counter\na_applied_total 3\n\
+                  # HELP a_size Size.\n# TYPE a_size gauge\n# UNIT a_size bytes\na_size 9\n# EOF\n";
+        assert_eq!(
+            classic_text(om),
+            "# HELP a_applied_total Deltas applied.\n# TYPE a_applied_total counter\na_applied_total 3\n\
+             # HELP a_size Size.\n# TYPE a_size gauge\na_size 9\n"
+        );
+    }
+
+    #[test]
+    fn rpc_labels_stay_bounded() {
+        let m = RpcMetrics::default();
+        m.observe("/fedsync.v1.Client/Put", 0.001);
+        m.observe("/made/up/1", 0.001);
+        m.observe("/made/up/2", 0.001);
+        let has = |method: &str| {
+            m.durations
+                .get(&vec![("method", method.to_owned())])
+                .is_some()
+        };
+        assert!(has("fedsync.v1.Client/Put"));
+        assert!(has("other"), "unknown paths share one label");
+        assert!(!has("made/up/1") && !has("/made/up/1"));
+    }
 }

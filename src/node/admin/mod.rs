@@ -9,7 +9,7 @@ pub mod page;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -88,15 +88,26 @@ async fn status_page(State(admin): State<Admin>) -> Response {
     }
 }
 
-async fn metrics(State(admin): State<Admin>) -> Response {
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic
+/// text format otherwise.
+async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     match snapshot(&admin).await {
         Ok(s) => {
             let refused = *admin.handshakes_refused.borrow();
             let text = metrics::render(&s, &admin.rpc, refused);
-            with_type(
-                text,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
+            let open = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("application/openmetrics-text"));
+            if open {
+                with_type(
+                    text,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+            } else {
+                let classic = metrics::classic_text(&text);
+                with_type(classic, "text/plain; version=0.0.4; charset=utf-8")
+            }
         }
         Err(r) => r,
     }

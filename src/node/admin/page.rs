@@ -90,24 +90,28 @@ pub fn render(s: &NodeStatus) -> String {
                 div.wrap {
                     table {
                         thead { tr {
-                            th { "member" } th { "region" } th { "state" }
+                            th { "member" } th.wide { "region" } th { "state" }
                             th { "last contact" } th.wide { "last in sync" }
                             th title="deltas they lack / we lack (how long)" { "lag" }
                             th { "last error" }
                         } }
                         tbody {
                             tr.self id={ "member-" (s.name) } data-state="self" {
-                                td { strong { (s.name) } } td { (s.region.clone().unwrap_or("hq".into())) }
+                                td { strong { (s.name) } } td.wide { (s.region.clone().unwrap_or("hq".into())) }
                                 td.state { "this node" } td { "-" } td.wide { "-" } td { "-" } td { }
                             }
                             @for p in &s.peers {
                                 tr class=(p.state.as_str()) id={ "member-" (p.name) } data-state=(p.state.as_str()) {
                                     td { (p.name) }
-                                    td { (role(p)) }
+                                    td.wide { (role(p)) }
                                     td.state { (p.state.as_str().replace('_', " ")) }
-                                    td { (ago(s.now_ms, p.last_contact_ms)) }
-                                    td.wide { (ago(s.now_ms, p.last_sync_ms)) }
-                                    td.n { (lag(p, s.now_ms)) }
+                                    @if p.state == PeerState::Operator {
+                                        td { "-" } td.wide { "-" } td.n { "-" }
+                                    } @else {
+                                        td { (ago(s.now_ms, p.last_contact_ms)) }
+                                        td.wide { (ago(s.now_ms, p.last_sync_ms)) }
+                                        td.n { (lag(p, s.now_ms)) }
+                                    }
                                     td.err { @if let Some(e) = &p.last_error { (e.text) } }
                                 }
                             }
