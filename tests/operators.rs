@@ -56,6 +56,21 @@ async fn status_until(
     }
 }
 
+/// HQ and office-fr running (office-ke only in the roster).
+async fn hq_and_office() -> (tempfile::TempDir, LocalFederation, NodeHandle, NodeHandle) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    (dir, fed, hq, fr)
+}
+
+/// The operator's client, connected to HQ.
+fn operator(fed: &LocalFederation) -> Client {
+    let config = ClientConfig::load(&fed.client_config()).unwrap();
+    Client::from_config(&config).unwrap()
+}
+
 fn in_sync_with(s: &NodeStatus, name: &str) -> bool {
     let p = peer(s, name);
     p.state == PeerState::InSync && p.lags.is_some_and(|l| l.in_sync())
@@ -161,10 +176,7 @@ async fn reflection_lists_every_service() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_peer_lags_then_stalls_and_recovers_on_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
-    let hq = fed.start("hq").await.unwrap();
-    let fr = fed.start("office-fr").await.unwrap();
+    let (_dir, mut fed, hq, fr) = hq_and_office().await;
     fr.write("regions/fr/a", Op::Put, b"1").await.unwrap();
 
     let s = status_until(&hq, "hq in sync with office-fr", |s| {
@@ -255,15 +267,11 @@ async fn a_stopped_peer_lags_then_stalls_and_recovers_on_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_call_page_and_json_agree_with_the_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
-    let hq = fed.start("hq").await.unwrap();
-    let fr = fed.start("office-fr").await.unwrap();
+    let (_dir, fed, hq, fr) = hq_and_office().await;
     fr.write("regions/fr/a", Op::Put, b"1").await.unwrap();
     status_until(&hq, "in sync", |s| in_sync_with(s, "office-fr")).await;
 
-    let config = ClientConfig::load(&fed.client_config()).unwrap();
-    let mut client = Client::from_config(&config).unwrap();
+    let mut client = operator(&fed);
     let remote = client.status().await.unwrap();
     let local = hq.status().await.unwrap();
     assert_eq!(remote.id, hq.id());
@@ -328,10 +336,7 @@ async fn the_status_call_page_and_json_agree_with_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_applied_deltas_rpcs_and_traffic() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
-    let hq = fed.start("hq").await.unwrap();
-    let fr = fed.start("office-fr").await.unwrap();
+    let (_dir, fed, hq, fr) = hq_and_office().await;
     status_until(&hq, "in sync", |s| in_sync_with(s, "office-fr")).await;
 
     let before = scrape(&hq).await;
@@ -339,8 +344,7 @@ async fn metrics_count_applied_deltas_rpcs_and_traffic() {
     let applied = sample(&before, "fedsync_deltas_applied_total", &[]);
     let d = fr.write("regions/fr/x", Op::Put, b"1").await.unwrap();
     assert!(hq.wait_for(&common::frontier_of([&d]), SYNC_TIMEOUT).await);
-    let config = ClientConfig::load(&fed.client_config()).unwrap();
-    let mut client = Client::from_config(&config).unwrap();
+    let mut client = operator(&fed);
     client.status().await.unwrap();
 
     let after = scrape(&hq).await;
