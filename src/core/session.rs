@@ -225,10 +225,14 @@ impl Session {
         if !ack.is_empty() {
             r.send.push(PeerMsg::Ack(ack));
         }
-        r.peer_view = Some(PeerView {
-            whole: false,
-            seqs: theirs.into_iter().collect(),
-        });
+        // Only what we now hold counts as proof the peer holds it: a forged
+        // or refused delta claims a position, it does not show one.
+        let seqs = theirs
+            .into_iter()
+            .map(|(a, seq)| (a, seq.min(replica.frontier().head(&a).seq)))
+            .filter(|(_, seq)| *seq > 0)
+            .collect();
+        r.peer_view = Some(PeerView { whole: false, seqs });
         if replica.held_len() == 0 {
             self.asked_for_gap = false;
         } else if report.held > 0 && !self.asked_for_gap {
@@ -471,6 +475,47 @@ mod tests {
             sa.push(std::slice::from_ref(&d)),
             Some(PeerMsg::Deltas(vec![d]))
         );
+    }
+
+    #[test]
+    fn every_batch_is_acknowledged_with_the_heads_it_left_and_claims_count_only_if_held() {
+        let mut x = Author::region(1, "fr");
+        let r = roster([&x]);
+        let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+        let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+        let (d1, d2) = (x.put("k", b"1", NOW), x.put("k", b"2", NOW));
+        let _never_sent = x.put("k", b"3", NOW);
+        let d4 = x.put("k", b"4", NOW);
+        a.ingest(vec![d1.clone(), d2.clone()], "x", NOW).unwrap();
+        let (mut sa, mut sb) = (Session::new(), Session::new());
+
+        // b receives 1..2: it acknowledges head 2, and counts a's word.
+        let r1 = sb
+            .handle(PeerMsg::Deltas(vec![d1, d2]), &mut b, "a", NOW)
+            .unwrap();
+        let ack = r1.send.iter().find_map(|m| match m {
+            PeerMsg::Ack(f) => Some(f.clone()),
+            _ => None,
+        });
+        assert_eq!(ack.map(|f| f.head(&x.id()).seq), Some(2));
+        assert_eq!(r1.peer_view.unwrap().seqs, vec![(x.id(), 2)]);
+
+        // a hears the Ack: its view of b rises, and nothing is answered.
+        let r2 = sa
+            .handle(PeerMsg::Ack(b.frontier().clone()), &mut a, "b", NOW)
+            .unwrap();
+        assert!(r2.send.is_empty(), "an Ack is never answered");
+        let view = r2.peer_view.unwrap();
+        assert_eq!((view.whole, view.seqs), (false, vec![(x.id(), 2)]));
+
+        // seq 4 behind a gap is held, not applied: the Ack stays at 2 and
+        // the sender's claim to hold 4 does not count.
+        let r3 = sb
+            .handle(PeerMsg::Deltas(vec![d4]), &mut b, "a", NOW)
+            .unwrap();
+        assert!(r3.send.contains(&PeerMsg::Ack(b.frontier().clone())));
+        assert_eq!(b.frontier().head(&x.id()).seq, 2);
+        assert_eq!(r3.peer_view.unwrap().seqs, vec![(x.id(), 2)]);
     }
 
     #[test]
