@@ -18,11 +18,11 @@ use super::clock::now_ms;
 use super::link::{LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
-    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, PeerMsg, Replica, Roster,
+    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, PeerMsg, Reaction, Replica, Roster,
     RosterOffer, Session, SignedDelta,
 };
 use crate::identity::tls::TrustStore;
-use crate::store::{QuarantineView, SledStore};
+use crate::store::{QuarantineView, SledStore, StoreError};
 
 mod links;
 mod peers;
@@ -340,22 +340,13 @@ impl Actor {
             return;
         };
         let now = now_ms();
-        let reaction = match link
+        let result = link
             .session
-            .handle(msg, &mut self.replica, &link.peer.name, now)
-        {
-            Ok(reaction) => reaction,
-            Err(e) => {
-                tracing::error!(peer = %link.peer.name, error = %e, "store failed");
-                self.store_health(false);
-                return;
-            }
+            .handle(msg, &mut self.replica, &link.peer.name, now);
+        let Some(reaction) = self.reacted(id, result, now) else {
+            return;
         };
-        link.pending.extend(reaction.send);
-        if let Some(view) = &reaction.peer_view {
-            self.peers
-                .observed(&link.peer.name, view, self.replica.frontier(), now);
-        }
+        let link = self.links.get(&id).expect("reacted checked it");
         if !reaction.peer_refused.is_empty() {
             peer_refused(link, &reaction.peer_refused);
         }
@@ -378,19 +369,10 @@ impl Actor {
         let result =
             link.session
                 .handle_admitted(admitted, &mut self.replica, &link.peer.name, now);
-        let reaction = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(peer = %link.peer.name, error = %e, "store failed; batch not applied");
-                self.store_health(false);
-                return;
-            }
+        let Some(reaction) = self.reacted(id, result, now) else {
+            return;
         };
-        link.pending.extend(reaction.send);
-        if let Some(view) = &reaction.peer_view {
-            self.peers
-                .observed(&link.peer.name, view, self.replica.frontier(), now);
-        }
+        let link = self.links.get(&id).expect("reacted checked it");
         if let Some(report) = reaction.ingest {
             if let Some(first) = report.refused.first() {
                 // One line per batch, not per delta: a bad batch must not
@@ -407,6 +389,32 @@ impl Actor {
         }
         self.store_health(true);
         self.pump(id);
+    }
+
+    /// What every handled peer message shares: a store failure is logged
+    /// and marks the node unhealthy (nothing else happens); otherwise the
+    /// replies are queued and what the peer showed it holds is noted.
+    fn reacted(
+        &mut self,
+        id: LinkId,
+        result: Result<Reaction, StoreError>,
+        now: u64,
+    ) -> Option<Reaction> {
+        let link = self.links.get_mut(&id)?;
+        let mut reaction = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(peer = %link.peer.name, error = %e, "store failed; message not applied");
+                self.store_health(false);
+                return None;
+            }
+        };
+        link.pending.extend(std::mem::take(&mut reaction.send));
+        if let Some(view) = &reaction.peer_view {
+            self.peers
+                .observed(&link.peer.name, view, self.replica.frontier(), now);
+        }
+        Some(reaction)
     }
 
     fn handle_anti_entropy(&mut self) {

@@ -15,10 +15,8 @@ pub(super) struct PeerEntry {
     pub progress: Progress,
     pub address: Option<String>,
     pub last_error: Option<TimedText>,
-    /// Links already closed: their traffic, and refusals they reported.
-    pub closed: Traffic,
-    pub closed_refused_by_peer: u64,
-    pub last_refusal_by_peer: Option<String>,
+    /// What the links already closed carried.
+    pub closed: LinkTally,
     /// Whole-frontier exchanges completed (a digest found equal, or a
     /// frontier received), on every link.
     pub sync_rounds: u64,
@@ -67,30 +65,33 @@ impl Peers {
 
     /// A link ended: keep what it carried.
     pub fn link_closed(&mut self, name: &str, stats: &LinkStats) {
-        let e = self.entry(name);
-        let t = traffic(stats);
-        e.closed.bytes_sent += t.bytes_sent;
-        e.closed.bytes_received += t.bytes_received;
-        e.closed.messages_sent += t.messages_sent;
-        e.closed.messages_received += t.messages_received;
-        e.closed_refused_by_peer += stats.refused_by_peer.load(Ordering::Relaxed);
-        if let Some(last) = stats
-            .last_refusal_by_peer
-            .lock()
-            .expect("link stats lock poisoned")
-            .clone()
-        {
-            e.last_refusal_by_peer = Some(last);
-        }
+        self.entry(name).closed.add(stats);
     }
 }
 
-pub(super) fn traffic(stats: &LinkStats) -> Traffic {
-    Traffic {
-        bytes_sent: stats.bytes_sent.load(Ordering::Relaxed),
-        bytes_received: stats.bytes_received.load(Ordering::Relaxed),
-        messages_sent: stats.messages_sent.load(Ordering::Relaxed),
-        messages_received: stats.messages_received.load(Ordering::Relaxed),
-        sync_rounds: 0,
+/// What one or more links with a peer carried: traffic, and the deltas the
+/// peer reported refusing with the latest reason.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LinkTally {
+    pub traffic: Traffic,
+    pub refused_by_peer: u64,
+    pub last_refusal_by_peer: Option<String>,
+}
+
+impl LinkTally {
+    pub fn add(&mut self, stats: &LinkStats) {
+        let t = &mut self.traffic;
+        t.bytes_sent += stats.bytes_sent.load(Ordering::Relaxed);
+        t.bytes_received += stats.bytes_received.load(Ordering::Relaxed);
+        t.messages_sent += stats.messages_sent.load(Ordering::Relaxed);
+        t.messages_received += stats.messages_received.load(Ordering::Relaxed);
+        self.refused_by_peer += stats.refused_by_peer.load(Ordering::Relaxed);
+        let last = stats
+            .last_refusal_by_peer
+            .lock()
+            .expect("link stats lock poisoned");
+        if let Some(text) = last.clone() {
+            self.last_refusal_by_peer = Some(text);
+        }
     }
 }

@@ -1,9 +1,7 @@
 //! The status snapshot, built from the actor's state in one pass. Store
 //! sizes (O(records)) are left for the caller to fill off this thread.
 
-use std::sync::atomic::Ordering;
-
-use super::peers::{traffic, PeerEntry};
+use super::peers::PeerEntry;
 use super::Actor;
 use crate::core::{Member, Standing};
 use crate::node::status::{AuthorStatus, NodeStatus, PeerState, PeerStatus, Totals};
@@ -70,25 +68,11 @@ impl Actor {
             .values()
             .filter(|l| l.peer.name == m.name)
             .collect();
-        let mut t = entry.map(|e| e.closed).unwrap_or_default();
-        let mut refused = entry.map_or(0, |e| e.closed_refused_by_peer);
-        let mut last_refusal = entry.and_then(|e| e.last_refusal_by_peer.clone());
+        let mut tally = entry.map(|e| e.closed.clone()).unwrap_or_default();
         for l in &live {
-            let lt = traffic(&l.stats);
-            t.bytes_sent += lt.bytes_sent;
-            t.bytes_received += lt.bytes_received;
-            t.messages_sent += lt.messages_sent;
-            t.messages_received += lt.messages_received;
-            refused += l.stats.refused_by_peer.load(Ordering::Relaxed);
-            let text = l
-                .stats
-                .last_refusal_by_peer
-                .lock()
-                .expect("link stats lock");
-            if let Some(text) = text.clone() {
-                last_refusal = Some(text);
-            }
+            tally.add(&l.stats);
         }
+        let mut t = tally.traffic;
         t.sync_rounds = entry.map_or(0, |e| e.sync_rounds);
         let configured = self.wiring.dialed.get(&m.name);
         let stall_after = self.wiring.stall_after_ms;
@@ -109,8 +93,8 @@ impl Actor {
             stalled_since_ms: stalled_since,
             last_error: entry.and_then(|e| e.last_error.clone()),
             traffic: t,
-            refused_by_peer: refused,
-            last_refusal_by_peer: last_refusal,
+            refused_by_peer: tally.refused_by_peer,
+            last_refusal_by_peer: tally.last_refusal_by_peer,
         }
     }
 }
