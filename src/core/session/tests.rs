@@ -1,0 +1,159 @@
+//! The session's protocol rules, one exchange at a time.
+
+use super::*;
+use crate::core::{Limits, MemStore, Op};
+use crate::testkit::{roster, Author};
+
+const NOW: u64 = 1_800_000_000_000;
+
+#[test]
+fn equal_digests_at_open_let_pushes_start_and_blind_pushes_wait() {
+    let x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    let early = a
+        .write(&x.key, "regions/fr/k", Op::Put, vec![0], NOW)
+        .unwrap();
+    // Nothing known of the peer yet: no blind push.
+    assert_eq!(sa.push(std::slice::from_ref(&early)), None);
+    b.ingest(vec![early], "a", NOW).unwrap();
+    // Both open with equal digests: each learns the other's frontier.
+    let to_b = sa.digest(&a);
+    let reply = sb.handle(to_b, &mut b, "a", NOW).unwrap().send;
+    assert_eq!(reply, vec![PeerMsg::InSync(b.digest())]);
+    for m in reply {
+        assert!(sa.handle(m, &mut a, "b", NOW).unwrap().send.is_empty());
+    }
+    let d = a
+        .write(&x.key, "regions/fr/k", Op::Put, vec![1], NOW)
+        .unwrap();
+    assert_eq!(
+        sa.push(std::slice::from_ref(&d)),
+        Some(PeerMsg::Deltas(vec![d]))
+    );
+}
+
+#[test]
+fn every_batch_is_acknowledged_with_the_heads_it_left_and_claims_count_only_if_held() {
+    let mut x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    let (d1, d2) = (x.put("k", b"1", NOW), x.put("k", b"2", NOW));
+    let _never_sent = x.put("k", b"3", NOW);
+    let d4 = x.put("k", b"4", NOW);
+    a.ingest(vec![d1.clone(), d2.clone()], "x", NOW).unwrap();
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+
+    // b receives 1..2: it acknowledges head 2, and counts a's word.
+    let r1 = sb
+        .handle(PeerMsg::Deltas(vec![d1, d2]), &mut b, "a", NOW)
+        .unwrap();
+    let ack = r1.send.iter().find_map(|m| match m {
+        PeerMsg::Ack(f) => Some(f.clone()),
+        _ => None,
+    });
+    assert_eq!(ack.map(|f| f.head(&x.id()).seq), Some(2));
+    assert_eq!(r1.peer_view.unwrap().seqs, vec![(x.id(), 2)]);
+
+    // a hears the Ack: its view of b rises, and nothing is answered.
+    let r2 = sa
+        .handle(PeerMsg::Ack(b.frontier().clone()), &mut a, "b", NOW)
+        .unwrap();
+    assert!(r2.send.is_empty(), "an Ack is never answered");
+    let view = r2.peer_view.unwrap();
+    assert_eq!((view.whole, view.seqs), (false, vec![(x.id(), 2)]));
+
+    // seq 4 behind a gap is held, not applied: the Ack stays at 2 and
+    // the sender's claim to hold 4 does not count.
+    let r3 = sb
+        .handle(PeerMsg::Deltas(vec![d4]), &mut b, "a", NOW)
+        .unwrap();
+    assert!(r3.send.contains(&PeerMsg::Ack(b.frontier().clone())));
+    assert_eq!(b.frontier().head(&x.id()).seq, 2);
+    assert_eq!(r3.peer_view.unwrap().seqs, vec![(x.id(), 2)]);
+}
+
+#[test]
+fn a_push_during_catch_up_waits_its_turn_and_nothing_is_skipped() {
+    let x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    for i in 0..50u8 {
+        a.write(&x.key, "regions/fr/k", Op::Put, vec![i], NOW)
+            .unwrap();
+    }
+    let mut to_b = Session::new();
+    to_b.handle(PeerMsg::Frontier(b.frontier().clone()), &mut a, "b", NOW)
+        .unwrap();
+    let mut sent = to_b.next_batch(&a, 10, usize::MAX).unwrap().unwrap();
+    let late = a
+        .write(&x.key, "regions/fr/k", Op::Put, vec![99], NOW)
+        .unwrap();
+    assert_eq!(
+        to_b.push(&[late]),
+        None,
+        "must not overtake the catch-up run"
+    );
+    while let Some(batch) = to_b.next_batch(&a, 10, usize::MAX).unwrap() {
+        sent.extend(batch);
+    }
+    let seqs: Vec<u64> = sent.iter().map(|d| d.seq()).collect();
+    assert_eq!(seqs, (1..=51).collect::<Vec<_>>());
+    let report = b.ingest(sent, "a", NOW).unwrap();
+    assert_eq!((report.applied.len(), report.duplicates), (51, 0));
+    assert_eq!(b.digest(), a.digest());
+}
+
+#[test]
+fn an_idle_check_is_one_exchange_of_digests() {
+    let x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut a = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    let d = a
+        .write(&x.key, "regions/fr/k", Op::Put, vec![1], NOW)
+        .unwrap();
+    b.ingest(vec![d], "a", NOW).unwrap();
+    let (sa, mut sb) = (Session::new(), Session::new());
+    let reply = sb.handle(sa.digest(&a), &mut b, "a", NOW).unwrap();
+    assert_eq!(reply.send, vec![PeerMsg::InSync(a.digest())]);
+    assert!(sb.in_sync(&b));
+}
+
+#[test]
+fn an_older_roster_version_in_a_digest_gets_the_newer_roster() {
+    use crate::core::RosterOffer;
+    use crate::testkit::sign;
+    let x = Author::region(1, "fr");
+    let v1 = sign(&roster([&x]));
+    let mut r2 = v1.roster().clone();
+    r2.version = 2;
+    let v2 = sign(&r2);
+    let open = |r| {
+        Replica::open_signed(MemStore::default(), r, Limits::default(), NOW)
+            .unwrap()
+            .0
+    };
+    let (mut old, mut new) = (open(v1), open(v2.clone()));
+    let (mut s_old, mut s_new) = (Session::new(), Session::new());
+    let reply = s_new
+        .handle(s_old.digest(&old), &mut new, "old", NOW)
+        .unwrap()
+        .send;
+    assert_eq!(reply[0], PeerMsg::Roster(v2.as_bytes().to_vec()));
+    let got = s_old
+        .handle(reply[0].clone(), &mut old, "new", NOW)
+        .unwrap();
+    assert!(matches!(got.roster, Some(RosterOffer::Adopted(_))));
+    assert_eq!(old.roster().version, 2);
+    // Equal versions: no roster is sent.
+    let reply = s_new
+        .handle(s_old.digest(&old), &mut new, "old", NOW)
+        .unwrap()
+        .send;
+    assert!(!reply.iter().any(|m| matches!(m, PeerMsg::Roster(_))));
+}
