@@ -67,3 +67,26 @@ impl fmt::Debug for DeltaHash {
         write!(f, "DeltaHash({})", self.short())
     }
 }
+
+/// Both ids travel in JSON documents (reports, aggregates) as 64 hex
+/// digits, the form `Display` prints.
+macro_rules! hex_serde {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                <$t>::from_hex(&s)
+                    .map_err(|e| serde::de::Error::custom(format!("expected 64 hex digits: {e}")))
+            }
+        }
+    };
+}
+
+hex_serde!(NodeId);
+hex_serde!(DeltaHash);

@@ -15,6 +15,7 @@ pub mod ids;
 pub mod merge;
 pub mod progress;
 pub mod replica;
+pub mod report;
 pub mod roster;
 pub mod session;
 pub mod signed_roster;
