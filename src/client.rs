@@ -9,6 +9,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use crate::config::SyncConfig;
+use crate::core::report::{DeltaRef, Report, Schema, Submission};
 use crate::core::{Frontier, FrontierDigest, NodeId};
 use crate::identity::read_roster;
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
@@ -194,6 +195,126 @@ impl Client {
         crate::node::status::pb::decode(r).map_err(|e| format!("node sent a bad status: {e}"))
     }
 
+    /// Submits the node's region's report; durable on return.
+    pub async fn submit_report(
+        &mut self,
+        sub: &Submission,
+    ) -> Result<pb::SubmitReportReply, String> {
+        let req = pb::SubmitReportRequest {
+            region: sub.region.clone().unwrap_or_default(),
+            period: sub.period.clone(),
+            metrics: sub.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            notes: sub.notes.clone(),
+        };
+        self.inner
+            .submit_report(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
+    /// A region's report for `period` and its earlier revisions, newest
+    /// first (each read strictly, or why not), and why the history stops
+    /// early if it does.
+    pub async fn report_history(
+        &mut self,
+        region: &str,
+        period: &str,
+        limit: u32,
+    ) -> Result<(Vec<Revision>, Option<String>), String> {
+        let req = pb::ReportHistoryRequest {
+            region: region.to_owned(),
+            period: period.to_owned(),
+            limit,
+        };
+        let r = self
+            .inner
+            .report_history(req)
+            .await
+            .map_err(err)?
+            .into_inner();
+        let mut out = Vec::with_capacity(r.revisions.len());
+        for rev in r.revisions {
+            let id =
+                |b: &[u8]| <[u8; 32]>::try_from(b).map_err(|_| "node sent a bad id".to_string());
+            out.push(Revision {
+                at: DeltaRef {
+                    author: NodeId(id(&rev.author)?),
+                    seq: rev.seq,
+                    hash: crate::core::DeltaHash(id(&rev.hash)?),
+                },
+                report: serde_json::from_slice(&rev.report).map_err(|e| e.to_string()),
+            });
+        }
+        Ok((out, (!r.note.is_empty()).then_some(r.note)))
+    }
+
+    /// The report schema in force at the node, and whether HQ published
+    /// it (else the default set applies).
+    pub async fn report_schema(&mut self) -> Result<(Schema, bool), String> {
+        let r = self
+            .inner
+            .report_schema(pb::ReportSchemaRequest {})
+            .await
+            .map_err(err)?
+            .into_inner();
+        let schema = Schema::decode(&r.schema).map_err(|e| format!("node sent {e}"))?;
+        Ok((schema, r.published))
+    }
+
+    /// Publishes the federation's report schema (at an HQ node).
+    pub async fn publish_report_schema(
+        &mut self,
+        schema: &Schema,
+    ) -> Result<pb::WriteReply, String> {
+        let req = pb::PublishReportSchemaRequest {
+            schema: schema.encode(),
+        };
+        self.inner
+            .publish_report_schema(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
+    /// The node's signed aggregate of `period`, as the document it signed.
+    /// `stale_after_secs` 0 keeps the node's configured age.
+    pub async fn aggregate_reports(
+        &mut self,
+        period: &str,
+        stale_after_secs: u64,
+    ) -> Result<String, String> {
+        let req = pb::AggregateRequest {
+            period: period.to_owned(),
+            stale_after_secs,
+        };
+        let r = self
+            .inner
+            .aggregate_reports(req)
+            .await
+            .map_err(err)?
+            .into_inner();
+        String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
+    }
+
+    /// Has the node check a signed aggregate against its log (`region`
+    /// empty: the node's own region).
+    pub async fn verify_aggregate(
+        &mut self,
+        document: &[u8],
+        region: &str,
+    ) -> Result<pb::VerifyAggregateReply, String> {
+        let req = pb::VerifyAggregateRequest {
+            document: document.to_vec(),
+            region: region.to_owned(),
+        };
+        self.inner
+            .verify_aggregate(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
+    }
+
     /// The node's name, id, frontier digest and frontier.
     pub async fn frontier(&mut self) -> Result<(String, NodeId, FrontierDigest, Frontier), String> {
         let r = self
@@ -212,6 +333,14 @@ impl Client {
         let frontier = convert::frontier(r.frontier.unwrap_or_default()).map_err(bad)?;
         Ok((r.name, NodeId(node), digest, frontier))
     }
+}
+
+/// One revision of a report, as a node's history returned it.
+#[derive(Clone, Debug)]
+pub struct Revision {
+    pub at: DeltaRef,
+    /// The stored report, or why it could not be read.
+    pub report: Result<Report, String>,
 }
 
 /// A status as one line an operator can act on.

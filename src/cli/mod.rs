@@ -5,6 +5,7 @@
 mod admin;
 mod demo;
 mod records;
+mod report;
 mod status;
 mod trust;
 
@@ -63,6 +64,10 @@ pub enum Command {
     /// Show a node's health: peers (worst first) with lag, stall and last
     /// error; every author's head; totals.
     Status(status::StatusArgs),
+    /// HQ reports: submit a region's figures, aggregate them with coverage
+    /// (signed), verify an aggregate at a region, history, schema.
+    #[command(subcommand)]
+    Report(report::ReportCmd),
     /// Inspect refused deltas kept by a node.
     #[command(subcommand)]
     Quarantine(trust::QuarantineCmd),
@@ -111,6 +116,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Delete(a) => records::delete(a).await,
         Command::Frontier(a) => records::frontier(a).await,
         Command::Status(a) => status::status(a).await,
+        Command::Report(c) => report::run(c).await,
         Command::Demo { keep_running } => demo::run(keep_running).await,
     }
 }

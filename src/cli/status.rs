@@ -38,7 +38,7 @@ fn fit(s: &str, n: usize) -> String {
     out
 }
 
-fn ago(now_ms: u64, at: Option<u64>) -> String {
+pub(crate) fn ago(now_ms: u64, at: Option<u64>) -> String {
     at.map_or("never".into(), |t| age(now_ms.saturating_sub(t)))
 }
 

@@ -26,7 +26,7 @@ use crate::core::{Limits, NodeId};
 
 mod ops;
 
-pub use ops::{AdminConfig, LogConfig, LogFormat};
+pub use ops::{AdminConfig, LogConfig, LogFormat, ReportsConfig};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub admin: AdminConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub reports: ReportsConfig,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -326,6 +328,7 @@ impl NodeConfig {
             ("sync.keepalive_secs", s.keepalive_secs, 1, any),
             ("sync.keepalive_timeout_secs", s.keepalive_timeout_secs, 1, any),
             ("sync.stall_after_secs", s.stall_after_secs, 1, any),
+            ("reports.stale_after_secs", self.reports.stale_after_secs, 1, 3650 * 86_400),
             ("limits.key_len_max", l.key_len_max as u64, 1, 65_535),
             ("limits.value_bytes_max", l.value_bytes_max as u64, 1, mib64),
             ("limits.held_deltas_max", l.held_deltas_max as u64, 1, any),
@@ -458,7 +461,15 @@ mod tests {
             // exactly the keys of the schema.
             let file: toml::Table = toml::from_str(text).unwrap();
             let full = toml::Table::try_from(&cfg).unwrap();
-            for section in ["identity", "federation", "sync", "limits", "admin", "log"] {
+            for section in [
+                "identity",
+                "federation",
+                "sync",
+                "limits",
+                "admin",
+                "log",
+                "reports",
+            ] {
                 let keys = |t: &toml::Table| -> Vec<String> {
                     t[section].as_table().unwrap().keys().cloned().collect()
                 };

@@ -1,5 +1,5 @@
 //! The operator-facing sections: `[admin]` (the read-only HTTP port with
-//! metrics and the status page) and `[log]`.
+//! metrics and the status page), `[log]` and `[reports]`.
 
 use std::net::SocketAddr;
 
@@ -55,5 +55,23 @@ impl LogConfig {
         tracing_subscriber::EnvFilter::try_new(&self.filter)
             .map(|_| ())
             .map_err(|e| format!("log.filter ({:?}) is not a valid filter: {e}", self.filter))
+    }
+}
+
+/// `[reports]`: how this node aggregates the regions' reports.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// An aggregate marks a region stale when this node has not heard from
+    /// any of the region's nodes for longer than this. `fedsync report
+    /// aggregate --stale-after` overrides it per call.
+    pub stale_after_secs: u64,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            stale_after_secs: 7 * 24 * 3600,
+        }
     }
 }

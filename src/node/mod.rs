@@ -257,6 +257,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
             .map(|p| (p.name.clone(), p.address.clone()))
             .collect(),
         stall_after_ms: config.sync.stall_after_secs.saturating_mul(1000),
+        report_stale_after_ms: config.reports.stale_after_secs.saturating_mul(1000),
         started_ms: now_ms(),
     };
     let (store_ok, store_ok_rx) = watch::channel(true);

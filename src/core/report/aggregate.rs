@@ -122,7 +122,8 @@ pub struct Context<'a> {
     pub my_name: &'a str,
     pub now_ms: u64,
     pub stale_after_ms: u64,
-    /// When this node last heard directly from the named member, if ever.
+    /// When this node last heard directly from the named member (now, while
+    /// a link to it is open), if ever.
     pub last_contact: &'a dyn Fn(&str) -> Option<u64>,
 }
 

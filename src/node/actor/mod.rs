@@ -26,11 +26,13 @@ use crate::store::{QuarantineView, SledStore, StoreError};
 
 mod links;
 mod peers;
+mod reports;
 mod roster;
 mod status;
 
 use links::{peer_refused, Link};
 use peers::Peers;
+pub(crate) use reports::ReportCmd;
 
 pub(crate) type LinkId = u64;
 
@@ -103,6 +105,8 @@ pub(crate) enum Command {
         link: LinkId,
     },
     AntiEntropy,
+    /// HQ reports: submit, history, schema, aggregate, verify.
+    Report(ReportCmd),
     /// Stop: drop every link (ending their streams) and return the replica.
     Shutdown,
 }
@@ -144,6 +148,8 @@ pub(crate) struct Wiring {
     pub dialed: std::collections::BTreeMap<String, String>,
     pub stall_after_ms: u64,
     pub started_ms: u64,
+    /// `reports.stale_after_secs`, in milliseconds.
+    pub report_stale_after_ms: u64,
 }
 
 pub(crate) struct Actor {
@@ -263,6 +269,7 @@ impl Actor {
                 }
             }
             Command::AntiEntropy => self.handle_anti_entropy(),
+            Command::Report(cmd) => self.handle_report(cmd),
             Command::Shutdown => unreachable!("handled by run"),
         }
     }
@@ -272,13 +279,19 @@ impl Actor {
             .replica
             .write(&self.wiring.signer, &key, op, value, now_ms())
             .map_err(ApiError::from);
-        self.store_health(!matches!(result, Err(ApiError::Store(_))));
-        if let Ok(d) = &result {
-            // Durable before anyone hears of it: the reply, the peers and
-            // the watchers all come after the commit.
+        self.after_write(result.as_ref());
+        let _ = reply.send(result);
+    }
+
+    /// After a local write, before its reply: health follows the store, and
+    /// an applied write goes to peers and watchers. Durable before anyone
+    /// hears of it: the reply, the peers and the watchers all come after
+    /// the commit.
+    fn after_write(&mut self, outcome: Result<&SignedDelta, &ApiError>) {
+        self.store_health(!matches!(outcome, Err(ApiError::Store(_))));
+        if let Ok(d) = outcome {
             self.applied(std::slice::from_ref(d), None);
         }
-        let _ = reply.send(result);
     }
 
     fn handle_link_open(

@@ -12,6 +12,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+mod reports;
+
 use super::actor::{Command, Reply, WATCH_QUEUE_MAX};
 use super::link::{self, LinkContext, LinkPeer};
 use super::net::ConnInfo;
@@ -170,6 +172,14 @@ impl ClientService {
     /// Checks the caller is an operator trusted now, and admits the call
     /// within its in-flight limit.
     fn operator<T>(&self, req: &Request<T>) -> Result<OwnedSemaphorePermit, Status> {
+        self.operator_named(req).map(|(permit, _)| permit)
+    }
+
+    /// [`Self::operator`], also saying who the operator is (roster name).
+    fn operator_named<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(OwnedSemaphorePermit, String), Status> {
         let who = caller(req, &self.trust)?;
         if who.peer.node.is_some() {
             return Err(status(ApiError::NotAllowed(format!(
@@ -177,7 +187,8 @@ impl ClientService {
                 who.peer.name
             ))));
         }
-        self.in_flight.enter(&who.peer.name)
+        let permit = self.in_flight.enter(&who.peer.name)?;
+        Ok((permit, who.peer.name))
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Status> {
@@ -204,6 +215,12 @@ impl ClientService {
 
     async fn write(&self, key: String, op: Op, value: Vec<u8>) -> Result<pb::WriteReply, Status> {
         self.check_key("key", &key)?;
+        if crate::core::report::is_reserved(&key) {
+            return Err(status(ApiError::BadRequest(format!(
+                "{key} is a report key: reports are written with `fedsync report submit`, \
+                 the schema with `fedsync report schema --publish`"
+            ))));
+        }
         let d = self
             .ask(|reply| Command::Write {
                 key,
@@ -212,11 +229,15 @@ impl ClientService {
                 reply,
             })
             .await?;
-        Ok(pb::WriteReply {
-            author: d.author().0.to_vec(),
-            seq: d.seq(),
-            hash: d.hash().0.to_vec(),
-        })
+        Ok(write_reply(&d))
+    }
+}
+
+pub fn write_reply(d: &SignedDelta) -> pb::WriteReply {
+    pb::WriteReply {
+        author: d.author().0.to_vec(),
+        seq: d.seq(),
+        hash: d.hash().0.to_vec(),
     }
 }
 
@@ -398,5 +419,53 @@ impl pb::client_server::Client for ClientService {
             }
         };
         Ok(Response::new(reply))
+    }
+
+    async fn submit_report(
+        &self,
+        req: Request<pb::SubmitReportRequest>,
+    ) -> Result<Response<pb::SubmitReportReply>, Status> {
+        let (_permit, operator) = self.operator_named(&req)?;
+        reports::submit(self, req.into_inner(), operator).await
+    }
+
+    async fn report_history(
+        &self,
+        req: Request<pb::ReportHistoryRequest>,
+    ) -> Result<Response<pb::ReportHistoryReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::history(self, req.into_inner()).await
+    }
+
+    async fn report_schema(
+        &self,
+        req: Request<pb::ReportSchemaRequest>,
+    ) -> Result<Response<pb::ReportSchemaReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::schema(self).await
+    }
+
+    async fn publish_report_schema(
+        &self,
+        req: Request<pb::PublishReportSchemaRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::publish_schema(self, req.into_inner()).await
+    }
+
+    async fn aggregate_reports(
+        &self,
+        req: Request<pb::AggregateRequest>,
+    ) -> Result<Response<pb::AggregateReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::aggregate(self, req.into_inner()).await
+    }
+
+    async fn verify_aggregate(
+        &self,
+        req: Request<pb::VerifyAggregateRequest>,
+    ) -> Result<Response<pb::VerifyAggregateReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::verify(self, req.into_inner()).await
     }
 }

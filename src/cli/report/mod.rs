@@ -1,0 +1,356 @@
+//! `fedsync report`: submit a region's report, show its history, the
+//! schema, HQ's signed aggregate with coverage, and verify an aggregate at
+//! a region.
+
+pub(crate) mod render;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use fedsync::core::report::document;
+use fedsync::core::report::{Schema, Submission};
+
+use super::print_json;
+use super::records::Conn;
+
+#[derive(Subcommand, Debug)]
+pub enum ReportCmd {
+    /// Submit this node's region's report for a period (from a file and/or
+    /// flags). Submitting again supersedes the earlier report; the history
+    /// keeps every revision.
+    Submit(SubmitArgs),
+    /// Show a region's report for a period and every earlier revision.
+    History(HistoryArgs),
+    /// Aggregate one period's reports at this node (HQ in practice), with
+    /// coverage: for each roster region, the log point counted, and
+    /// whether it is missing or stale. The JSON is the signed document.
+    Aggregate(AggregateArgs),
+    /// Check a signed aggregate against this node's own log (run at a
+    /// region): exit status 1 if anything does not match.
+    Verify(VerifyArgs),
+    /// Show the report schema in force, or publish one (at HQ).
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// A report file: JSON (`.json`) or TOML, with `period`, `metrics`,
+    /// and optionally `region` and `notes`. Flags override it.
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+    /// A month (2026-09) or a quarter (2026-Q3).
+    #[arg(long)]
+    period: Option<String>,
+    /// Checked against the node's own region.
+    #[arg(long)]
+    region: Option<String>,
+    /// A figure, `name=value` (repeatable), e.g. `--metric volunteers=120`.
+    #[arg(long = "metric", value_name = "NAME=VALUE")]
+    metrics: Vec<String>,
+    /// Free text to go with the figures.
+    #[arg(long)]
+    notes: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    region: String,
+    #[arg(long)]
+    period: String,
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    Region,
+}
+
+#[derive(Args, Debug)]
+pub struct AggregateArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    period: String,
+    /// Also show each region's figures.
+    #[arg(long, value_enum)]
+    by: Option<By>,
+    /// CSV: one row per metric in total (and per region with `--by
+    /// region`), then one coverage row per region.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// Also save the signed document here (for `fedsync report verify`).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// A region not heard from for longer is stale (default: the node's
+    /// `reports.stale_after_secs`).
+    #[arg(long, value_name = "SECS")]
+    stale_after: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The signed aggregate document (`report aggregate --out` or `--json`).
+    document: PathBuf,
+    /// The region whose part to check (default: the node's own).
+    #[arg(long)]
+    region: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Publish this schema (JSON or TOML, `metrics = [{name, description,
+    /// allow_negative}]`) as the federation's. HQ nodes only.
+    #[arg(long, value_name = "FILE")]
+    publish: Option<PathBuf>,
+}
+
+/// Report files are small: anything bigger is a mistake.
+const FILE_MAX: u64 = 1024 * 1024;
+
+pub async fn run(cmd: ReportCmd) -> anyhow::Result<()> {
+    match cmd {
+        ReportCmd::Submit(a) => submit(a).await,
+        ReportCmd::History(a) => history(a).await,
+        ReportCmd::Aggregate(a) => aggregate(a).await,
+        ReportCmd::Verify(a) => verify(a).await,
+        ReportCmd::Schema(a) => schema(a).await,
+    }
+}
+
+/// Reads a JSON (`.json`) or TOML file into `T`, strictly.
+fn read_file<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("{}", path.display()))?
+        .len();
+    if len > FILE_MAX {
+        bail!(
+            "{}: {len} bytes is more than a report file holds",
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
+    } else {
+        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))
+    }
+}
+
+fn submission(a: &SubmitArgs) -> anyhow::Result<Submission> {
+    let mut sub = match &a.file {
+        Some(f) => read_file::<Submission>(f)?,
+        None => Submission::default(),
+    };
+    if let Some(p) = &a.period {
+        sub.period = p.clone();
+    }
+    if let Some(r) = &a.region {
+        sub.region = Some(r.clone());
+    }
+    if let Some(n) = &a.notes {
+        sub.notes = n.clone();
+    }
+    for m in &a.metrics {
+        let (name, value) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--metric {m:?}: expected NAME=VALUE"))?;
+        let value: i64 = value
+            .trim()
+            .parse()
+            .map_err(|_| anyhow!("--metric {m:?}: {value:?} is not a whole number"))?;
+        sub.metrics.insert(name.trim().to_owned(), value);
+    }
+    if sub.period.is_empty() {
+        bail!("no period: give --period (e.g. 2026-09 or 2026-Q3) or a file with one");
+    }
+    Ok(sub)
+}
+
+async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let sub = submission(&a)?;
+    let mut client = a.conn.open()?;
+    let r = client.submit_report(&sub).await.map_err(|e| anyhow!(e))?;
+    let w = r.write.unwrap_or_default();
+    if a.conn.json {
+        print_json(&json!({
+            "key": r.key,
+            "revision": r.revision,
+            "author": hex::encode(&w.author),
+            "seq": w.seq,
+            "hash": hex::encode(&w.hash),
+            "supersedes_seq": (r.supersedes_seq > 0).then_some(r.supersedes_seq),
+        }));
+    } else {
+        let superseded = match r.supersedes_seq {
+            0 => String::new(),
+            s => format!(", superseding seq {s}"),
+        };
+        println!(
+            "stored {} revision {} (seq {}, hash {}){superseded}",
+            r.key,
+            r.revision,
+            w.seq,
+            &hex::encode(&w.hash)[..16]
+        );
+    }
+    Ok(())
+}
+
+async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    let (revs, note) = client
+        .report_history(&a.region, &a.period, a.limit)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    if a.conn.json {
+        let revisions: Vec<_> = revs
+            .iter()
+            .map(|r| {
+                json!({
+                    "author": r.at.author.to_string(),
+                    "seq": r.at.seq,
+                    "hash": r.at.hash.to_string(),
+                    "report": r.report.as_ref().map_or_else(
+                        |e| json!({ "unreadable": e }),
+                        |rep| serde_json::to_value(rep).expect("a report serialises"),
+                    ),
+                })
+            })
+            .collect();
+        print_json(&json!({ "revisions": revisions, "note": note }));
+        return Ok(());
+    }
+    if revs.is_empty() {
+        println!("no report for region {} in {}", a.region, a.period);
+    }
+    print!("{}", render::history(&revs));
+    if let Some(n) = note {
+        println!("({n})");
+    }
+    Ok(())
+}
+
+async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    let doc = client
+        .aggregate_reports(&a.period, a.stale_after.unwrap_or(0))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    // The node signed it; check that before printing a figure from it.
+    let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!("node sent {e}"))?;
+    if let Some(path) = &a.out {
+        std::fs::write(path, &doc).with_context(|| format!("{}", path.display()))?;
+    }
+    let by_region = a.by == Some(By::Region);
+    if a.conn.json {
+        println!("{doc}");
+    } else if a.csv {
+        print!("{}", render::csv(&opened.aggregate, by_region));
+    } else {
+        print!("{}", render::table(&opened.aggregate, by_region));
+        if let Some(path) = &a.out {
+            println!("signed document saved to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let doc = std::fs::read(&a.document).with_context(|| format!("{}", a.document.display()))?;
+    let mut client = a.conn.open()?;
+    let v = client
+        .verify_aggregate(&doc, a.region.as_deref().unwrap_or(""))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    if a.conn.json {
+        let checks: Vec<_> = v
+            .checks
+            .iter()
+            .map(|c| json!({ "ok": c.ok, "text": c.text }))
+            .collect();
+        print_json(&json!({
+            "ok": v.ok,
+            "region": v.region,
+            "period": v.period,
+            "signer": v.signer,
+            "checks": checks,
+        }));
+    } else {
+        let scope = match v.region.as_str() {
+            "" => "signature and totals only (this node has no region)".to_owned(),
+            r => format!("region {r}'s part against this node's log"),
+        };
+        println!(
+            "aggregate of {} signed by {}: checked {scope}",
+            v.period, v.signer
+        );
+        for c in &v.checks {
+            println!("  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
+        }
+    }
+    if !v.ok {
+        bail!("the aggregate does not match this node's log");
+    }
+    if !a.conn.json {
+        println!(
+            "verified: the aggregate includes exactly this region's data up to the point it names"
+        );
+    }
+    Ok(())
+}
+
+async fn schema(a: SchemaArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    if let Some(path) = &a.publish {
+        let schema: Schema = read_file(path)?;
+        schema
+            .check()
+            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let w = client
+            .publish_report_schema(&schema)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        println!(
+            "published the report schema ({} metrics) as seq {}",
+            schema.metrics.len(),
+            w.seq
+        );
+        return Ok(());
+    }
+    let (schema, published) = client.report_schema().await.map_err(|e| anyhow!(e))?;
+    if a.conn.json {
+        print_json(&json!({
+            "published": published,
+            "metrics": serde_json::to_value(&schema.metrics).expect("a schema serialises"),
+        }));
+        return Ok(());
+    }
+    let source = if published {
+        "published by HQ"
+    } else {
+        "the default set; HQ has published none"
+    };
+    println!("report schema ({source}):");
+    for m in &schema.metrics {
+        let sign = if m.allow_negative {
+            " (may be negative)"
+        } else {
+            ""
+        };
+        println!("  {:<20} {}{sign}", m.name, m.description);
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The actor's report commands: submitting (a write like any other, so it
+//! is pushed to peers and watchers), the history, the schema, aggregating
+//! (signed with the node's key) and verifying a signed aggregate against
+//! this node's log. The rules are in `core::report`; this wires them to
+//! the replica, the peers' last contact and the node's key.
+
+use crate::core::report::{self, aggregate, document, Period, Report, Schema, Submission};
+use crate::core::SignedDelta;
+use crate::node::clock::now_ms;
+use crate::node::ApiError;
+
+use super::{Actor, Reply};
+
+pub(crate) enum ReportCmd {
+    Submit {
+        sub: Submission,
+        /// The operator whose call this is (roster name).
+        operator: String,
+        reply: Reply<(SignedDelta, Report)>,
+    },
+    History {
+        region: String,
+        period: Period,
+        limit: usize,
+        reply: Reply<(Vec<SignedDelta>, Option<String>)>,
+    },
+    /// The schema in force, and whether HQ published it.
+    Schema { reply: Reply<(Schema, bool)> },
+    PublishSchema {
+        schema: Schema,
+        reply: Reply<SignedDelta>,
+    },
+    /// The signed aggregate document.
+    Aggregate {
+        period: Period,
+        /// `None`: the node's configured age.
+        stale_after_ms: Option<u64>,
+        reply: Reply<String>,
+    },
+    Verify {
+        document: Vec<u8>,
+        /// `None`: this node's own region.
+        region: Option<String>,
+        reply: Reply<document::Verdict>,
+    },
+}
+
+impl From<report::SubmitError<crate::store::StoreError>> for ApiError {
+    fn from(e: report::SubmitError<crate::store::StoreError>) -> Self {
+        use report::ReportError as R;
+        match e {
+            report::SubmitError::Report(e @ (R::NotARegion(_) | R::NotHq(_))) => {
+                ApiError::NotAllowed(e.to_string())
+            }
+            report::SubmitError::Report(e) => ApiError::BadRequest(e.to_string()),
+            report::SubmitError::Write(w) => w.into(),
+        }
+    }
+}
+
+impl Actor {
+    pub(super) fn handle_report(&mut self, cmd: ReportCmd) {
+        match cmd {
+            ReportCmd::Submit {
+                sub,
+                operator,
+                reply,
+            } => {
+                let result = self.submit(&sub, &operator);
+                let _ = reply.send(result);
+            }
+            ReportCmd::History {
+                region,
+                period,
+                limit,
+                reply,
+            } => {
+                let key = report::report_key(&region, period);
+                let h = report::history(self.replica.store(), &key, limit);
+                let _ = reply.send(h.map_err(ApiError::from));
+            }
+            ReportCmd::Schema { reply } => {
+                let _ = reply.send(self.schema().map(|s| {
+                    let published = matches!(self.replica.get(report::SCHEMA_KEY), Ok(Some(_)));
+                    (s, published)
+                }));
+            }
+            ReportCmd::PublishSchema { schema, reply } => {
+                let result = report::publish_schema(
+                    &mut self.replica,
+                    &self.wiring.signer,
+                    &schema,
+                    &self.wiring.name,
+                    now_ms(),
+                )
+                .map_err(ApiError::from);
+                self.after_write(result.as_ref());
+                let _ = reply.send(result);
+            }
+            ReportCmd::Aggregate {
+                period,
+                stale_after_ms,
+                reply,
+            } => {
+                let _ = reply.send(self.aggregate(period, stale_after_ms));
+            }
+            ReportCmd::Verify {
+                document,
+                region,
+                reply,
+            } => {
+                let region = region.or_else(|| self.my_region());
+                let verdict = document::check(&self.replica, &document, region.as_deref());
+                let _ = reply.send(verdict.map_err(ApiError::from));
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        sub: &Submission,
+        operator: &str,
+    ) -> Result<(SignedDelta, Report), ApiError> {
+        let schema = self.schema()?;
+        let region = self.my_region();
+        let who = report::Submitter {
+            node_name: &self.wiring.name,
+            region: region.as_deref(),
+            operator,
+        };
+        let result = report::submit(
+            &mut self.replica,
+            &self.wiring.signer,
+            &schema,
+            &who,
+            sub,
+            now_ms(),
+        )
+        .map_err(ApiError::from);
+        self.after_write(result.as_ref().map(|(d, _)| d));
+        result
+    }
+
+    fn schema(&self) -> Result<Schema, ApiError> {
+        report::schema(&self.replica)?.map_err(|e| {
+            ApiError::BadRequest(format!("the federation's report schema is unusable: {e}"))
+        })
+    }
+
+    fn my_region(&self) -> Option<String> {
+        let me = self.wiring.signer.verifying_key().to_bytes();
+        let member = self.replica.roster().member(&crate::core::NodeId(me))?;
+        member.region.clone()
+    }
+
+    fn aggregate(&self, period: Period, stale_after_ms: Option<u64>) -> Result<String, ApiError> {
+        let schema = self.schema()?;
+        let now = now_ms();
+        // A peer with a link open now is in contact now, even if the link
+        // has been quiet since its last anti-entropy round.
+        let last_contact = |name: &str| {
+            if self.links.values().any(|l| l.peer.name == name) {
+                return Some(now);
+            }
+            self.peers.get(name)?.progress.last_contact_ms
+        };
+        let cx = aggregate::Context {
+            period,
+            schema: &schema,
+            me: crate::core::NodeId(self.wiring.signer.verifying_key().to_bytes()),
+            my_name: &self.wiring.name,
+            now_ms: now,
+            stale_after_ms: stale_after_ms.unwrap_or(self.wiring.report_stale_after_ms),
+            last_contact: &last_contact,
+        };
+        let agg = aggregate::compute(&self.replica, &cx)?;
+        Ok(document::sign(&agg, &self.wiring.signer))
+    }
+}

@@ -1,0 +1,171 @@
+//! The report calls of the client service: wire fields checked and
+//! converted, the work done by the actor (`actor/reports.rs`).
+
+use tonic::{Response, Status};
+
+use super::{status, write_reply, ClientService};
+use crate::core::report::{Period, Schema, Submission};
+use crate::node::actor::{Command, ReportCmd};
+use crate::node::ApiError;
+use crate::rpc::pb;
+
+/// Revisions per history call when the caller does not say, and at most.
+const HISTORY_DEFAULT: usize = 20;
+const HISTORY_MAX: usize = 1_000;
+/// Longest region name accepted in a request (roster names are shorter).
+const REGION_MAX: usize = 128;
+
+fn bad(e: impl ToString) -> Status {
+    status(ApiError::BadRequest(e.to_string()))
+}
+
+fn period(p: &str) -> Result<Period, Status> {
+    p.parse().map_err(bad)
+}
+
+fn region(r: String) -> Result<String, Status> {
+    if r.len() > REGION_MAX {
+        return Err(bad(format!("region name longer than {REGION_MAX} bytes")));
+    }
+    Ok(r)
+}
+
+pub(super) async fn submit(
+    svc: &ClientService,
+    r: pb::SubmitReportRequest,
+    operator: String,
+) -> Result<Response<pb::SubmitReportReply>, Status> {
+    let sub = Submission {
+        region: (!r.region.is_empty())
+            .then(|| region(r.region))
+            .transpose()?,
+        period: r.period,
+        metrics: r.metrics.into_iter().collect(),
+        notes: r.notes,
+    };
+    let (delta, report) = svc
+        .ask(|reply| {
+            Command::Report(ReportCmd::Submit {
+                sub,
+                operator,
+                reply,
+            })
+        })
+        .await?;
+    Ok(Response::new(pb::SubmitReportReply {
+        key: delta.key().to_owned(),
+        revision: report.revision,
+        write: Some(write_reply(&delta)),
+        supersedes_seq: report.supersedes.map_or(0, |s| s.seq),
+    }))
+}
+
+pub(super) async fn history(
+    svc: &ClientService,
+    r: pb::ReportHistoryRequest,
+) -> Result<Response<pb::ReportHistoryReply>, Status> {
+    let period = period(&r.period)?;
+    let region = region(r.region)?;
+    let limit = match r.limit as usize {
+        0 => HISTORY_DEFAULT,
+        n => n.min(HISTORY_MAX),
+    };
+    let (revisions, note) = svc
+        .ask(|reply| {
+            Command::Report(ReportCmd::History {
+                region,
+                period,
+                limit,
+                reply,
+            })
+        })
+        .await?;
+    Ok(Response::new(pb::ReportHistoryReply {
+        revisions: revisions
+            .iter()
+            .map(|d| pb::ReportRevision {
+                author: d.author().0.to_vec(),
+                seq: d.seq(),
+                hash: d.hash().0.to_vec(),
+                report: d.value().to_vec(),
+            })
+            .collect(),
+        note: note.unwrap_or_default(),
+    }))
+}
+
+pub(super) async fn schema(svc: &ClientService) -> Result<Response<pb::ReportSchemaReply>, Status> {
+    let (schema, published) = svc
+        .ask(|reply| Command::Report(ReportCmd::Schema { reply }))
+        .await?;
+    Ok(Response::new(pb::ReportSchemaReply {
+        schema: schema.encode(),
+        published,
+    }))
+}
+
+pub(super) async fn publish_schema(
+    svc: &ClientService,
+    r: pb::PublishReportSchemaRequest,
+) -> Result<Response<pb::WriteReply>, Status> {
+    let schema = Schema::decode(&r.schema).map_err(bad)?;
+    let d = svc
+        .ask(|reply| Command::Report(ReportCmd::PublishSchema { schema, reply }))
+        .await?;
+    Ok(Response::new(write_reply(&d)))
+}
+
+pub(super) async fn aggregate(
+    svc: &ClientService,
+    r: pb::AggregateRequest,
+) -> Result<Response<pb::AggregateReply>, Status> {
+    let period = period(&r.period)?;
+    let stale_after_ms = match r.stale_after_secs {
+        0 => None,
+        s => Some(s.saturating_mul(1000)),
+    };
+    let document = svc
+        .ask(|reply| {
+            Command::Report(ReportCmd::Aggregate {
+                period,
+                stale_after_ms,
+                reply,
+            })
+        })
+        .await?;
+    Ok(Response::new(pb::AggregateReply {
+        document: document.into_bytes(),
+    }))
+}
+
+pub(super) async fn verify(
+    svc: &ClientService,
+    r: pb::VerifyAggregateRequest,
+) -> Result<Response<pb::VerifyAggregateReply>, Status> {
+    let region = (!r.region.is_empty())
+        .then(|| region(r.region))
+        .transpose()?;
+    let v = svc
+        .ask(|reply| {
+            Command::Report(ReportCmd::Verify {
+                document: r.document,
+                region,
+                reply,
+            })
+        })
+        .await?;
+    Ok(Response::new(pb::VerifyAggregateReply {
+        ok: v.ok(),
+        region: v.region.clone().unwrap_or_default(),
+        period: v.period.clone().unwrap_or_default(),
+        signer: v.signer.clone().unwrap_or_default(),
+        checks: v
+            .checks
+            .into_iter()
+            .map(|c| pb::Check {
+                ok: c.ok,
+                text: c.text,
+            })
+            .collect(),
+    }))
+}
