@@ -75,7 +75,7 @@ fn preload(fed: &LocalFederation, n: usize) -> u64 {
                         head.hash
                     },
                     hlc: clock.tick(now),
-                    key: format!("regions/fr/reports/{i:08}"),
+                    key: format!("regions/fr/records/{i:08}"),
                     op: Op::Put,
                     value: format!("{{\"volunteers\":{i},\"note\":\"a typical small record\"}}")
                         .into_bytes(),

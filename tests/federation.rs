@@ -20,15 +20,11 @@ async fn hub_and_spoke_converges_and_relays_region_to_region() {
     let ke = fed.start("office-ke").await.unwrap();
 
     let a = fr
-        .write(
-            "regions/fr/reports/2026-Q3",
-            Op::Put,
-            b"{\"volunteers\":12}",
-        )
+        .write("regions/fr/notes/2026-Q3", Op::Put, b"{\"volunteers\":12}")
         .await
         .unwrap();
     let b = ke
-        .write("regions/ke/reports/2026-Q3", Op::Put, b"{\"volunteers\":7}")
+        .write("regions/ke/notes/2026-Q3", Op::Put, b"{\"volunteers\":7}")
         .await
         .unwrap();
     let c = hq.write("hq/notice", Op::Put, b"hello").await.unwrap();
@@ -36,7 +32,7 @@ async fn hub_and_spoke_converges_and_relays_region_to_region() {
     all_hold(&[&hq, &fr, &ke], &target).await;
 
     // Kenya never talks to France directly: this came through HQ.
-    let seen = ke.get("regions/fr/reports/2026-Q3").await.unwrap().unwrap();
+    let seen = ke.get("regions/fr/notes/2026-Q3").await.unwrap().unwrap();
     assert_eq!(seen.value(), b"{\"volunteers\":12}");
     assert_eq!(seen, a);
     let (s_hq, s_fr, s_ke) = (
@@ -55,7 +51,7 @@ async fn hub_and_spoke_converges_and_relays_region_to_region() {
     let ke_addr = ke.local_addr().to_string();
     let mut client = Client::connect(&ke_addr, &op, trust_from(roster.roster())).unwrap();
     let rec = client
-        .get("regions/fr/reports/2026-Q3")
+        .get("regions/fr/notes/2026-Q3")
         .await
         .unwrap()
         .unwrap();

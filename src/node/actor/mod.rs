@@ -275,6 +275,16 @@ impl Actor {
     }
 
     fn handle_write(&mut self, key: String, op: Op, value: Vec<u8>, reply: Reply<SignedDelta>) {
+        // Report keys are written only by the report commands, after the
+        // schema checks and with the supersede link.
+        if crate::core::report::is_reserved(&key) {
+            let why = format!(
+                "{key} is a report key: reports are written with `fedsync report submit`, \
+                 the schema with `fedsync report schema --publish`"
+            );
+            let _ = reply.send(Err(ApiError::BadRequest(why)));
+            return;
+        }
         let result = self
             .replica
             .write(&self.wiring.signer, &key, op, value, now_ms())

@@ -215,12 +215,6 @@ impl ClientService {
 
     async fn write(&self, key: String, op: Op, value: Vec<u8>) -> Result<pb::WriteReply, Status> {
         self.check_key("key", &key)?;
-        if crate::core::report::is_reserved(&key) {
-            return Err(status(ApiError::BadRequest(format!(
-                "{key} is a report key: reports are written with `fedsync report submit`, \
-                 the schema with `fedsync report schema --publish`"
-            ))));
-        }
         let d = self
             .ask(|reply| Command::Write {
                 key,
