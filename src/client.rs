@@ -214,8 +214,8 @@ impl Client {
     }
 
     /// A region's report for `period` and its earlier revisions, newest
-    /// first (each read strictly, or why not), and why the history stops
-    /// early if it does.
+    /// first (each parsed, or why it could not be), and why the history
+    /// stops early if it does.
     pub async fn report_history(
         &mut self,
         region: &str,

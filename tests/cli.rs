@@ -466,7 +466,7 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
     ] {
         let mut v = report(&fr.addr, &["submit"]);
         v.extend(args.iter().map(|s| s.to_string()));
-        if args[2] == "ke" {
+        if args[3] == "ke" {
             v.extend(["--metric".into(), "events=1".into()]);
         }
         let out = run(&v);

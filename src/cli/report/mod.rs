@@ -92,7 +92,7 @@ pub struct AggregateArgs {
     out: Option<PathBuf>,
     /// A region not heard from for longer is stale (default: the node's
     /// `reports.stale_after_secs`).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     stale_after: Option<u64>,
 }
 
@@ -198,12 +198,13 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             0 => String::new(),
             s => format!(", superseding seq {s}"),
         };
+        let hash = hex::encode(&w.hash);
         println!(
             "stored {} revision {} (seq {}, hash {}){superseded}",
             r.key,
             r.revision,
             w.seq,
-            &hex::encode(&w.hash)[..16]
+            hash.get(..16).unwrap_or(&hash)
         );
     }
     Ok(())
@@ -304,9 +305,10 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     if !v.ok {
         bail!("the aggregate does not match this node's log");
     }
-    if !a.conn.json {
+    if !a.conn.json && !v.region.is_empty() {
         println!(
-            "verified: the aggregate includes exactly this region's data up to the point it names"
+            "verified: the aggregate includes exactly region {}'s data up to the point it names",
+            v.region
         );
     }
     Ok(())

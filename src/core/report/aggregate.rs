@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{report_key, DeltaRef, Period, Report, Schema};
+use super::{read, report_key, DeltaRef, Period, Report, Schema};
 use crate::core::ids::{DeltaHash, NodeId};
 use crate::core::replica::Replica;
 use crate::core::roster::Role;
@@ -103,7 +103,7 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn of(r: Report) -> Figures {
+    pub fn of(r: Report) -> Figures {
         Figures {
             revision: r.revision,
             submitted_by: r.submitted_by,
@@ -169,7 +169,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             Some(r) if !r.deleted => replica.store().delta(&r.author, r.seq)?,
             _ => None,
         };
-        let (figures, invalid) = match delta.as_ref().map(Report::decode) {
+        let (figures, invalid) = match delta.as_ref().map(|d| read(d, cx.schema)) {
             None => (None, None),
             Some(Ok(r)) => (Some(Figures::of(r)), None),
             Some(Err(e)) => (None, Some(e.to_string())),
@@ -218,8 +218,9 @@ pub fn totals(metrics: &[String], regions: &[RegionCoverage]) -> Vec<MetricTotal
     metrics
         .iter()
         .map(|metric| {
-            let values = regions
-                .iter()
+            // Only a report counts: figures beside "missing" are not.
+            let values = (regions.iter())
+                .filter(|r| r.report.is_some())
                 .filter_map(|r| r.figures.as_ref()?.values.get(metric).copied());
             let mut t = MetricTotal {
                 metric: metric.clone(),

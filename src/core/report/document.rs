@@ -17,17 +17,21 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::aggregate::{totals, Aggregate, RegionCoverage, FORMAT};
-use super::{previous, report_key, Back, DeltaRef, Period, Report};
+use super::aggregate::{totals, Aggregate, Figures, RegionCoverage, FORMAT};
+use super::{previous, read, report_key, Back, DeltaRef, Period, ReportError, METRICS_MAX};
 use crate::core::delta::{Op, SignedDelta};
 use crate::core::ids::NodeId;
 use crate::core::replica::Replica;
+use crate::core::report;
 use crate::core::store::Store;
 
 /// The `format` of the document around an aggregate.
 pub const DOC_FORMAT: &str = "fedsync.signed-aggregate.v1";
 /// Domain separation: this signature can never pass as a delta's.
 const DOMAIN: &[u8] = b"fedsync signed aggregate v1\0";
+/// Regions a document may list: far beyond any roster, and checked
+/// before any work is done on them.
+const REGIONS_MAX: usize = 10_000;
 /// Revisions followed back through a report's history before giving up.
 const CHAIN_MAX: usize = 10_000;
 
@@ -100,6 +104,11 @@ pub fn open(doc: &[u8]) -> Result<Opened, DocError> {
     if aggregate.format != FORMAT {
         return Err(bad(format!("aggregate format {:?}", aggregate.format)));
     }
+    if aggregate.metrics.len() > METRICS_MAX || aggregate.regions.len() > REGIONS_MAX {
+        return Err(bad(format!(
+            "more than {METRICS_MAX} metrics or {REGIONS_MAX} regions"
+        )));
+    }
     if aggregate.computed_by_id != env.signer {
         return Err(bad("signed by a node other than the one it names".into()));
     }
@@ -149,29 +158,45 @@ pub fn check<S: Store>(
     doc: &[u8],
     region: Option<&str>,
 ) -> Result<Verdict, S::Error> {
+    match open(doc) {
+        Ok(opened) => check_opened(replica, &opened, region),
+        Err(e) => Ok(Verdict {
+            region: region.map(str::to_owned),
+            period: None,
+            signer: None,
+            checks: vec![Check {
+                ok: false,
+                text: e.to_string(),
+            }],
+        }),
+    }
+}
+
+/// [`check`] for a document whose signature [`open`] already verified
+/// (a node does that off its actor thread).
+pub fn check_opened<S: Store>(
+    replica: &Replica<S>,
+    opened: &Opened,
+    region: Option<&str>,
+) -> Result<Verdict, S::Error> {
+    let agg = &opened.aggregate;
     let mut v = Verdict {
         region: region.map(str::to_owned),
-        period: None,
-        signer: None,
+        period: Some(agg.period.clone()),
+        signer: Some(agg.computed_by.clone()),
         checks: Vec::new(),
     };
-    let opened = match open(doc) {
-        Ok(o) => o,
-        Err(e) => {
-            v.fail(e.to_string());
-            return Ok(v);
-        }
-    };
-    let agg = &opened.aggregate;
-    v.period = Some(agg.period.clone());
-    v.signer = Some(agg.computed_by.clone());
     let roster = replica.roster();
     match roster.member(&opened.signer) {
-        Some(m) if m.is_node() && m.standing.valid_through() == u64::MAX => v.pass(format!(
-            "signed by {} ({}), a node in this roster",
-            m.name,
-            opened.signer.short()
-        )),
+        Some(m) if m.is_node() && m.standing.valid_through() == u64::MAX => {
+            let roles: Vec<&str> = m.roles.iter().map(|r| r.as_str()).collect();
+            v.pass(format!(
+                "signed by {} ({}, role {}), a node in this roster",
+                m.name,
+                opened.signer.short(),
+                roles.join(", ")
+            ))
+        }
         Some(m) => v.fail(format!(
             "signed by {}, whose key is {} in this roster",
             m.name,
@@ -182,6 +207,14 @@ pub fn check<S: Store>(
             opened.signer.short(),
             roster.version
         )),
+    }
+    if !v.ok() {
+        // Nothing an unknown signer says is worth more work.
+        return Ok(v);
+    }
+    if let Err(why) = well_formed(agg) {
+        v.fail(why);
+        return Ok(v);
     }
     if totals(&agg.metrics, &agg.regions) == agg.totals {
         let counted = agg.regions.iter().filter(|r| r.figures.is_some()).count();
@@ -200,6 +233,28 @@ pub fn check<S: Store>(
     Ok(v)
 }
 
+/// Each region once, and each entry saying one thing: no report means
+/// missing with no figures; a report has figures or a reason it has none.
+fn well_formed(agg: &Aggregate) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &agg.regions {
+        if !seen.insert(r.region.as_str()) {
+            return Err(format!("region {} is listed twice", r.region));
+        }
+        let consistent = match &r.report {
+            None => r.missing && r.figures.is_none() && r.invalid.is_none(),
+            Some(_) => !r.missing && (r.figures.is_some() != r.invalid.is_some()),
+        };
+        if !consistent {
+            return Err(format!(
+                "the entry for region {} contradicts itself (missing, report, figures)",
+                r.region
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_region<S: Store>(
     replica: &Replica<S>,
     agg: &Aggregate,
@@ -208,19 +263,22 @@ fn check_region<S: Store>(
 ) -> Result<(), S::Error> {
     let store = replica.store();
     let region = &entry.region;
+    let Some(covered) = covered_authors(replica, entry, v) else {
+        return Ok(());
+    };
     // The claimed heads must be points of this log: same seq, same hash.
-    let mut covered = BTreeMap::new();
-    for h in &entry.frontier {
-        covered.insert(h.author, h.seq);
-        if h.seq == 0 {
-            continue;
-        }
+    for h in entry.frontier.iter().filter(|h| h.seq > 0) {
+        let held = replica.frontier().head(&h.author).seq;
         match store.delta(&h.author, h.seq)? {
             Some(d) if d.hash() == h.hash => v.pass(format!(
-                "{}'s log up to seq {} is this log (hash {})",
+                "{}'s log up to seq {} is this log (hash {}){}",
                 h.name,
                 h.seq,
-                h.hash.short()
+                h.hash.short(),
+                match held - h.seq {
+                    0 => String::new(),
+                    n => format!("; the {n} later deltas held here are not in this aggregate"),
+                }
             )),
             Some(d) => v.fail(format!(
                 "{}'s seq {} has hash {} here but {} in the aggregate: not this region's log",
@@ -230,15 +288,10 @@ fn check_region<S: Store>(
                 h.hash.short()
             )),
             None => v.fail(format!(
-                "the aggregate covers {} up to seq {}, but this node holds its log only to seq {}",
-                h.name,
-                h.seq,
-                replica.frontier().head(&h.author).seq
+                "the aggregate covers {} up to seq {}, but this node holds its log only to seq {held}",
+                h.name, h.seq,
             )),
         }
-    }
-    if entry.missing != entry.report.is_none() {
-        v.fail("the entry's missing flag contradicts its report".into());
     }
     let key = match agg.period.parse::<Period>() {
         Ok(p) => report_key(region, p),
@@ -274,52 +327,122 @@ fn check_region<S: Store>(
             d.seq(),
             d.hash().short()
         )),
-        (Some(d), Some(_)) => compare_figures(&d, entry, v),
+        (Some(d), Some(_)) => compare_figures(replica, &d, entry, v),
     }
     Ok(())
 }
 
-fn compare_figures(d: &SignedDelta, entry: &RegionCoverage, v: &mut Verdict) {
-    let mine = Report::decode(d);
-    match (mine, &entry.figures) {
-        (Ok(r), Some(f)) if r.metrics == f.values && r.revision == f.revision => v.pass(format!(
-            "the report counted is this log's (seq {}, revision {}), figure for figure",
-            d.seq(),
-            r.revision
-        )),
-        (Ok(r), Some(f)) => {
-            let diff: Vec<String> = r
-                .metrics
-                .keys()
-                .chain(f.values.keys())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .filter(|k| r.metrics.get(*k) != f.values.get(*k))
-                .map(|k| {
-                    let show = |x: Option<&i64>| x.map_or("absent".into(), |n| n.to_string());
-                    format!(
-                        "{k} is {} here, {} in the aggregate",
-                        show(r.metrics.get(k)),
-                        show(f.values.get(k))
-                    )
-                })
-                .collect();
-            let revision = if r.revision == f.revision {
-                String::new()
-            } else {
-                format!("revision {} here, {} there; ", r.revision, f.revision)
-            };
+/// The region's authors the aggregate lists, checked against this roster:
+/// each listed once and a member of the region, and none left out whose
+/// log holds anything here. `None` (with a failed check) otherwise.
+fn covered_authors<S: Store>(
+    replica: &Replica<S>,
+    entry: &RegionCoverage,
+    v: &mut Verdict,
+) -> Option<BTreeMap<NodeId, u64>> {
+    let roster = replica.roster();
+    let mut covered = BTreeMap::new();
+    for h in &entry.frontier {
+        let member = roster.member(&h.author);
+        if member.and_then(|m| m.region.as_deref()) != Some(entry.region.as_str()) {
             v.fail(format!(
-                "the figures were altered: {revision}{}",
-                diff.join("; ")
-            ))
+                "the aggregate lists {} ({}) among region {}'s authors; this roster does not",
+                h.name,
+                h.author.short(),
+                entry.region
+            ));
+            return None;
         }
-        (Err(_), None) if entry.invalid.is_some() => {
-            v.pass("the report is unreadable here too, and was not counted".into())
+        if covered.insert(h.author, h.seq).is_some() {
+            v.fail(format!("the aggregate lists author {} twice", h.name));
+            return None;
         }
-        (Err(e), _) => v.fail(format!("this log's report is unreadable ({e})")),
-        (Ok(_), None) => v.fail("the aggregate did not count this log's readable report".into()),
     }
+    let left_out: Vec<String> = (roster.members())
+        .filter(|m| m.region.as_deref() == Some(entry.region.as_str()))
+        .filter(|m| m.roles.contains(&crate::core::Role::Region))
+        .filter(|m| !covered.contains_key(&m.id))
+        .filter(|m| replica.frontier().head(&m.id).seq > 0)
+        .map(|m| m.name.clone())
+        .collect();
+    if !left_out.is_empty() {
+        v.fail(format!(
+            "the aggregate leaves out the log of {} (held here); was it computed with an older roster?",
+            left_out.join(", ")
+        ));
+        return None;
+    }
+    Some(covered)
+}
+
+fn compare_figures<S: Store>(
+    replica: &Replica<S>,
+    d: &SignedDelta,
+    entry: &RegionCoverage,
+    v: &mut Verdict,
+) {
+    let mine = match report::schema(replica) {
+        Ok(Ok(schema)) => read(d, &schema),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(ReportError::BadReport(format!("store failed: {e}"))),
+    };
+    match (mine, &entry.figures) {
+        (Ok(r), Some(f)) => {
+            let revision = r.revision;
+            let mine = Figures::of(r);
+            if mine == *f {
+                return v.pass(format!(
+                    "the report counted is this log's (seq {}, revision {revision}), figure for figure",
+                    d.seq()
+                ));
+            }
+            v.fail(format!("the report was altered: {}", differences(&mine, f)))
+        }
+        (Err(_), None) => v.pass(format!(
+            "this log's report is not countable here either ({}), and was not counted",
+            entry.invalid.as_deref().unwrap_or("")
+        )),
+        (Err(e), Some(_)) => v.fail(format!(
+            "the aggregate counts a report this node does not accept: {e}"
+        )),
+        (Ok(_), None) => v.fail(format!(
+            "the aggregate did not count this log's report, saying: {}",
+            entry.invalid.as_deref().unwrap_or("nothing")
+        )),
+    }
+}
+
+/// What differs between this log's figures and the aggregate's, in words.
+fn differences(mine: &Figures, theirs: &Figures) -> String {
+    let show = |x: Option<&i64>| x.map_or("absent".into(), |n| n.to_string());
+    let mut out: Vec<String> = mine
+        .values
+        .keys()
+        .chain(theirs.values.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| mine.values.get(*k) != theirs.values.get(*k))
+        .map(|k| {
+            format!(
+                "{k} is {} here, {} in the aggregate",
+                show(mine.values.get(k)),
+                show(theirs.values.get(k))
+            )
+        })
+        .collect();
+    if mine.revision != theirs.revision {
+        out.push(format!(
+            "revision {} here, {} there",
+            mine.revision, theirs.revision
+        ));
+    }
+    if mine.notes != theirs.notes {
+        out.push("the notes differ".into());
+    }
+    if (&mine.submitted_by, mine.submitted_ms) != (&theirs.submitted_by, theirs.submitted_ms) {
+        out.push("the submitter or submission time differs".into());
+    }
+    out.join("; ")
 }
 
 /// The report `key` held as current when the log stood at `covered` (per

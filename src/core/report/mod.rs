@@ -259,7 +259,8 @@ impl DeltaRef {
 pub struct Report {
     pub region: String,
     pub period: String,
-    /// 1 for the first report of this region and period, then +1 each time.
+    /// 1 for the first report of this region and period; otherwise one
+    /// more than the revision it supersedes.
     pub revision: u32,
     pub metrics: BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -306,6 +307,24 @@ impl Report {
         }
         Ok(r)
     }
+}
+
+/// Reads a stored report and checks it against `schema` as a submission
+/// would be: what a patched node signed anyway is not counted.
+pub fn read(delta: &SignedDelta, schema: &Schema) -> Result<Report, ReportError> {
+    let r = Report::decode(delta)?;
+    if r.metrics.is_empty() {
+        return Err(ReportError::NoMetrics);
+    }
+    for (name, &value) in &r.metrics {
+        if value < 0 && schema.metric(name).is_some_and(|m| !m.allow_negative) {
+            return Err(ReportError::Negative {
+                metric: name.clone(),
+                value,
+            });
+        }
+    }
+    Ok(r)
 }
 
 fn check_magnitude(metric: &str, value: i64) -> Result<(), ReportError> {
@@ -493,12 +512,13 @@ pub fn previous<S: Store>(store: &S, cur: &SignedDelta) -> Result<Back, S::Error
     })
 }
 
-/// A report's revisions, newest first, at most `limit`; and why the
-/// history stops early, if it does.
+/// A report's revisions, newest first: at most `limit` of them and
+/// `max_bytes` of reports; and why the history stops early, if it does.
 pub fn history<S: Store>(
     store: &S,
     key: &str,
     limit: usize,
+    max_bytes: usize,
 ) -> Result<(Vec<SignedDelta>, Option<String>), S::Error> {
     let mut out = Vec::new();
     let Some(rec) = store.record(key)? else {
@@ -507,8 +527,10 @@ pub fn history<S: Store>(
     let Some(mut cur) = store.delta(&rec.author, rec.seq)? else {
         return Ok((out, Some(format!("record {key} has no delta"))));
     };
-    while out.len() < limit {
+    let mut bytes = 0;
+    while out.len() < limit && bytes + cur.value().len() <= max_bytes {
         let back = previous(store, &cur)?;
+        bytes += cur.value().len();
         out.push(cur);
         cur = match back {
             Back::Revision(d) => d,

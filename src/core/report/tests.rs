@@ -200,7 +200,7 @@ fn a_newer_report_supersedes_and_the_history_stays() {
     assert_eq!((r.revision, r.metrics["events"]), (2, 4));
     assert_eq!(r.supersedes, Some(DeltaRef::of(&first)));
     assert_eq!(r.submitted_by, "operator-x");
-    let (revs, stop) = history(rep.store(), "regions/fr/reports/2026-09", 10).unwrap();
+    let (revs, stop) = history(rep.store(), "regions/fr/reports/2026-09", 10, 1 << 20).unwrap();
     assert_eq!((revs, stop), (vec![second, first], None));
 }
 
@@ -384,8 +384,89 @@ fn signed_aggregates_verify_against_the_regions_log() {
 
     // Signed by a key outside the roster.
     let stranger = Author::hq(77);
+    let mut theirs = agg.clone();
+    theirs.computed_by_id = stranger.id();
+    let v = check(&at_fr, sign(&theirs, &stranger.key).as_bytes(), None).unwrap();
+    assert!(
+        !v.ok() && v.checks[0].text.contains("not in this node's roster"),
+        "{v:?}"
+    );
+    assert_eq!(v.checks.len(), 1, "nothing else is checked: {v:?}");
+    // Named by one node, signed by another.
     let v = check(&at_fr, sign(&agg, &stranger.key).as_bytes(), None).unwrap();
-    assert!(!v.ok(), "{v:?}");
+    assert!(
+        v.checks[0].text.contains("other than the one it names"),
+        "{v:?}"
+    );
+
+    // A region listed twice: the totals could count it twice.
+    let mut twice = agg.clone();
+    let fr_entry = twice
+        .regions
+        .iter()
+        .find(|r| r.region == "fr")
+        .unwrap()
+        .clone();
+    twice.regions.push(fr_entry);
+    twice.totals = super::aggregate::totals(&twice.metrics, &twice.regions);
+    let v = check(&at_fr, sign(&twice, &hq.key).as_bytes(), Some("fr")).unwrap();
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| !c.ok && c.text.contains("listed twice")),
+        "{v:?}"
+    );
+
+    // Missing, yet with figures: never counted, and refused as contradictory.
+    let mut ghost = agg.clone();
+    let br_entry = ghost.regions.iter_mut().find(|r| r.region == "br").unwrap();
+    br_entry.figures = agg
+        .regions
+        .iter()
+        .find(|r| r.region == "fr")
+        .unwrap()
+        .figures
+        .clone();
+    assert_eq!(
+        super::aggregate::totals(&ghost.metrics, &ghost.regions),
+        agg.totals
+    );
+    let v = check(&at_fr, sign(&ghost, &hq.key).as_bytes(), Some("br")).unwrap();
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| !c.ok && c.text.contains("contradicts itself")),
+        "{v:?}"
+    );
+
+    // fr's log left out of its own coverage: it cannot pass as "missing".
+    let mut hidden = agg.clone();
+    let entry = hidden
+        .regions
+        .iter_mut()
+        .find(|r| r.region == "fr")
+        .unwrap();
+    (entry.frontier, entry.report, entry.figures, entry.missing) = (vec![], None, None, true);
+    hidden.totals = super::aggregate::totals(&hidden.metrics, &hidden.regions);
+    let v = check(&at_fr, sign(&hidden, &hq.key).as_bytes(), Some("fr")).unwrap();
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| !c.ok && c.text.contains("leaves out the log of office-fr")),
+        "{v:?}"
+    );
+
+    // Notes changed, figures untouched: still altered.
+    let mut noted = agg.clone();
+    let entry = noted.regions.iter_mut().find(|r| r.region == "fr").unwrap();
+    entry.figures.as_mut().unwrap().notes = "all figures audited".into();
+    let v = check(&at_fr, sign(&noted, &hq.key).as_bytes(), Some("fr")).unwrap();
+    assert!(
+        v.checks
+            .iter()
+            .any(|c| !c.ok && c.text.contains("the notes differ")),
+        "{v:?}"
+    );
 
     // Not a document at all.
     assert!(matches!(open(b"{}"), Err(DocError::Malformed(_))));
@@ -408,4 +489,30 @@ fn a_duplicated_field_breaks_the_signature() {
         open(dup.as_bytes()),
         Err(DocError::BadSignature(_))
     ));
+}
+
+/// A patched region node signs a report the schema forbids: HQ does not
+/// count it, says why, and the region agrees it was not countable.
+#[test]
+fn reports_that_break_the_schema_are_not_counted() {
+    let (hq, mut fr, ke, br) = three_regions();
+    let all = [&hq, &fr, &ke, &br];
+    let (mut at_fr, mut at_hq) = (replica(&all), replica(&all));
+    let negative = br#"{"region":"fr","period":"2026-09","revision":1,"metrics":{"events":-4},"submitted_by":"x","submitted_ms":1}"#;
+    at_fr
+        .ingest(vec![fr.put("reports/2026-09", negative, NOW)], "p", NOW)
+        .unwrap();
+    sync(&at_fr, &mut at_hq);
+    let agg = aggregate(&at_hq, &hq, "2026-09", &|_| None);
+    let entry = agg.regions.iter().find(|r| r.region == "fr").unwrap();
+    assert_eq!(entry.status(), "invalid");
+    assert!(entry
+        .invalid
+        .as_deref()
+        .unwrap()
+        .contains("may not be negative"));
+    assert!(agg.totals.iter().all(|t| t.count == 0), "{agg:?}");
+    assert!(agg.warnings.iter().any(|w| w.contains("not counted")));
+    let v = check(&at_fr, sign(&agg, &hq.key).as_bytes(), Some("fr")).unwrap();
+    assert!(v.ok(), "{v:?}");
 }

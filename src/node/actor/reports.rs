@@ -11,6 +11,9 @@ use crate::node::ApiError;
 
 use super::{Actor, Reply};
 
+/// Report bytes in one history reply: well inside the 4 MiB message.
+const HISTORY_BYTES_MAX: usize = 2 * 1024 * 1024;
+
 pub(crate) enum ReportCmd {
     Submit {
         sub: Submission,
@@ -37,8 +40,9 @@ pub(crate) enum ReportCmd {
         stale_after_ms: Option<u64>,
         reply: Reply<String>,
     },
+    /// A document whose signature the caller verified off this thread.
     Verify {
-        document: Vec<u8>,
+        opened: document::Opened,
         /// `None`: this node's own region.
         region: Option<String>,
         reply: Reply<document::Verdict>,
@@ -76,7 +80,7 @@ impl Actor {
                 reply,
             } => {
                 let key = report::report_key(&region, period);
-                let h = report::history(self.replica.store(), &key, limit);
+                let h = report::history(self.replica.store(), &key, limit, HISTORY_BYTES_MAX);
                 let _ = reply.send(h.map_err(ApiError::from));
             }
             ReportCmd::Schema { reply } => {
@@ -105,12 +109,12 @@ impl Actor {
                 let _ = reply.send(self.aggregate(period, stale_after_ms));
             }
             ReportCmd::Verify {
-                document,
+                opened,
                 region,
                 reply,
             } => {
                 let region = region.or_else(|| self.my_region());
-                let verdict = document::check(&self.replica, &document, region.as_deref());
+                let verdict = document::check_opened(&self.replica, &opened, region.as_deref());
                 let _ = reply.send(verdict.map_err(ApiError::from));
             }
         }

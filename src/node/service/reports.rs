@@ -4,7 +4,7 @@
 use tonic::{Response, Status};
 
 use super::{status, write_reply, ClientService};
-use crate::core::report::{Period, Schema, Submission};
+use crate::core::report::{document, Period, Schema, Submission};
 use crate::node::actor::{Command, ReportCmd};
 use crate::node::ApiError;
 use crate::rpc::pb;
@@ -145,15 +145,33 @@ pub(super) async fn verify(
     let region = (!r.region.is_empty())
         .then(|| region(r.region))
         .transpose()?;
-    let v = svc
-        .ask(|reply| {
-            Command::Report(ReportCmd::Verify {
-                document: r.document,
-                region,
-                reply,
+    // Parsing and the signature check take time on a large document: off
+    // the actor, which only checks a document that verified.
+    let doc = r.document;
+    let opened = tokio::task::spawn_blocking(move || document::open(&doc))
+        .await
+        .map_err(|_| status(ApiError::ShuttingDown))?;
+    let v = match opened {
+        Ok(opened) => {
+            svc.ask(|reply| {
+                Command::Report(ReportCmd::Verify {
+                    opened,
+                    region,
+                    reply,
+                })
             })
-        })
-        .await?;
+            .await?
+        }
+        Err(e) => document::Verdict {
+            region,
+            period: None,
+            signer: None,
+            checks: vec![document::Check {
+                ok: false,
+                text: e.to_string(),
+            }],
+        },
+    };
     Ok(Response::new(pb::VerifyAggregateReply {
         ok: v.ok(),
         region: v.region.clone().unwrap_or_default(),
