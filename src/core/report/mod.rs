@@ -17,10 +17,16 @@
 
 pub mod aggregate;
 pub mod document;
+mod history;
+mod period;
+mod schema;
+
+pub use history::{history, previous, Back};
+pub use period::Period;
+use schema::check_metric_name;
+pub use schema::{publish_schema, schema, MetricDef, Schema};
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -71,59 +77,6 @@ pub enum ReportError {
     BadReport(String),
 }
 
-/// A reporting period: a calendar month or quarter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Period {
-    Month { year: u16, month: u8 },
-    Quarter { year: u16, quarter: u8 },
-}
-
-impl FromStr for Period {
-    type Err = ReportError;
-
-    /// Exactly `YYYY-MM` (01–12) or `YYYY-Qn` (1–4), years 1970–9999: one
-    /// spelling per period, so one key per region and period.
-    fn from_str(s: &str) -> Result<Period, ReportError> {
-        let bad = || ReportError::BadPeriod(s.chars().take(40).collect());
-        let (y, rest) = s.split_once('-').ok_or_else(bad)?;
-        let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
-        if !digits(y, 4) {
-            return Err(bad());
-        }
-        let year: u16 = y.parse().map_err(|_| bad())?;
-        if year < 1970 {
-            return Err(bad());
-        }
-        if let Some(q) = rest.strip_prefix('Q') {
-            if !digits(q, 1) {
-                return Err(bad());
-            }
-            let quarter: u8 = q.parse().map_err(|_| bad())?;
-            return match quarter {
-                1..=4 => Ok(Period::Quarter { year, quarter }),
-                _ => Err(bad()),
-            };
-        }
-        if !digits(rest, 2) {
-            return Err(bad());
-        }
-        let month: u8 = rest.parse().map_err(|_| bad())?;
-        match month {
-            1..=12 => Ok(Period::Month { year, month }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Period::Month { year, month } => write!(f, "{year:04}-{month:02}"),
-            Period::Quarter { year, quarter } => write!(f, "{year:04}-Q{quarter}"),
-        }
-    }
-}
-
 /// The record key of `region`'s report for `period`.
 pub fn report_key(region: &str, period: Period) -> String {
     format!("regions/{region}/reports/{period}")
@@ -138,100 +91,6 @@ pub fn is_reserved(key: &str) -> bool {
     key.strip_prefix("regions/")
         .and_then(|rest| rest.split_once('/'))
         .is_some_and(|(_, tail)| tail.starts_with("reports/"))
-}
-
-/// One metric a report may carry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricDef {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub description: String,
-    /// Counts are never negative; a balance or a change may be.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub allow_negative: bool,
-}
-
-/// The metrics reports may carry, in display order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schema {
-    pub metrics: Vec<MetricDef>,
-}
-
-impl Schema {
-    /// What applies until HQ publishes a schema: four counts, none
-    /// negative.
-    pub fn default_set() -> Schema {
-        let m = |name: &str, description: &str| MetricDef {
-            name: name.into(),
-            description: description.into(),
-            allow_negative: false,
-        };
-        Schema {
-            metrics: vec![
-                m("volunteers", "people who volunteered in the period"),
-                m("events", "events held"),
-                m("participants", "people who took part in events"),
-                m("hours", "volunteer hours, rounded to whole hours"),
-            ],
-        }
-    }
-
-    /// Parses and checks a schema (JSON, as stored or submitted).
-    pub fn decode(bytes: &[u8]) -> Result<Schema, ReportError> {
-        let s: Schema =
-            serde_json::from_slice(bytes).map_err(|e| ReportError::BadSchema(e.to_string()))?;
-        s.check()?;
-        Ok(s)
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a schema serialises")
-    }
-
-    pub fn check(&self) -> Result<(), ReportError> {
-        let bad = |why: String| Err(ReportError::BadSchema(why));
-        if self.metrics.is_empty() || self.metrics.len() > METRICS_MAX {
-            return bad(format!("it needs 1 to {METRICS_MAX} metrics"));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for m in &self.metrics {
-            check_metric_name(&m.name).map_err(ReportError::BadSchema)?;
-            if m.description.len() > NOTES_MAX {
-                return bad(format!("the description of {} is too long", m.name));
-            }
-            if !seen.insert(m.name.as_str()) {
-                return bad(format!("metric {} is listed twice", m.name));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn metric(&self, name: &str) -> Option<&MetricDef> {
-        self.metrics.iter().find(|m| m.name == name)
-    }
-
-    fn names(&self) -> String {
-        let names: Vec<&str> = self.metrics.iter().map(|m| m.name.as_str()).collect();
-        names.join(", ")
-    }
-}
-
-fn check_metric_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= METRIC_NAME_MAX
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if ok {
-        return Ok(());
-    }
-    Err(format!(
-        "metric name {:?} must be 1 to {METRIC_NAME_MAX} of a-z, 0-9 and _, starting with a letter",
-        name.chars().take(60).collect::<String>()
-    ))
 }
 
 /// A delta a report names: the revision it supersedes.
@@ -442,106 +301,6 @@ pub fn submit<S: Store>(
     };
     let delta = replica.write(signer, &key, Op::Put, report.encode(), now_ms)?;
     Ok((delta, report))
-}
-
-/// Publishes `schema` as the federation's, from an HQ node.
-pub fn publish_schema<S: Store>(
-    replica: &mut Replica<S>,
-    signer: &SigningKey,
-    schema: &Schema,
-    node_name: &str,
-    now_ms: u64,
-) -> Result<SignedDelta, SubmitError<S::Error>> {
-    schema.check()?;
-    let me = NodeId(signer.verifying_key().to_bytes());
-    let is_hq = replica
-        .roster()
-        .member(&me)
-        .is_some_and(|m| m.roles.contains(&super::roster::Role::Hq));
-    if !is_hq {
-        return Err(ReportError::NotHq(node_name.to_owned()).into());
-    }
-    Ok(replica.write(signer, SCHEMA_KEY, Op::Put, schema.encode(), now_ms)?)
-}
-
-/// The federation's report schema as this replica holds it: HQ's, or the
-/// default set until HQ publishes one.
-pub fn schema<S: Store>(replica: &Replica<S>) -> Result<Result<Schema, ReportError>, S::Error> {
-    Ok(match replica.get(SCHEMA_KEY)? {
-        Some(d) => Schema::decode(d.value()),
-        None => Ok(Schema::default_set()),
-    })
-}
-
-/// One step back along a report's supersede chain.
-pub enum Back {
-    /// The revision `cur` superseded.
-    Revision(SignedDelta),
-    /// `cur` is the first revision.
-    First,
-    /// The chain cannot be followed: why.
-    Broken(String),
-}
-
-/// The revision `cur` names as superseded, checked: it must be held, with
-/// the hash named, at the same key.
-pub fn previous<S: Store>(store: &S, cur: &SignedDelta) -> Result<Back, S::Error> {
-    let prev = match Report::decode(cur) {
-        Ok(r) => r.supersedes,
-        Err(e) => {
-            return Ok(Back::Broken(format!(
-                "cannot follow the report history past seq {}: {e}",
-                cur.seq()
-            )))
-        }
-    };
-    let Some(prev) = prev else {
-        return Ok(Back::First);
-    };
-    Ok(match store.delta(&prev.author, prev.seq)? {
-        Some(d) if d.hash() == prev.hash && d.key() == cur.key() => Back::Revision(d),
-        Some(_) => Back::Broken(format!(
-            "the report history is broken at seq {}: a different delta is held there",
-            prev.seq
-        )),
-        None => Back::Broken(format!(
-            "revision seq {} of {} is not held here",
-            prev.seq,
-            prev.author.short()
-        )),
-    })
-}
-
-/// A report's revisions, newest first: at most `limit` of them and
-/// `max_bytes` of reports; and why the history stops early, if it does.
-pub fn history<S: Store>(
-    store: &S,
-    key: &str,
-    limit: usize,
-    max_bytes: usize,
-) -> Result<(Vec<SignedDelta>, Option<String>), S::Error> {
-    let mut out = Vec::new();
-    let Some(rec) = store.record(key)? else {
-        return Ok((out, None));
-    };
-    let Some(mut cur) = store.delta(&rec.author, rec.seq)? else {
-        return Ok((out, Some(format!("record {key} has no delta"))));
-    };
-    let mut bytes = 0;
-    while out.len() < limit && bytes + cur.value().len() <= max_bytes {
-        let back = previous(store, &cur)?;
-        bytes += cur.value().len();
-        out.push(cur);
-        cur = match back {
-            Back::Revision(d) => d,
-            Back::First => return Ok((out, None)),
-            Back::Broken(why) => return Ok((out, Some(why))),
-        };
-    }
-    Ok((
-        out,
-        Some(format!("only the newest {limit} revisions shown")),
-    ))
 }
 
 #[cfg(test)]
