@@ -275,7 +275,7 @@ fn check_region<S: Store>(
                 h.name,
                 h.seq,
                 h.hash.short(),
-                match held - h.seq {
+                match held.saturating_sub(h.seq) {
                     0 => String::new(),
                     n => format!("; the {n} later deltas held here are not in this aggregate"),
                 }
