@@ -118,3 +118,13 @@ pub fn sign(roster: &Roster) -> crate::core::SignedRoster {
 pub fn roster<'a>(authors: impl IntoIterator<Item = &'a Author>) -> Roster {
     Roster::new(1, authors.into_iter().map(Author::member))
 }
+
+/// A report submission for `period` with `metrics`, no region or notes.
+pub fn submission(period: &str, metrics: &[(&str, i64)]) -> crate::core::report::Submission {
+    crate::core::report::Submission {
+        region: None,
+        period: period.into(),
+        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        notes: String::new(),
+    }
+}

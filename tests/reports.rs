@@ -15,7 +15,7 @@ use fedsync::core::report::{document, submit, Schema, Submission, Submitter};
 use fedsync::core::{Limits, MemStore, Replica, SignedDelta};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
-use fedsync::testkit::{roster, Author};
+use fedsync::testkit::{roster, submission as sub, Author};
 use proptest::prelude::*;
 
 use common::SYNC_TIMEOUT;
@@ -147,15 +147,6 @@ fn client_at(fed: &LocalFederation, node: &NodeHandle) -> Client {
     let mut config = ClientConfig::load(&fed.client_config()).unwrap();
     config.connect = node.local_addr().to_string();
     Client::from_config(&config).unwrap()
-}
-
-fn sub(period: &str, metrics: &[(&str, i64)]) -> Submission {
-    Submission {
-        region: None,
-        period: period.into(),
-        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        notes: String::new(),
-    }
 }
 
 /// Polls HQ's aggregate until `ok` holds for it.

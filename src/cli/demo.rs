@@ -158,9 +158,7 @@ async fn aggregate_and_verify(
         .verify_aggregate(doc.as_bytes(), "")
         .await
         .map_err(|e| anyhow!(e))?;
-    for c in &v.checks {
-        println!("  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
-    }
+    print!("{}", super::report::render::checks(&v.checks));
     if !v.ok {
         bail!("office-fr could not verify hq's aggregate");
     }

@@ -298,9 +298,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
             "aggregate of {} signed by {}: checked {scope}",
             v.period, v.signer
         );
-        for c in &v.checks {
-            println!("  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
-        }
+        print!("{}", render::checks(&v.checks));
     }
     if !v.ok {
         bail!("the aggregate does not match this node's log");

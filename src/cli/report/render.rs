@@ -125,6 +125,15 @@ pub fn table(a: &Aggregate, by_region: bool) -> String {
     out
 }
 
+/// A verification's checks, one line each: `ok` or `FAIL`, and why.
+pub fn checks(checks: &[fedsync::rpc::pb::Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(out, "  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.text);
+    }
+    out
+}
+
 /// A CSV field, quoted when it must be.
 fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {

@@ -137,6 +137,19 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// The verdict on a document that did not open: its one failed check.
+    pub fn unopened(region: Option<&str>, e: &DocError) -> Verdict {
+        Verdict {
+            region: region.map(str::to_owned),
+            period: None,
+            signer: None,
+            checks: vec![Check {
+                ok: false,
+                text: e.to_string(),
+            }],
+        }
+    }
+
     pub fn ok(&self) -> bool {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
@@ -160,15 +173,7 @@ pub fn check<S: Store>(
 ) -> Result<Verdict, S::Error> {
     match open(doc) {
         Ok(opened) => check_opened(replica, &opened, region),
-        Err(e) => Ok(Verdict {
-            region: region.map(str::to_owned),
-            period: None,
-            signer: None,
-            checks: vec![Check {
-                ok: false,
-                text: e.to_string(),
-            }],
-        }),
+        Err(e) => Ok(Verdict::unopened(region, &e)),
     }
 }
 

@@ -24,7 +24,7 @@ mod schema;
 pub use history::{history, previous, Back};
 pub use period::Period;
 use schema::check_metric_name;
-pub use schema::{publish_schema, schema, MetricDef, Schema};
+pub use schema::{publish_schema, published, schema, MetricDef, Schema};
 
 use std::collections::BTreeMap;
 

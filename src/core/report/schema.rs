@@ -129,8 +129,12 @@ pub fn publish_schema<S: Store>(
 /// The federation's report schema as this replica holds it: HQ's, or the
 /// default set until HQ publishes one.
 pub fn schema<S: Store>(replica: &Replica<S>) -> Result<Result<Schema, ReportError>, S::Error> {
-    Ok(match replica.get(SCHEMA_KEY)? {
-        Some(d) => Schema::decode(d.value()),
-        None => Ok(Schema::default_set()),
-    })
+    Ok(published(replica)?.unwrap_or_else(|| Ok(Schema::default_set())))
+}
+
+/// The schema HQ published, as this replica holds it; `None` if none.
+pub fn published<S: Store>(
+    replica: &Replica<S>,
+) -> Result<Option<Result<Schema, ReportError>>, S::Error> {
+    Ok(replica.get(SCHEMA_KEY)?.map(|d| Schema::decode(d.value())))
 }

@@ -9,19 +9,10 @@ use super::document::{check, open, sign, DocError};
 use super::*;
 use crate::core::store::MemStore;
 use crate::core::Limits;
-use crate::testkit::{roster, Author};
+use crate::testkit::{roster, submission as sub, Author};
 
 const NOW: u64 = 1_800_000_000_000;
 const DAY: u64 = 86_400_000;
-
-fn sub(period: &str, metrics: &[(&str, i64)]) -> Submission {
-    Submission {
-        region: None,
-        period: period.into(),
-        metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        notes: String::new(),
-    }
-}
 
 fn replica(all: &[&Author]) -> Replica<MemStore> {
     Replica::open(

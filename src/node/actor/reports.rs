@@ -62,6 +62,10 @@ impl From<report::SubmitError<crate::store::StoreError>> for ApiError {
     }
 }
 
+fn unusable(e: report::ReportError) -> ApiError {
+    ApiError::BadRequest(format!("the federation's report schema is unusable: {e}"))
+}
+
 impl Actor {
     pub(super) fn handle_report(&mut self, cmd: ReportCmd) {
         match cmd {
@@ -84,10 +88,12 @@ impl Actor {
                 let _ = reply.send(h.map_err(ApiError::from));
             }
             ReportCmd::Schema { reply } => {
-                let _ = reply.send(self.schema().map(|s| {
-                    let published = matches!(self.replica.get(report::SCHEMA_KEY), Ok(Some(_)));
-                    (s, published)
-                }));
+                let held = match report::published(&self.replica) {
+                    Ok(Some(s)) => s.map(|s| (s, true)).map_err(unusable),
+                    Ok(None) => Ok((Schema::default_set(), false)),
+                    Err(e) => Err(e.into()),
+                };
+                let _ = reply.send(held);
             }
             ReportCmd::PublishSchema { schema, reply } => {
                 let result = report::publish_schema(
@@ -146,9 +152,7 @@ impl Actor {
     }
 
     fn schema(&self) -> Result<Schema, ApiError> {
-        report::schema(&self.replica)?.map_err(|e| {
-            ApiError::BadRequest(format!("the federation's report schema is unusable: {e}"))
-        })
+        report::schema(&self.replica)?.map_err(unusable)
     }
 
     fn my_region(&self) -> Option<String> {

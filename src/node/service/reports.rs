@@ -162,15 +162,7 @@ pub(super) async fn verify(
             })
             .await?
         }
-        Err(e) => document::Verdict {
-            region,
-            period: None,
-            signer: None,
-            checks: vec![document::Check {
-                ok: false,
-                text: e.to_string(),
-            }],
-        },
+        Err(e) => document::Verdict::unopened(region.as_deref(), &e),
     };
     Ok(Response::new(pb::VerifyAggregateReply {
         ok: v.ok(),
