@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fedsync::core::{verify::KeyCache, Admission, Limits, Replica, Roster, SignedDelta};
-use fedsync::store::SledStore;
+use fedsync::store::KvStore;
 use fedsync::testkit::{roster, Author};
 
 const TOTAL: usize = 20_000;
@@ -42,9 +42,9 @@ fn fixture() -> (Roster, Vec<Vec<Vec<u8>>>) {
 }
 
 /// An empty replica on a new sled store (the directory lives as long as it).
-fn fresh_replica(roster: &Roster) -> (tempfile::TempDir, Replica<SledStore>) {
+fn fresh_replica(roster: &Roster) -> (tempfile::TempDir, Replica<KvStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SledStore::open(dir.path(), 1_000).unwrap();
+    let store = KvStore::open(dir.path(), 1_000).unwrap();
     let replica = Replica::open(store, roster.clone(), Limits::default()).unwrap();
     (dir, replica)
 }

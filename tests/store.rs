@@ -1,7 +1,7 @@
 //! The sled store: durable, atomic, and honest about corruption.
 
 use fedsync::core::{Limits, Op, Replica, Store};
-use fedsync::store::{SledStore, StoreError};
+use fedsync::store::{KvStore, StoreError};
 use fedsync::testkit::{roster, Author};
 
 const NOW: u64 = 1_800_000_000_000;
@@ -19,7 +19,7 @@ fn reopening_after_writes_gives_the_same_state() {
     }
     deltas.push(fr.next("regions/fr/k1", Op::Delete, b"", NOW + 100));
     let (frontier, k0, k1) = {
-        let store = SledStore::open(dir.path(), 100).unwrap();
+        let store = KvStore::open(dir.path(), 100).unwrap();
         let mut rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
         let report = rep.ingest(deltas.clone(), "t", NOW).unwrap();
         assert_eq!(report.applied.len(), deltas.len());
@@ -30,7 +30,7 @@ fn reopening_after_writes_gives_the_same_state() {
         )
     };
     assert!(k0.is_some() && k1.is_none(), "k1 was deleted");
-    let store = SledStore::open(dir.path(), 100).unwrap();
+    let store = KvStore::open(dir.path(), 100).unwrap();
     let rep = Replica::open(store, r, Limits::default()).unwrap();
     assert_eq!(rep.frontier(), &frontier);
     assert_eq!(rep.frontier().total_deltas(), 101);
@@ -48,7 +48,7 @@ fn a_corrupted_value_is_reported_not_returned() {
     let r = roster([&fr]);
     let d = fr.put("a", b"precious", NOW);
     {
-        let store = SledStore::open(dir.path(), 100).unwrap();
+        let store = KvStore::open(dir.path(), 100).unwrap();
         let mut rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
         rep.ingest(vec![d.clone()], "t", NOW).unwrap();
     }
@@ -63,7 +63,7 @@ fn a_corrupted_value_is_reported_not_returned() {
         log.insert(k, bad).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(dir.path(), 100).unwrap();
+    let store = KvStore::open(dir.path(), 100).unwrap();
     let err = store.delta(&fr.id(), 1).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(
@@ -80,7 +80,7 @@ fn quarantine_is_bounded_and_counts_what_it_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let mut fr = Author::region(1, "fr");
     let r = roster([&fr]);
-    let store = SledStore::open(dir.path(), 3).unwrap();
+    let store = KvStore::open(dir.path(), 3).unwrap();
     let mut rep = Replica::open(store, r, Limits::default()).unwrap();
     let forged: Vec<_> = (0..5)
         .map(|i| fr.next(&format!("hq/x{i}"), Op::Put, b"x", NOW))
@@ -114,7 +114,7 @@ fn an_unknown_layout_version_is_refused() {
         meta.insert(b"mlayout", v).unwrap();
         db.flush().unwrap();
     }
-    let err = SledStore::open(dir.path(), 10).err().unwrap();
+    let err = KvStore::open(dir.path(), 10).err().unwrap();
     assert!(matches!(err, StoreError::Layout { found: 99 }), "{err}");
 }
 
@@ -122,11 +122,11 @@ fn an_unknown_layout_version_is_refused() {
 fn a_store_reopens_at_once_after_close_and_a_held_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     for _ in 0..20 {
-        let store = SledStore::open(dir.path(), 10).unwrap();
+        let store = KvStore::open(dir.path(), 10).unwrap();
         drop(store);
     }
-    let held = SledStore::open(dir.path(), 10).unwrap();
-    let err = SledStore::open(dir.path(), 10).err().unwrap();
+    let held = KvStore::open(dir.path(), 10).unwrap();
+    let err = KvStore::open(dir.path(), 10).err().unwrap();
     assert!(err.to_string().contains("could not acquire lock"), "{err}");
     drop(held);
 }

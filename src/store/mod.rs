@@ -1,4 +1,6 @@
-//! The node's store on sled. The only module that names sled.
+//! The node's store: its layout on an ordered key-value disk, sled for
+//! nodes ([`kv::SledKv`]) and memory for the simulation ([`MemKv`]). The only
+//! module that names sled.
 //!
 //! # On-disk layout, version 2
 //!
@@ -24,13 +26,20 @@
 //! acknowledged only once durable, and a crash leaves all of it or none.
 
 mod codec;
+pub mod kv;
+mod mem;
 
+use std::ops::Bound;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::core::store::take_bounded;
 use crate::core::{Commit, Frontier, NodeId, Quarantined, RecordRef, SeqRange, SignedDelta, Store};
 pub use codec::CodecError;
 use codec::{frame, unframe};
+use kv::prefix_bounds;
+pub use kv::{Batch, Kv, SledKv};
+pub use mem::MemKv;
 
 pub const LAYOUT_VERSION: u32 = 2;
 pub const TREE: &str = "fedsync/v2";
@@ -73,6 +82,8 @@ pub enum StoreError {
     Corrupt { key: String, why: CodecError },
     #[error("store layout version {found} is not supported (this build reads {LAYOUT_VERSION})")]
     Layout { found: u32 },
+    #[error("disk: {0}")]
+    Disk(String),
 }
 
 /// The newest quarantine entries, newest first, and how many were dropped
@@ -90,18 +101,18 @@ pub struct QuarantineView {
 /// the status call's O(records) count never holds up the node's actor.
 #[derive(Clone)]
 pub struct StoreSizes {
-    db: sled::Db,
-    tree: sled::Tree,
+    kv: Arc<dyn Kv>,
 }
 
 impl StoreSizes {
     /// Current records, tombstones included (O(records)).
     pub fn record_count(&self) -> usize {
-        self.tree.scan_prefix([prefix::RECORD]).count()
+        let (from, to) = prefix_bounds(&[prefix::RECORD]);
+        self.kv.scan(from, to, false).count()
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        self.kv.size_on_disk()
     }
 }
 
@@ -113,9 +124,10 @@ struct QuarantineCounters {
     dropped: u64,
 }
 
-pub struct SledStore {
-    db: sled::Db,
-    tree: sled::Tree,
+/// The node's store: the layout above, on sled ([`KvStore::open`]) or on
+/// any other [`Kv`] ([`KvStore::on`], the simulation's [`MemKv`]).
+pub struct KvStore {
+    kv: Arc<dyn Kv>,
     quarantine_max: u64,
     q: QuarantineCounters,
 }
@@ -155,17 +167,24 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     }
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`, keeping at most
+impl KvStore {
+    /// Opens (or creates) the sled store in `dir`, keeping at most
     /// `quarantine_max` refused deltas.
     pub fn open(dir: &Path, quarantine_max: u64) -> Result<Self, StoreError> {
         let db = open_db(dir)?;
         let tree = db.open_tree(TREE)?;
+        KvStore::on(Arc::new(SledKv { db, tree }), quarantine_max)
+    }
+
+    /// Opens (or creates) the store on `kv`.
+    pub fn on(kv: Arc<dyn Kv>, quarantine_max: u64) -> Result<Self, StoreError> {
         let layout_key = key(prefix::META, LAYOUT.as_bytes());
-        match tree.get(&layout_key)? {
+        match kv.get(&layout_key)? {
             None => {
-                tree.insert(&layout_key, frame(&LAYOUT_VERSION.to_be_bytes()))?;
-                db.flush()?;
+                let mut b = Batch::default();
+                b.insert(layout_key, frame(&LAYOUT_VERSION.to_be_bytes()));
+                kv.apply(b)?;
+                kv.flush()?;
             }
             Some(v) => {
                 let payload = unframe(&v).map_err(|e| corrupt(&layout_key, e))?;
@@ -178,9 +197,8 @@ impl SledStore {
                 }
             }
         }
-        let mut store = SledStore {
-            db,
-            tree,
+        let mut store = KvStore {
+            kv,
             quarantine_max: quarantine_max.max(1),
             q: QuarantineCounters {
                 first: 0,
@@ -196,16 +214,15 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Bytes the store occupies on disk.
-    /// Flushes anything sled still buffers. Commits flush already; this is
-    /// for a clean close.
+    /// Flushes anything the disk still buffers. Commits flush already;
+    /// this is for a clean close.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.kv.flush()
     }
 
+    /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
+        self.kv.size_on_disk()
     }
 
     /// Current records, tombstones included (O(records)).
@@ -216,20 +233,15 @@ impl SledStore {
     /// A handle that measures the store from another thread.
     pub fn sizes(&self) -> StoreSizes {
         StoreSizes {
-            db: self.db.clone(),
-            tree: self.tree.clone(),
+            kv: self.kv.clone(),
         }
     }
 
     /// The newest `limit` quarantine entries, newest first.
     pub fn quarantine(&self, limit: usize) -> Result<QuarantineView, StoreError> {
         let mut entries = Vec::new();
-        for item in self
-            .tree
-            .scan_prefix([prefix::QUARANTINE])
-            .rev()
-            .take(limit)
-        {
+        let (from, to) = prefix_bounds(&[prefix::QUARANTINE]);
+        for item in self.kv.scan(from, to, true).take(limit) {
             let (k, v) = item?;
             let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
             entries.push(codec::decode_quarantined(payload).map_err(|e| corrupt(&k, e))?);
@@ -243,7 +255,7 @@ impl SledStore {
 
     fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
         let k = key(prefix::META, name.as_bytes());
-        match self.tree.get(&k)? {
+        match self.kv.get(&k)? {
             None => Ok(0),
             Some(v) => {
                 let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
@@ -264,11 +276,7 @@ impl SledStore {
 
     /// Adds quarantine entries to `batch`, dropping the oldest beyond the
     /// bound. Returns the counters to adopt once the batch is durable.
-    fn quarantine_into(
-        &self,
-        batch: &mut sled::Batch,
-        entries: &[Quarantined],
-    ) -> QuarantineCounters {
+    fn quarantine_into(&self, batch: &mut Batch, entries: &[Quarantined]) -> QuarantineCounters {
         let mut q = self.q;
         if entries.is_empty() {
             return q;
@@ -292,12 +300,13 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
+impl Store for KvStore {
     type Error = StoreError;
 
     fn load_frontier(&self) -> Result<Frontier, StoreError> {
         let mut f = Frontier::new();
-        for item in self.tree.scan_prefix([prefix::HEAD]) {
+        let (from, to) = prefix_bounds(&[prefix::HEAD]);
+        for item in self.kv.scan(from, to, false) {
             let (k, v) = item?;
             let author: [u8; 32] = k[1..]
                 .try_into()
@@ -311,7 +320,7 @@ impl Store for SledStore {
 
     fn delta(&self, author: &NodeId, seq: u64) -> Result<Option<SignedDelta>, StoreError> {
         let key = log_key(author, seq);
-        self.tree
+        self.kv
             .get(&key)?
             .map(|v| self.read_delta(&key, &v))
             .transpose()
@@ -325,7 +334,10 @@ impl Store for SledStore {
     ) -> Result<Vec<SignedDelta>, StoreError> {
         let from = log_key(&range.author, range.first);
         let to = log_key(&range.author, range.last);
-        let run = self.tree.range(from..=to).map(|item| {
+        let run = (self
+            .kv
+            .scan(Bound::Included(from), Bound::Included(to), false))
+        .map(|item| {
             let (k, v) = item?;
             self.read_delta(&k, &v)
         });
@@ -334,7 +346,7 @@ impl Store for SledStore {
 
     fn record(&self, record_key: &str) -> Result<Option<RecordRef>, StoreError> {
         let k = key(prefix::RECORD, record_key.as_bytes());
-        let Some(v) = self.tree.get(&k)? else {
+        let Some(v) = self.kv.get(&k)? else {
             return Ok(None);
         };
         let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
@@ -360,7 +372,10 @@ impl Store for SledStore {
         };
         let wanted = key(prefix::RECORD, prefix.as_bytes());
         let mut out = Vec::new();
-        for item in self.tree.range(start..) {
+        for item in self
+            .kv
+            .scan(Bound::Included(start), Bound::Unbounded, false)
+        {
             let (k, v) = item?;
             if !k.starts_with(&wanted) || out.len() >= limit {
                 break;
@@ -380,7 +395,8 @@ impl Store for SledStore {
         keys: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<SignedDelta>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.scan_prefix([prefix::LOG]) {
+        let (from, to) = prefix_bounds(&[prefix::LOG]);
+        for item in self.kv.scan(from, to, false) {
             let (k, v) = item?;
             let d = self.read_delta(&k, &v)?;
             if keys.contains(d.key()) {
@@ -392,7 +408,7 @@ impl Store for SledStore {
 
     fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let k = key(prefix::META, ROSTER.as_bytes());
-        let Some(v) = self.tree.get(&k)? else {
+        let Some(v) = self.kv.get(&k)? else {
             return Ok(None);
         };
         let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
@@ -400,11 +416,14 @@ impl Store for SledStore {
     }
 
     fn commit(&mut self, c: &Commit) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for r in &c.retract {
             let (from, to) = (log_key(&r.author, r.first), log_key(&r.author, r.last));
-            for item in self.tree.range(from..=to).keys() {
-                batch.remove(item?);
+            for item in self
+                .kv
+                .scan(Bound::Included(from), Bound::Included(to), false)
+            {
+                batch.remove(item?.0);
             }
         }
         for k in &c.records_removed {
@@ -430,8 +449,8 @@ impl Store for SledStore {
             }
         }
         let q = self.quarantine_into(&mut batch, &c.quarantine);
-        self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        self.kv.apply(batch)?;
+        self.kv.flush()?;
         self.q = q;
         Ok(())
     }
