@@ -71,6 +71,7 @@ impl Client {
         tls::install_crypto_provider();
         let config = tls::client_config(me, &trust).map_err(|e| e.to_string())?;
         let channel = net::connect(
+            Arc::new(crate::node::env::Tcp),
             address.to_owned(),
             None,
             Arc::new(config),

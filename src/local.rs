@@ -67,14 +67,26 @@ impl LocalFederation {
         specs: &[NodeSpec],
         extra_config: &str,
     ) -> Result<LocalFederation, String> {
-        let federation = SigningKey::generate(&mut rand::rngs::OsRng);
+        LocalFederation::create_from(dir, specs, extra_config, &mut rand::rngs::OsRng)
+    }
+
+    /// [`LocalFederation::create`], drawing the federation and node keys
+    /// from `rng`: the simulation's federation is the same in every run.
+    pub fn create_from(
+        dir: &Path,
+        specs: &[NodeSpec],
+        extra_config: &str,
+        rng: &mut (impl rand::RngCore + rand::CryptoRng),
+    ) -> Result<LocalFederation, String> {
+        let federation = SigningKey::generate(rng);
         let mut roster = Roster::new(1, []);
         let mut nodes = Vec::new();
         let mut listeners = Vec::new();
         for spec in specs {
             let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let member = write_identity(&dir.join(&spec.name), &spec.name)?;
+            let key = NodeKey::from_signing_key(SigningKey::generate(rng));
+            let member = write_identity_with(&dir.join(&spec.name), &spec.name, key)?;
             roster.insert(Member {
                 region: spec.region.clone(),
                 roles: BTreeSet::from([if spec.region.is_some() {
@@ -201,6 +213,7 @@ impl LocalFederation {
         let config =
             NodeConfig::load(&self.config_path(&self.nodes[0].0)).map_err(|e| e.to_string())?;
         node::net::connect(
+            std::sync::Arc::new(node::env::Tcp),
             address.to_string(),
             None,
             std::sync::Arc::new(tls),
@@ -241,8 +254,11 @@ impl LocalFederation {
 /// Writes `node.key`, `tls.crt` and `tls.key` into `dir` and returns the
 /// roster entry they make (roles and address still to fill in).
 pub fn write_identity(dir: &Path, name: &str) -> Result<Member, String> {
+    write_identity_with(dir, name, NodeKey::generate())
+}
+
+fn write_identity_with(dir: &Path, name: &str, key: NodeKey) -> Result<Member, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let key = NodeKey::generate();
     key.save(&dir.join("node.key")).map_err(|e| e.to_string())?;
     let tls = TlsIdentity::generate(name).map_err(|e| e.to_string())?;
     tls.save(&dir.join("tls.crt"), &dir.join("tls.key"))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -25,6 +25,9 @@ pub(crate) struct Dialer {
     pub trust: TrustStore,
     pub sync: SyncConfig,
     pub message_bytes_max: usize,
+    pub net: Arc<dyn super::Network>,
+    /// Seeds the jitter (the simulation's); `None` draws it from the OS.
+    pub seed: Option<u64>,
 }
 
 impl Dialer {
@@ -37,6 +40,10 @@ impl Dialer {
 
     async fn dial_forever(self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = self.sync.reconnect_min();
+        let mut rng = match self.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
         loop {
             let synced = tokio::select! {
                 r = self.once() => r,
@@ -58,7 +65,7 @@ impl Dialer {
             if self.ctx.actor.send(report).await.is_err() {
                 return;
             }
-            let delay = jittered(backoff);
+            let delay = jittered(backoff, &mut rng);
             backoff = (backoff * 2).min(self.sync.reconnect_max());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -71,6 +78,7 @@ impl Dialer {
     /// never got that far.
     async fn once(&self) -> Result<String, String> {
         let channel = net::connect(
+            self.net.clone(),
             self.peer.address.clone(),
             Some(self.peer.name.clone()),
             self.tls.clone(),
@@ -118,7 +126,7 @@ impl Dialer {
 
 /// Somewhere in [delay/2, delay], so offices that lost the same link do
 /// not all redial in the same instant.
-fn jittered(delay: Duration) -> Duration {
+fn jittered(delay: Duration, rng: &mut impl Rng) -> Duration {
     let ms = delay.as_millis().max(2) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+    Duration::from_millis(rng.gen_range(ms / 2..=ms))
 }

@@ -17,7 +17,6 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use super::actor::{Command, LinkId};
-use super::clock::now_ms;
 use super::ApiError;
 use crate::core::{Admission, Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::Incoming;
@@ -78,6 +77,8 @@ pub(crate) struct LinkContext {
     /// The roster in force: admission follows it as it changes.
     pub roster: watch::Receiver<Arc<Roster>>,
     pub limits: Limits,
+    pub clock: Arc<dyn super::Clock>,
+    pub blocking: super::Blocking,
     /// Capacity of each link's outbound queue, in messages.
     pub queue_max: usize,
     /// Deltas accepted in one received batch.
@@ -273,8 +274,9 @@ where
                 if roster.has_changed().unwrap_or(false) {
                     a.roster = roster.borrow_and_update().as_ref().clone();
                 }
-                let job = tokio::task::spawn_blocking(move || {
-                    let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, now_ms());
+                let clock = ctx.clock.clone();
+                let job = ctx.blocking.run(move || {
+                    let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, clock.now_ms());
                     (a, admitted)
                 });
                 let (a, admitted) = match job.await {

@@ -4,7 +4,7 @@
 //! ```text
 //!   tonic Peer/Client services ─┐          ┌─ dialers (one per configured peer)
 //!   link readers (admission) ───┼─ Command ─┤
-//!   anti-entropy ticker ────────┘  (bounded)└─> Actor: Replica<SledStore>, sessions, watchers
+//!   anti-entropy ticker ────────┘  (bounded)└─> Actor: Replica<KvStore>, sessions, watchers
 //! ```
 //!
 //! One actor owns all mutable state; everything else sends it commands
@@ -14,8 +14,8 @@
 
 mod actor;
 pub mod admin;
-mod clock;
 mod dial;
+pub mod env;
 mod health;
 mod link;
 pub mod net;
@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use actor::{LinkSnapshot, Stats};
+pub use env::{Blocking, Clock, Env, Listener, Network};
 pub use link::LinkStats;
 
 use crate::config::NodeConfig;
@@ -42,9 +43,8 @@ use crate::core::{
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
 use crate::identity::{read_roster, NodeKey};
 use crate::rpc::pb;
-use crate::store::{QuarantineView, SledStore, StoreError, StoreSizes};
+use crate::store::{KvStore, QuarantineView, StoreError, StoreSizes};
 use actor::{Actor, Command};
-use clock::now_ms;
 use link::LinkContext;
 
 /// Commands queued to the actor before senders wait.
@@ -113,7 +113,7 @@ pub struct Setup {
     pub key: NodeKey,
     pub tls: TlsIdentity,
     pub roster: SignedRoster,
-    pub store: SledStore,
+    pub store: KvStore,
 }
 
 impl Setup {
@@ -123,10 +123,16 @@ impl Setup {
     /// store adopted) lists this node under its name, with this node key
     /// and this TLS certificate.
     pub fn load(config: NodeConfig) -> Result<Setup, StartError> {
+        let store = KvStore::open(&config.data_dir, config.limits.quarantine_max)?;
+        Setup::load_with(config, store)
+    }
+
+    /// [`Setup::load`] with a store the caller opened (the simulation's,
+    /// on its own disk).
+    pub fn load_with(config: NodeConfig, store: KvStore) -> Result<Setup, StartError> {
         let key = NodeKey::load(&config.identity.node_key)?;
         let tls = TlsIdentity::load(&config.identity.tls_cert, &config.identity.tls_key)?;
         let roster = read_roster(&config.federation.roster, &config.federation_id())?;
-        let store = SledStore::open(&config.data_dir, config.limits.quarantine_max)?;
         Ok(Setup {
             config,
             key,
@@ -201,11 +207,12 @@ pub struct NodeHandle {
     roster: watch::Receiver<Arc<crate::core::Roster>>,
     refused: Arc<net::RefusedCount>,
     sizes: StoreSizes,
+    blocking: Blocking,
     shutdown: watch::Sender<bool>,
     health: tonic_health::server::HealthReporter,
     background: Vec<JoinHandle<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    actor_task: JoinHandle<Replica<SledStore>>,
+    actor_task: JoinHandle<Replica<KvStore>>,
 }
 
 /// Binds the configured address and starts the node.
@@ -219,7 +226,18 @@ pub async fn start(setup: Setup) -> Result<NodeHandle, StartError> {
 
 /// Starts the node on a listener the caller bound (tests bind port 0).
 pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, StartError> {
+    start_in(setup, Box::new(listener), Env::real())
+}
+
+/// Starts the node in `env`, accepting on `listener`: a process's machine,
+/// or the simulation's.
+pub fn start_in(
+    setup: Setup,
+    listener: Box<dyn Listener>,
+    env: Env,
+) -> Result<NodeHandle, StartError> {
     tls::install_crypto_provider();
+    let now_ms = || env.clock.now_ms();
     let Setup {
         config,
         key,
@@ -259,11 +277,15 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         stall_after_ms: config.sync.stall_after_secs.saturating_mul(1000),
         report_stale_after_ms: config.reports.stale_after_secs.saturating_mul(1000),
         started_ms: now_ms(),
+        clock: env.clock.clone(),
     };
     let (store_ok, store_ok_rx) = watch::channel(true);
     let (actor, frontier, roster_rx) = Actor::new(replica, wiring, store_ok);
     let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);
-    let actor_task = tokio::task::spawn_blocking(move || actor.run(actor_rx));
+    let actor_task = match env.blocking {
+        Blocking::Threads => tokio::task::spawn_blocking(move || actor.run(actor_rx)),
+        Blocking::Inline => tokio::spawn(actor.run_async(actor_rx)),
+    };
     let (shutdown, _) = watch::channel(false);
     let ctx = LinkContext {
         actor: actor_tx.clone(),
@@ -273,6 +295,8 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         queue_max: config.limits.link_queue_max,
         batch_deltas_max: config.limits.batch_deltas_max,
         refusals,
+        clock: env.clock.clone(),
+        blocking: env.blocking,
     };
     let message_max = config.limits.message_bytes_max;
 
@@ -300,6 +324,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         trust: trust.clone(),
         in_flight: service::InFlight::new(config.limits.requests_in_flight_max),
         sizes: sizes.clone(),
+        blocking: env.blocking,
     })
     .max_decoding_message_size(message_max)
     .max_encoding_message_size(message_max);
@@ -347,6 +372,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
             sizes: sizes.clone(),
             rpc: rpc_metrics,
             handshakes_refused: refused.clone(),
+            blocking: env.blocking,
         };
         background.push(admin::serve(listener, state, shutdown.subscribe()));
         Some(addr)
@@ -366,6 +392,8 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
             trust: trust.clone(),
             sync: config.sync.clone(),
             message_bytes_max: message_max,
+            net: env.net.clone(),
+            seed: env.seed.map(|s| s ^ fnv(&peer.name)),
         };
         background.push(tokio::spawn(dialer.run(shutdown.subscribe())));
     }
@@ -380,6 +408,7 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
         roster: ctx.roster.clone(),
         refused,
         sizes,
+        blocking: env.blocking,
         shutdown,
         health,
         background,
@@ -401,6 +430,7 @@ fn bind_now(addr: SocketAddr) -> Result<TcpListener, StartError> {
 pub(crate) async fn status_snapshot(
     actor: &mpsc::Sender<Command>,
     sizes: &StoreSizes,
+    blocking: Blocking,
 ) -> Result<status::NodeStatus, ApiError> {
     let (reply, rx) = oneshot::channel();
     actor
@@ -409,13 +439,21 @@ pub(crate) async fn status_snapshot(
         .map_err(|_| ApiError::ShuttingDown)?;
     let mut s = rx.await.map_err(|_| ApiError::ShuttingDown)?;
     let sizes = sizes.clone();
-    let (records, bytes) =
-        tokio::task::spawn_blocking(move || (sizes.record_count(), sizes.size_on_disk()))
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
+    let (records, bytes) = blocking
+        .run(move || (sizes.record_count(), sizes.size_on_disk()))
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
     s.totals.records = records as u64;
     s.totals.store_bytes = bytes?;
     Ok(s)
+}
+
+/// A stable hash of a name (FNV-1a), to give each of a node's dialers its
+/// own jitter from one seed.
+fn fnv(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// HTTP/2 flow-control window: room for about two of the largest messages,
@@ -487,6 +525,24 @@ impl NodeHandle {
         self.ask(|reply| Command::Get { key, reply }).await
     }
 
+    /// Live records under `prefix` (tombstones hidden), in key order after
+    /// `after`, at most `limit`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SignedDelta>, ApiError> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        self.ask(|reply| Command::List {
+            prefix,
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     pub async fn stats(&self) -> Result<Stats, ApiError> {
         let (reply, rx) = oneshot::channel();
         self.actor
@@ -498,7 +554,7 @@ impl NodeHandle {
 
     /// The operator's view: peers, lag, stall, authors, totals.
     pub async fn status(&self) -> Result<status::NodeStatus, ApiError> {
-        status_snapshot(&self.actor, &self.sizes).await
+        status_snapshot(&self.actor, &self.sizes, self.blocking).await
     }
 
     /// Offers a signed roster, as an operator's `roster publish` does.

@@ -18,13 +18,13 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
+use super::env::{BoxIo, Listener, Network};
 use crate::config::SyncConfig;
 use crate::identity::tls::{peer_of, Fingerprint, Peer, TrustStore, WakerSlot};
 
@@ -91,7 +91,7 @@ impl Drop for PeerSlot {
 /// roster change stops trusting its certificate: a revoked peer's open
 /// connections close at once, not at its next handshake.
 pub(crate) struct TlsConn {
-    io: tokio_rustls::server::TlsStream<TcpStream>,
+    io: tokio_rustls::server::TlsStream<BoxIo>,
     info: ConnInfo,
     trust: TrustStore,
     /// The trust epoch this connection last checked itself against.
@@ -181,7 +181,7 @@ pub(crate) struct ConnLimits {
 }
 
 pub(crate) fn incoming(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     acceptor: TlsAcceptor,
     trust: TrustStore,
     limits: ConnLimits,
@@ -207,7 +207,6 @@ pub(crate) fn incoming(
                 tracing::warn!(%remote, links_max, "connection refused: limit reached");
                 continue;
             };
-            let _ = tcp.set_nodelay(true);
             let (acceptor, trust, tx) = (acceptor.clone(), trust.clone(), tx.clone());
             let (refused, per_peer) = (refused.clone(), per_peer.clone());
             tokio::spawn(async move {
@@ -268,6 +267,7 @@ pub(crate) fn incoming(
 /// node, and the one named `expected` when given (a peer link must reach
 /// the member it was configured for, not merely some member).
 pub fn connect(
+    net: Arc<dyn Network>,
     address: String,
     expected: Option<String>,
     tls: Arc<rustls::ClientConfig>,
@@ -286,10 +286,9 @@ pub fn connect(
         .tcp_nodelay(true);
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (address, expected) = (address.clone(), expected.clone());
-        let (tls, trust) = (tls.clone(), trust.clone());
+        let (tls, trust, net) = (tls.clone(), trust.clone(), net.clone());
         async move {
-            let tcp = TcpStream::connect(&address).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = net.connect(address.clone()).await?;
             let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
             let io = TlsConnector::from(tls).connect(name, tcp).await?;
             let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::core::{Note, PeerMsg, Replica, Session};
 use crate::node::link::{LinkPeer, LinkStats};
-use crate::store::SledStore;
+use crate::store::KvStore;
 
 /// Messages queued per link beyond its channel before the link is judged
 /// stuck (its peer stopped reading) and closed.
@@ -52,7 +52,7 @@ pub(super) fn peer_refused(link: &Link, notes: &[Note]) {
 impl Link {
     pub(super) fn fill(
         &mut self,
-        replica: &Replica<SledStore>,
+        replica: &Replica<KvStore>,
         max_count: usize,
         max_bytes: usize,
     ) -> Result<(), String> {

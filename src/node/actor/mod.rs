@@ -7,14 +7,13 @@
 //! that link until the link's writer reports room ([`Command::LinkRoom`]).
 //! So one slow peer cannot stall the node, and no queue grows without bound.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::clock::now_ms;
 use super::link::{LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
@@ -22,7 +21,7 @@ use crate::core::{
     RosterOffer, Session, SignedDelta,
 };
 use crate::identity::tls::TrustStore;
-use crate::store::{QuarantineView, SledStore, StoreError};
+use crate::store::{KvStore, QuarantineView, StoreError};
 
 mod links;
 mod peers;
@@ -150,12 +149,13 @@ pub(crate) struct Wiring {
     pub started_ms: u64,
     /// `reports.stale_after_secs`, in milliseconds.
     pub report_stale_after_ms: u64,
+    pub clock: std::sync::Arc<dyn crate::node::Clock>,
 }
 
 pub(crate) struct Actor {
-    replica: Replica<SledStore>,
+    replica: Replica<KvStore>,
     wiring: Wiring,
-    links: HashMap<LinkId, Link>,
+    links: BTreeMap<LinkId, Link>,
     next_link: LinkId,
     watchers: Vec<(String, mpsc::Sender<SignedDelta>)>,
     /// Published after every change, for links' admission and for waiters.
@@ -170,7 +170,7 @@ pub(crate) struct Actor {
 
 impl Actor {
     pub(crate) fn new(
-        replica: Replica<SledStore>,
+        replica: Replica<KvStore>,
         wiring: Wiring,
         health: watch::Sender<bool>,
     ) -> (
@@ -183,7 +183,7 @@ impl Actor {
         let actor = Actor {
             replica,
             wiring,
-            links: HashMap::new(),
+            links: BTreeMap::new(),
             next_link: 1,
             watchers: Vec::new(),
             frontier,
@@ -202,13 +202,39 @@ impl Actor {
     /// waits for sled's flush; on an async worker that wait would stall the
     /// network tasks sharing the worker, on its own thread it overlaps with
     /// them (and with admission on the blocking pool).
-    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Replica<SledStore> {
+    pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Replica<KvStore> {
         while let Some(cmd) = commands.blocking_recv() {
-            if let Command::Shutdown = cmd {
+            if !self.step(cmd) {
                 break;
             }
-            self.handle(cmd);
         }
+        self.finish()
+    }
+
+    /// [`Actor::run`] as a task on the runtime's own thread: for
+    /// [`super::Blocking::Inline`], where commits are instant.
+    pub(crate) async fn run_async(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+    ) -> Replica<KvStore> {
+        while let Some(cmd) = commands.recv().await {
+            if !self.step(cmd) {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    /// Handles one command; false once told to stop.
+    fn step(&mut self, cmd: Command) -> bool {
+        if let Command::Shutdown = cmd {
+            return false;
+        }
+        self.handle(cmd);
+        true
+    }
+
+    fn finish(mut self) -> Replica<KvStore> {
         self.links.clear();
         self.watchers.clear();
         self.replica
@@ -239,15 +265,19 @@ impl Actor {
                 let _ = reply.send(self.stats());
             }
             Command::Status { reply } => {
-                let _ = reply.send(self.status(now_ms()));
+                let _ = reply.send(self.status(self.wiring.clock.now_ms()));
             }
-            Command::PeerError { name, text } => self.peers.error(&name, text, now_ms()),
+            Command::PeerError { name, text } => {
+                self.peers.error(&name, text, self.wiring.clock.now_ms())
+            }
             Command::Quarantine { limit, reply } => {
                 let view = self.replica.store().quarantine(limit);
                 let _ = reply.send(view.map_err(ApiError::from));
             }
             Command::PublishRoster { bytes, reply } => {
-                let offer = self.replica.offer_roster(&bytes, now_ms());
+                let offer = self
+                    .replica
+                    .offer_roster(&bytes, self.wiring.clock.now_ms());
                 if let Ok(RosterOffer::Adopted(change)) = &offer {
                     self.roster_adopted(change, None);
                 }
@@ -287,7 +317,13 @@ impl Actor {
         }
         let result = self
             .replica
-            .write(&self.wiring.signer, &key, op, value, now_ms())
+            .write(
+                &self.wiring.signer,
+                &key,
+                op,
+                value,
+                self.wiring.clock.now_ms(),
+            )
             .map_err(ApiError::from);
         self.after_write(result.as_ref());
         let _ = reply.send(result);
@@ -362,7 +398,7 @@ impl Actor {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        let now = now_ms();
+        let now = self.wiring.clock.now_ms();
         let result = link
             .session
             .handle(msg, &mut self.replica, &link.peer.name, now);
@@ -388,7 +424,7 @@ impl Actor {
         let Some(link) = self.links.get_mut(&id) else {
             return;
         };
-        let now = now_ms();
+        let now = self.wiring.clock.now_ms();
         let result =
             link.session
                 .handle_admitted(admitted, &mut self.replica, &link.peer.name, now);
@@ -461,8 +497,11 @@ impl Actor {
         let sender = from
             .and_then(|id| self.links.get(&id))
             .map(|l| l.peer.name.clone());
-        self.peers
-            .local_change(self.replica.frontier(), sender.as_deref(), now_ms());
+        self.peers.local_change(
+            self.replica.frontier(),
+            sender.as_deref(),
+            self.wiring.clock.now_ms(),
+        );
         let ids: Vec<LinkId> = self.links.keys().copied().collect();
         for id in ids {
             let link = self.links.get_mut(&id).expect("listed");
@@ -506,8 +545,11 @@ impl Actor {
             Err(why) => {
                 tracing::warn!(peer = %link.peer.name, %why, "closing link");
                 let name = link.peer.name.clone();
-                self.peers
-                    .error(&name, format!("link closed: {why}"), now_ms());
+                self.peers.error(
+                    &name,
+                    format!("link closed: {why}"),
+                    self.wiring.clock.now_ms(),
+                );
                 self.remove_link(id);
             }
         }

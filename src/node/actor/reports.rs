@@ -6,7 +6,6 @@
 
 use crate::core::report::{self, aggregate, document, Period, Report, Schema, Submission};
 use crate::core::SignedDelta;
-use crate::node::clock::now_ms;
 use crate::node::ApiError;
 
 use super::{Actor, Reply};
@@ -101,7 +100,7 @@ impl Actor {
                     &self.wiring.signer,
                     &schema,
                     &self.wiring.name,
-                    now_ms(),
+                    self.wiring.clock.now_ms(),
                 )
                 .map_err(ApiError::from);
                 self.after_write(result.as_ref());
@@ -144,7 +143,7 @@ impl Actor {
             &schema,
             &who,
             sub,
-            now_ms(),
+            self.wiring.clock.now_ms(),
         )
         .map_err(ApiError::from);
         self.after_write(result.as_ref().map(|(d, _)| d));
@@ -163,7 +162,7 @@ impl Actor {
 
     fn aggregate(&self, period: Period, stale_after_ms: Option<u64>) -> Result<String, ApiError> {
         let schema = self.schema()?;
-        let now = now_ms();
+        let now = self.wiring.clock.now_ms();
         // A peer with a link open now is in contact now, even if the link
         // has been quiet since its last anti-entropy round.
         let last_contact = |name: &str| {

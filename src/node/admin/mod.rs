@@ -27,6 +27,7 @@ pub use metrics::RpcMetrics;
 pub(crate) struct Admin {
     pub actor: mpsc::Sender<Command>,
     pub sizes: StoreSizes,
+    pub blocking: super::Blocking,
     pub rpc: RpcMetrics,
     pub handshakes_refused: Arc<RefusedCount>,
 }
@@ -56,7 +57,7 @@ pub(crate) fn serve(
 }
 
 async fn snapshot(admin: &Admin) -> Result<NodeStatus, Response> {
-    super::status_snapshot(&admin.actor, &admin.sizes)
+    super::status_snapshot(&admin.actor, &admin.sizes, admin.blocking)
         .await
         .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response())
 }

@@ -166,6 +166,7 @@ pub(crate) struct ClientService {
     pub trust: TrustStore,
     pub in_flight: InFlight,
     pub sizes: crate::store::StoreSizes,
+    pub blocking: super::Blocking,
 }
 
 impl ClientService {
@@ -359,7 +360,7 @@ impl pb::client_server::Client for ClientService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
         let _permit = self.operator(&req)?;
-        let s = super::status_snapshot(&self.actor, &self.sizes)
+        let s = super::status_snapshot(&self.actor, &self.sizes, self.blocking)
             .await
             .map_err(status)?;
         Ok(Response::new(super::status::pb::encode(&s)))

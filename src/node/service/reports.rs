@@ -148,7 +148,7 @@ pub(super) async fn verify(
     // Parsing and the signature check take time on a large document: off
     // the actor, which only checks a document that verified.
     let doc = r.document;
-    let opened = tokio::task::spawn_blocking(move || document::open(&doc))
+    let opened = (svc.blocking.run(move || document::open(&doc)))
         .await
         .map_err(|_| status(ApiError::ShuttingDown))?;
     let v = match opened {
