@@ -19,7 +19,7 @@ use fedsync::core::{DeltaBody, DeltaHash, Frontier, Head, HlcClock, Op, Replica}
 use fedsync::identity::NodeKey;
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
-use fedsync::store::SledStore;
+use fedsync::store::KvStore;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
@@ -54,7 +54,7 @@ fn preload(fed: &LocalFederation, n: usize) -> u64 {
     let dir = fed.dir.join("office-fr");
     let key = NodeKey::load(&dir.join("node.key")).unwrap();
     let roster = fed.signed_roster();
-    let store = SledStore::open(&dir.join("data"), 1_000).unwrap();
+    let store = KvStore::open(&dir.join("data"), 1_000).unwrap();
     let mut replica = Replica::open(store, roster.roster().clone(), Default::default()).unwrap();
     let (mut head, mut clock) = (Head::default(), HlcClock::new());
     let now = std::time::SystemTime::now()
