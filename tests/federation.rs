@@ -151,3 +151,56 @@ async fn keys_outside_the_roster_are_refused_at_the_handshake() {
     assert!(err.contains("PermissionDenied"), "{err}");
     hq.shutdown().await.unwrap();
 }
+
+/// The rebuild procedure: a region's store is lost; restarted empty with
+/// `--rebuild`, it refuses writes until it has synced with HQ, then holds
+/// its own past writes again (relayed back), and its next write continues
+/// its log rather than forking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_lost_its_store_rebuilds_from_its_peers() {
+    use fedsync::node::{self, ApiError, Setup};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke(), NO_ANTI_ENTROPY).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let key = format!("regions/fr/notes/{i:02}");
+        written.push(fr.write(&key, Op::Put, b"v").await.unwrap());
+    }
+    let target = frontier_of(&written);
+    all_hold(&[&hq, &fr], &target).await;
+    fr.shutdown().await.unwrap();
+    hq.shutdown().await.unwrap();
+
+    // The disk is gone. HQ is down too, so nothing can be recovered yet.
+    let config = fedsync::config::NodeConfig::load(&fed.config_path("office-fr")).unwrap();
+    std::fs::remove_dir_all(&config.data_dir).unwrap();
+    let mut setup = Setup::load(config).unwrap();
+    setup.rebuild = true;
+    let fr = node::start(setup).await.unwrap();
+    let refused = fr.write("regions/fr/notes/new", Op::Put, b"v").await;
+    match refused {
+        Err(ApiError::Unavailable(why)) => assert!(why.contains("rebuilding from peers"), "{why}"),
+        other => panic!("a write before the rebuild must wait, got {other:?}"),
+    }
+
+    let hq = fed.start("hq").await.unwrap();
+    all_hold(&[&fr], &target).await;
+    let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+    let next = loop {
+        match fr.write("regions/fr/notes/new", Op::Put, b"v").await {
+            Ok(d) => break d,
+            Err(ApiError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("the write after the rebuild failed: {e}"),
+        }
+    };
+    assert_eq!(next.seq(), 21, "the log continues where it was");
+    all_hold(&[&hq], &frontier_of([&next])).await;
+    assert_eq!(hq.quarantine(10).await.unwrap().kept, 0, "nothing forked");
+    let seen = fr.get("regions/fr/notes/07").await.unwrap().unwrap();
+    assert_eq!(seen, written[7]);
+}

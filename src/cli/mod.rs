@@ -50,6 +50,15 @@ pub enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// The store was lost or found corrupt and starts empty: recover
+        /// everything, this node's own writes included, from its peers
+        /// before accepting writes (see the README's "Rebuild from peers").
+        #[arg(long)]
+        rebuild: bool,
+        /// With --rebuild: nodes that dial this one without it dialling
+        /// them (they may hold its latest writes), comma-separated.
+        #[arg(long, value_delimiter = ',', requires = "rebuild")]
+        rebuild_from: Vec<String>,
     },
     /// Store a value (the node signs it as its own write).
     Put(records::PutArgs),
@@ -109,7 +118,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Roster(admin::RosterCmd::Publish(a)) => trust::publish(a).await,
         Command::Roster(c) => admin::roster(c),
         Command::Quarantine(c) => trust::quarantine(c).await,
-        Command::Run { config } => run_node(&config, args.log, args.log_json).await,
+        Command::Run {
+            config,
+            rebuild,
+            rebuild_from,
+        } => run_node(&config, (rebuild, rebuild_from), args.log, args.log_json).await,
         Command::Put(a) => records::put(a).await,
         Command::Get(a) => records::get(a).await,
         Command::List(a) => records::list(a).await,
@@ -123,13 +136,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn run_node(
     config: &std::path::Path,
+    (rebuild, rebuild_from): (bool, Vec<String>),
     log: Option<String>,
     log_json: bool,
 ) -> anyhow::Result<()> {
     let config = fedsync::config::NodeConfig::load(config)?;
     let json = log_json || config.log.format == fedsync::config::LogFormat::Json;
     init_logging(log.as_deref().unwrap_or(&config.log.filter), json);
-    let setup = fedsync::node::Setup::load(config)?;
+    let mut setup = fedsync::node::Setup::load(config)?;
+    setup.rebuild = rebuild;
+    setup.rebuild_from = rebuild_from;
     let node = fedsync::node::start(setup).await?;
     // One line on stdout once serving, for scripts and tests to wait on
     // (the address last). A reader that has gone away is no reason to stop.

@@ -68,6 +68,8 @@ pub enum ApiError {
     NotAllowed(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Unavailable(String),
     #[error("no authenticated peer on this connection")]
     Unauthenticated,
     #[error("{0}: certificate no longer trusted (revoked or rotated by a roster change)")]
@@ -114,6 +116,12 @@ pub struct Setup {
     pub tls: TlsIdentity,
     pub roster: SignedRoster,
     pub store: KvStore,
+    /// Start a rebuild from peers (`run --rebuild`): the store was lost or
+    /// found corrupt and starts empty. See [`actor::Rebuild`].
+    pub rebuild: bool,
+    /// Nodes that dial this one (it does not dial them) and so may hold
+    /// its latest writes: a rebuild waits for them too.
+    pub rebuild_from: Vec<String>,
 }
 
 impl Setup {
@@ -139,6 +147,8 @@ impl Setup {
             tls,
             roster,
             store,
+            rebuild: false,
+            rebuild_from: Vec::new(),
         })
     }
 }
@@ -244,7 +254,13 @@ pub fn start_in(
         tls: identity,
         roster,
         store,
+        rebuild,
+        rebuild_from,
     } = setup;
+    if rebuild {
+        store.set_rebuilding(true)?;
+    }
+    let rebuilding = store.rebuilding()?;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: config.listen,
         source,
@@ -278,7 +294,12 @@ pub fn start_in(
         report_stale_after_ms: config.reports.stale_after_secs.saturating_mul(1000),
         started_ms: now_ms(),
         clock: env.clock.clone(),
+        rebuild: rebuilding
+            .then(|| actor::Rebuild::from_peers(&config, &rebuild_from, replica.roster())),
     };
+    if let Some(r) = &wiring.rebuild {
+        tracing::warn!(waiting_for = ?r.waiting_for, "rebuilding from peers: local writes wait until this node has synced with each");
+    }
     let (store_ok, store_ok_rx) = watch::channel(true);
     let (actor, frontier, roster_rx) = Actor::new(replica, wiring, store_ok);
     let (actor_tx, actor_rx) = mpsc::channel(ACTOR_QUEUE_MAX);

@@ -52,6 +52,12 @@ impl MemKv {
         d.flushes_before_failure = None;
     }
 
+    /// The disk is replaced by an empty one (lost, or found corrupt and
+    /// moved aside).
+    pub fn wipe(&self) {
+        *self.lock() = Disk::default();
+    }
+
     /// Makes the flush after `n` more succeed fail, and the disk with it,
     /// until [`MemKv::crash`]: the write it carried was applied but never
     /// made durable, and is lost in the crash that follows.

@@ -13,6 +13,7 @@
 //! |--------|-----------------------------|-------------------------------------------|
 //! | `m`    | `layout`                    | u32 layout version (`2`)                  |
 //! | `m`    | `roster`                    | the adopted signed roster, as signed      |
+//! | `m`    | `rebuilding`                | present while a rebuild from peers is unfinished |
 //! | `m`    | `quarantine.first` / `.next` / `.dropped` | u64 counters                 |
 //! | `l`    | author (32) ‖ seq (u64 BE)  | the signed delta, exactly as received     |
 //! | `r`    | record key (UTF-8)          | winning delta: hlc, author, seq, deleted  |
@@ -58,6 +59,7 @@ const Q_FIRST: &str = "quarantine.first";
 const Q_NEXT: &str = "quarantine.next";
 const Q_DROPPED: &str = "quarantine.dropped";
 const ROSTER: &str = "roster";
+const REBUILDING: &str = "rebuilding";
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
@@ -78,7 +80,7 @@ fn log_key(author: &NodeId, seq: u64) -> Vec<u8> {
 pub enum StoreError {
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
-    #[error("store corrupt: entry {key}: {why}")]
+    #[error("store corrupt: entry {key}: {why} (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
     Corrupt { key: String, why: CodecError },
     #[error("store layout version {found} is not supported (this build reads {LAYOUT_VERSION})")]
     Layout { found: u32 },
@@ -235,6 +237,29 @@ impl KvStore {
         StoreSizes {
             kv: self.kv.clone(),
         }
+    }
+
+    /// Whether a rebuild from peers is unfinished: set by `run --rebuild`,
+    /// cleared once the node has synced with the peers it waits for, and
+    /// kept across restarts in between.
+    pub fn rebuilding(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .kv
+            .get(&key(prefix::META, REBUILDING.as_bytes()))?
+            .is_some())
+    }
+
+    /// Sets or clears the rebuild marker, durably.
+    pub fn set_rebuilding(&self, on: bool) -> Result<(), StoreError> {
+        let k = key(prefix::META, REBUILDING.as_bytes());
+        let mut b = Batch::default();
+        if on {
+            b.insert(k, frame(&[1]));
+        } else {
+            b.remove(k);
+        }
+        self.kv.apply(b)?;
+        self.kv.flush()
     }
 
     /// The newest `limit` quarantine entries, newest first.

@@ -25,12 +25,14 @@ use crate::store::{KvStore, QuarantineView, StoreError};
 
 mod links;
 mod peers;
+mod rebuild;
 mod reports;
 mod roster;
 mod status;
 
 use links::{peer_refused, Link};
 use peers::Peers;
+pub(crate) use rebuild::Rebuild;
 pub(crate) use reports::ReportCmd;
 
 pub(crate) type LinkId = u64;
@@ -150,6 +152,8 @@ pub(crate) struct Wiring {
     /// `reports.stale_after_secs`, in milliseconds.
     pub report_stale_after_ms: u64,
     pub clock: std::sync::Arc<dyn crate::node::Clock>,
+    /// Set while a rebuild from peers is unfinished.
+    pub rebuild: Option<Rebuild>,
 }
 
 pub(crate) struct Actor {
@@ -313,6 +317,10 @@ impl Actor {
                  the schema with `fedsync report schema --publish`"
             );
             let _ = reply.send(Err(ApiError::BadRequest(why)));
+            return;
+        }
+        if let Err(e) = self.write_guard() {
+            let _ = reply.send(Err(e));
             return;
         }
         let result = self

@@ -28,6 +28,10 @@ pub(super) struct Peers {
 }
 
 impl Peers {
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &PeerEntry)> {
+        self.by_name.iter()
+    }
+
     pub fn get(&self, name: &str) -> Option<&PeerEntry> {
         self.by_name.get(name)
     }

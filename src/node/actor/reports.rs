@@ -95,6 +95,10 @@ impl Actor {
                 let _ = reply.send(held);
             }
             ReportCmd::PublishSchema { schema, reply } => {
+                if let Err(e) = self.write_guard() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let result = report::publish_schema(
                     &mut self.replica,
                     &self.wiring.signer,
@@ -130,6 +134,7 @@ impl Actor {
         sub: &Submission,
         operator: &str,
     ) -> Result<(SignedDelta, Report), ApiError> {
+        self.write_guard()?;
         let schema = self.schema()?;
         let region = self.my_region();
         let who = report::Submitter {

@@ -38,7 +38,7 @@ pub fn status(e: ApiError) -> Status {
         ApiError::Refused(r) if r.code() == "no_authority" => Code::PermissionDenied,
         ApiError::Refused(_) | ApiError::BadRequest(_) => Code::InvalidArgument,
         ApiError::NotFound(_) => Code::NotFound,
-        ApiError::ShuttingDown => Code::Unavailable,
+        ApiError::ShuttingDown | ApiError::Unavailable(_) => Code::Unavailable,
         ApiError::Store(_) => Code::Internal,
         ApiError::NotAllowed(_) => Code::PermissionDenied,
         ApiError::Unauthenticated | ApiError::Revoked(_) => Code::Unauthenticated,
