@@ -14,6 +14,31 @@ pub struct History {
     /// Deletes attempted, and those acknowledged.
     pub delete_attempted: BTreeSet<String>,
     pub deleted: BTreeSet<String>,
+    /// Each acknowledged operation's node and seq in that node's log.
+    pub seq_of: BTreeMap<String, (usize, u64)>,
+    /// Acknowledged operations lost with a node's disk before any peer
+    /// held them: from then on, like writes never answered.
+    pub lost_with_disk: usize,
+}
+
+impl History {
+    /// Node `node`'s disk was lost when no other node held its log beyond
+    /// `held`: what it acknowledged after that existed only there.
+    pub fn disk_lost(&mut self, node: usize, held: u64) {
+        let gone: Vec<String> = (self.seq_of.iter())
+            .filter(|(_, (n, seq))| *n == node && *seq > held)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in gone {
+            self.seq_of.remove(&key);
+            self.lost_with_disk += 1;
+            // A put becomes unanswered; so does a delete, its key's put
+            // staying acknowledged (present or absent, both allowed).
+            if !self.deleted.remove(&key) {
+                self.acked.remove(&key);
+            }
+        }
+    }
 }
 
 /// One node's state at the end.

@@ -31,6 +31,9 @@ pub enum Fault {
     /// The disk fails at a flush soon; the node is crashed when it does
     /// and restarts after the fault's duration.
     DiskFailure { node: usize, after_flushes: u64 },
+    /// The node's disk is lost: it restarts on an empty one with
+    /// `--rebuild` and must recover everything, its own writes included.
+    LoseDisk(usize),
     /// The node's wall clock is set this far from true time.
     Skew(usize, i64),
     /// The node's wall clock jumps by this much (bounded by the skew limit).
@@ -80,7 +83,8 @@ pub fn plan(seed: u64, nodes: usize) -> Vec<Planned> {
                 node: a,
                 after_flushes: rng.gen_range(0..20),
             },
-            82..=90 => Fault::Skew(a, rng.gen_range(-SKEW_MAX_MS..=SKEW_MAX_MS)),
+            82..=84 => Fault::LoseDisk(a),
+            85..=90 => Fault::Skew(a, rng.gen_range(-SKEW_MAX_MS..=SKEW_MAX_MS)),
             _ => {
                 let by = rng.gen_range(60_000..=SKEW_MAX_MS);
                 Fault::Jump(a, if rng.gen_bool(0.5) { by } else { -by })

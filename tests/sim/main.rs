@@ -51,11 +51,13 @@ fn every_seed_keeps_every_acknowledged_write_and_converges() {
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(seed, _)| *seed);
     let (mut acked, mut crashes, mut faults, mut slowest) = (0, 0, 0, std::time::Duration::ZERO);
+    let mut lost = 0;
     let mut failed = Vec::new();
     for (seed, r) in &results {
         match r {
             Ok(o) => {
                 acked += o.acked;
+                lost += o.lost_with_disk;
                 crashes += o.crashes;
                 faults += o.faults;
                 slowest = slowest.max(o.converged_after);
@@ -66,7 +68,8 @@ fn every_seed_keeps_every_acknowledged_write_and_converges() {
         }
     }
     println!(
-        "{} seeds from {first}: {acked} acknowledged writes, {faults} faults, {crashes} crashes; \
+        "{} seeds from {first}: {acked} acknowledged writes kept, {lost} lost with a disk \
+         before any peer held them, {faults} faults, {crashes} crashes; \
          slowest convergence {slowest:?} after the heal",
         results.len()
     );

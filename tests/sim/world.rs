@@ -50,6 +50,7 @@ const SIM_CONFIG: &str = "[sync]\nanti_entropy_secs = 5\nreconnect_min_ms = 100\
 pub struct Federation {
     _dir: tempfile::TempDir,
     configs: Vec<NodeConfig>,
+    ids: Vec<fedsync::core::NodeId>,
 }
 
 impl Federation {
@@ -77,7 +78,14 @@ impl Federation {
                 c
             })
             .collect();
-        Federation { _dir: dir, configs }
+        let ids = (NODES.iter())
+            .map(|(name, _, _)| fed.node_key(name).expect("node key").id())
+            .collect();
+        Federation {
+            _dir: dir,
+            configs,
+            ids,
+        }
     }
 }
 
@@ -167,6 +175,7 @@ enum Phase {
 /// What the hosts and the driver share (one thread: `Rc`).
 struct Shared {
     seed: u64,
+    ids: Vec<fedsync::core::NodeId>,
     disk: Disk,
     configs: Vec<NodeConfig>,
     disks: Vec<MemKv>,
@@ -176,6 +185,8 @@ struct Shared {
     /// Per node: the next key number (kept across restarts).
     next_key: RefCell<Vec<u64>>,
     incarnation: RefCell<Vec<u64>>,
+    /// Per node: start the next incarnation with `--rebuild`.
+    rebuild: RefCell<Vec<bool>>,
     /// Per node: its frontier digest, while running in the heal phase.
     digests: RefCell<Vec<Option<String>>>,
     dumps: RefCell<Vec<Option<Dump>>>,
@@ -186,6 +197,8 @@ struct Shared {
 pub struct Outcome {
     pub acked: usize,
     pub deleted: usize,
+    /// Acknowledged writes lost with a disk before any peer held them.
+    pub lost_with_disk: usize,
     pub crashes: usize,
     pub faults: usize,
     /// Simulated time from the final heal to identical nodes.
@@ -225,7 +238,14 @@ async fn run_node(i: usize, sh: Rc<Shared>) -> turmoil::Result {
             Phase::Heal => {
                 let f = node.frontier().borrow().clone();
                 let heads: Vec<String> = (f.iter())
-                    .map(|(a, h)| format!("{}:{}", a.short(), h.seq))
+                    .map(|(a, h)| {
+                        let who = sh
+                            .ids
+                            .iter()
+                            .position(|id| id == a)
+                            .map_or("?", |n| NODES[n].0);
+                        format!("{who}:{}", h.seq)
+                    })
                     .collect();
                 sh.digests.borrow_mut()[i] = Some(format!("{} [{}]", f.digest(), heads.join(" ")));
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -252,7 +272,16 @@ async fn start(
         Disk::SkipsFlush => Arc::new(SkipsFlush(sh.disks[i].clone())),
     };
     let store = KvStore::on(kv, config.limits.quarantine_max)?;
-    let setup = Setup::load_with(config.clone(), store)?;
+    let mut setup = Setup::load_with(config.clone(), store)?;
+    // The operator runs `--rebuild` until a start succeeds; from then on
+    // the store's marker carries the rebuild across restarts.
+    setup.rebuild = sh.rebuild.borrow()[i];
+    // Besides the peers it dials, a node waits for those that dial it.
+    setup.rebuild_from = (NODES.iter())
+        .filter(|(_, _, peers)| peers.contains(&NODES[i].0))
+        .map(|(name, _, _)| name.to_string())
+        .filter(|_| !NODES[i].2.is_empty())
+        .collect();
     let listener = turmoil::net::TcpListener::bind(config.listen).await?;
     let env = Env {
         clock: sh.clocks[i].clone(),
@@ -260,7 +289,9 @@ async fn start(
         blocking: Blocking::Inline,
         seed: Some(mix(sh.seed, i as u64, incarnation)),
     };
-    Ok(node::start_in(setup, Box::new(SimListener(listener)), env)?)
+    let node = node::start_in(setup, Box::new(SimListener(listener)), env)?;
+    sh.rebuild.borrow_mut()[i] = false;
+    Ok(node)
 }
 
 /// One client operation at node `i`: mostly a new put, sometimes a delete
@@ -285,8 +316,10 @@ async fn write_once(
         if !candidates.is_empty() {
             let key = candidates[rng.gen_range(0..candidates.len())].clone();
             sh.history.borrow_mut().delete_attempted.insert(key.clone());
-            if node.write(&key, Op::Delete, b"").await.is_ok() {
-                sh.history.borrow_mut().deleted.insert(key);
+            if let Ok(d) = node.write(&key, Op::Delete, b"").await {
+                let mut h = sh.history.borrow_mut();
+                h.seq_of.insert(key.clone(), (i, d.seq()));
+                h.deleted.insert(key);
             }
             return;
         }
@@ -299,8 +332,10 @@ async fn write_once(
     let key = format!("{mine}{n:05}");
     let value = format!("{}-{}-{n}", sh.seed, NODES[i].0);
     (sh.history.borrow_mut().attempted).insert(key.clone(), value.clone());
-    if node.write(&key, Op::Put, value.as_bytes()).await.is_ok() {
-        sh.history.borrow_mut().acked.insert(key);
+    if let Ok(d) = node.write(&key, Op::Put, value.as_bytes()).await {
+        let mut h = sh.history.borrow_mut();
+        h.seq_of.insert(key.clone(), (i, d.seq()));
+        h.acked.insert(key);
     }
 }
 
@@ -351,6 +386,20 @@ impl Faults<'_> {
             .push(format!("{:>8.3}s {what}", now.as_secs_f64()));
     }
 
+    /// How far any other node holds node `n`'s log, read off their disks.
+    fn held_elsewhere(&self, n: usize) -> u64 {
+        use fedsync::core::Store;
+        (0..NODES.len())
+            .filter(|m| *m != n)
+            .filter_map(|m| {
+                let kv = Arc::new(self.sh.disks[m].clone());
+                let store = KvStore::on(kv, 1).ok()?;
+                Some(store.load_frontier().ok()?.head(&self.sh.ids[n]).seq)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     fn crash(&mut self, n: usize, now: Duration, restart: Duration) {
         if self.down.contains_key(&n) {
             return;
@@ -382,6 +431,13 @@ impl Faults<'_> {
             }
             Fault::Hold(a, b) => sim.hold(name(*a), name(*b)),
             Fault::Crash(a) => self.crash(*a, now, p.lasts),
+            Fault::LoseDisk(a) => {
+                self.crash(*a, now, p.lasts);
+                let held = self.held_elsewhere(*a);
+                self.sh.history.borrow_mut().disk_lost(*a, held);
+                self.sh.disks[*a].wipe();
+                self.sh.rebuild.borrow_mut()[*a] = true;
+            }
             Fault::DiskFailure {
                 node,
                 after_flushes,
@@ -394,7 +450,10 @@ impl Faults<'_> {
             }
         }
         self.log(now, format!("{:?}", p.fault));
-        if !matches!(p.fault, Fault::Crash(_) | Fault::Skew(..) | Fault::Jump(..)) {
+        if !matches!(
+            p.fault,
+            Fault::Crash(_) | Fault::LoseDisk(_) | Fault::Skew(..) | Fault::Jump(..)
+        ) {
             self.undo.push((now + p.lasts, p.fault.clone()));
         }
     }
@@ -419,7 +478,11 @@ impl Faults<'_> {
             Fault::Hold(a, b) => sim.release(name(*a), name(*b)),
             // A disk fault armed but never hit is disarmed by the next
             // crash; one that never comes is harmless.
-            Fault::DiskFailure { .. } | Fault::Crash(_) | Fault::Skew(..) | Fault::Jump(..) => {}
+            Fault::DiskFailure { .. }
+            | Fault::Crash(_)
+            | Fault::LoseDisk(_)
+            | Fault::Skew(..)
+            | Fault::Jump(..) => {}
         }
     }
 
@@ -489,6 +552,7 @@ pub fn run_on(seed: u64, fed: &Federation, disk: Disk) -> Result<Outcome, String
         .build();
     let sh = Rc::new(Shared {
         seed,
+        ids: fed.ids.clone(),
         disk,
         configs: fed.configs.clone(),
         disks: (0..NODES.len()).map(|_| MemKv::new()).collect(),
@@ -503,6 +567,7 @@ pub fn run_on(seed: u64, fed: &Federation, disk: Disk) -> Result<Outcome, String
         history: RefCell::default(),
         next_key: RefCell::new(vec![0; NODES.len()]),
         incarnation: RefCell::new(vec![0; NODES.len()]),
+        rebuild: RefCell::new(vec![false; NODES.len()]),
         digests: RefCell::new(vec![None; NODES.len()]),
         dumps: RefCell::new(vec![None; NODES.len()]),
     });
@@ -571,10 +636,12 @@ pub fn run_on(seed: u64, fed: &Federation, disk: Disk) -> Result<Outcome, String
     checker::check(&h, &dumps).map_err(|e| format!("{e}\n{}", f.outcome.trace.join("\n")))?;
     f.outcome.acked = h.acked.len();
     f.outcome.deleted = h.deleted.len();
+    f.outcome.lost_with_disk = h.lost_with_disk;
     let summary = format!(
-        "end: {} puts acknowledged, {} deletes, digest {}",
+        "end: {} puts acknowledged, {} deletes, {} lost with a disk, digest {}",
         h.acked.len(),
         h.deleted.len(),
+        h.lost_with_disk,
         dumps[0].digest
     );
     f.outcome.trace.push(summary);
