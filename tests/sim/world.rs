@@ -386,6 +386,15 @@ impl Faults<'_> {
             .push(format!("{:>8.3}s {what}", now.as_secs_f64()));
     }
 
+    /// Whether a node other than `n` has a rebuild from peers unfinished.
+    fn rebuilding_other_than(&self, n: usize) -> bool {
+        (0..NODES.len()).filter(|m| *m != n).any(|m| {
+            let kv = Arc::new(self.sh.disks[m].clone());
+            self.sh.rebuild.borrow()[m]
+                || KvStore::on(kv, 1).is_ok_and(|s| s.rebuilding().unwrap_or(false))
+        })
+    }
+
     /// How far any other node holds node `n`'s log, read off their disks.
     fn held_elsewhere(&self, n: usize) -> u64 {
         use fedsync::core::Store;
@@ -431,6 +440,15 @@ impl Faults<'_> {
             }
             Fault::Hold(a, b) => sim.hold(name(*a), name(*b)),
             Fault::Crash(a) => self.crash(*a, now, p.lasts),
+            // One rebuild at a time (see the README): while another node
+            // is still rebuilding, a lost disk is only a crash.
+            Fault::LoseDisk(a) if self.rebuilding_other_than(*a) => {
+                self.crash(*a, now, p.lasts);
+                self.log(
+                    now,
+                    format!("{:?} deferred: a rebuild is unfinished", p.fault),
+                );
+            }
             Fault::LoseDisk(a) => {
                 self.crash(*a, now, p.lasts);
                 let held = self.held_elsewhere(*a);
