@@ -40,6 +40,25 @@ pub enum Fault {
     Jump(usize, i64),
 }
 
+impl Fault {
+    /// The pairs of nodes a partition cuts both ways: one pair, every pair
+    /// across a bridge's two sides, or every link of an isolated node.
+    pub fn cut_pairs(&self, nodes: usize) -> Vec<(usize, usize)> {
+        match self {
+            Fault::Partition(a, b) => vec![(*a, *b)],
+            Fault::Bridge { bridge, side } => (side.iter())
+                .flat_map(|x| {
+                    (0..nodes)
+                        .filter(|y| y != bridge && !side.contains(y))
+                        .map(move |y| (*x, y))
+                })
+                .collect(),
+            Fault::Isolate(a) => (0..nodes).filter(|b| b != a).map(|b| (*a, b)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// A fault that starts at `at` and, where it has an end, ends `lasts` later.
 #[derive(Clone, Debug)]
 pub struct Planned {

@@ -10,6 +10,7 @@
 
 mod checker;
 mod faults;
+mod host;
 mod world;
 
 use std::sync::Mutex;
@@ -24,7 +25,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn every_seed_keeps_every_acknowledged_write_and_converges() {
-    let fed = world::Federation::create();
+    let fed = host::Federation::create();
     if let Some(seed) = env_u64("FEDSYNC_SIM_SEED") {
         match world::run(seed, &fed) {
             Ok(o) => println!("seed {seed} passed:\n{}", o.trace.join("\n")),
@@ -117,8 +118,8 @@ fn a_seed_replays_exactly() {
 
 #[test]
 fn a_store_that_skips_its_flush_is_caught() {
-    let fed = world::Federation::create();
-    let err = world::run_on(3, &fed, world::Disk::SkipsFlush).expect_err("lost writes found");
+    let fed = host::Federation::create();
+    let err = world::run_on(3, &fed, host::Disk::SkipsFlush).expect_err("lost writes found");
     // Restarted with its own log gone, a node forks it: peers refuse the
     // new deltas, acknowledged writes are missing, nodes never agree.
     let caught = ["acknowledged write", "refused", "still differ"];
