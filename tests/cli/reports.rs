@@ -165,22 +165,17 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
         ),
         (Some(9), Some(14))
     );
-    let br = agg["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["region"] == "br")
-        .unwrap();
+    let region = |r: &str| {
+        (agg["regions"].as_array().unwrap().iter())
+            .find(|e| e["region"] == r)
+            .unwrap_or_else(|| panic!("no coverage entry for {r}: {agg}"))
+    };
+    let br = region("br");
     assert_eq!(
         (br["missing"].as_bool(), br["stale"].as_bool()),
         (Some(true), Some(true))
     );
-    let fr_entry = agg["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["region"] == "fr")
-        .unwrap();
+    let fr_entry = region("fr");
     assert_eq!(
         (fr_entry["missing"].as_bool(), fr_entry["stale"].as_bool()),
         (Some(false), Some(false))

@@ -55,10 +55,17 @@ impl Faults<'_> {
     /// Whether a node other than `n` has a rebuild from peers unfinished.
     fn rebuilding_other_than(&self, n: usize) -> bool {
         (0..NODES.len()).filter(|m| *m != n).any(|m| {
-            let kv = Arc::new(self.sh.disks[m].clone());
             self.sh.rebuild.borrow()[m]
-                || KvStore::on(kv, 1).is_ok_and(|s| s.rebuilding().unwrap_or(false))
+                || self
+                    .store_on(m)
+                    .is_some_and(|s| s.rebuilding().unwrap_or(false))
         })
+    }
+
+    /// Node `m`'s store as its disk holds it now, to read from outside the
+    /// node (`None` while the disk has failed).
+    fn store_on(&self, m: usize) -> Option<KvStore> {
+        KvStore::on(Arc::new(self.sh.disks[m].clone()), 1).ok()
     }
 
     /// How far any other node holds node `n`'s log, read off their disks.
@@ -67,9 +74,13 @@ impl Faults<'_> {
         (0..NODES.len())
             .filter(|m| *m != n)
             .filter_map(|m| {
-                let kv = Arc::new(self.sh.disks[m].clone());
-                let store = KvStore::on(kv, 1).ok()?;
-                Some(store.load_frontier().ok()?.head(&self.sh.ids[n]).seq)
+                Some(
+                    self.store_on(m)?
+                        .load_frontier()
+                        .ok()?
+                        .head(&self.sh.ids[n])
+                        .seq,
+                )
             })
             .max()
             .unwrap_or(0)
