@@ -14,6 +14,10 @@ use crate::core::{Frontier, FrontierDigest, NodeId};
 use crate::identity::read_roster;
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
 use crate::node::{net, trust_from};
+
+/// The largest message a node may be configured to send or accept
+/// (`limits.message_bytes_max` is at most 64 MiB).
+const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 use crate::rpc::{convert, pb};
 
 pub use pb::Record;
@@ -79,9 +83,12 @@ impl Client {
             SyncConfig::default(),
             crate::config::LimitsConfig::default().message_bytes_max,
         )?;
-        Ok(Client {
-            inner: pb::client_client::ClientClient::new(channel),
-        })
+        // The node bounds what it sends; the largest a node may be
+        // configured for is accepted here.
+        let inner = pb::client_client::ClientClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        Ok(Client { inner })
     }
 
     pub async fn put(&mut self, key: &str, value: &[u8]) -> Result<pb::WriteReply, String> {
@@ -330,7 +337,7 @@ impl Client {
             .as_slice()
             .try_into()
             .map_err(|_| "bad node id".to_string())?;
-        let digest = convert::digest(r.digest.unwrap_or_default()).map_err(bad)?;
+        let digest = convert::digest(&r.digest.unwrap_or_default()).map_err(bad)?;
         let frontier = convert::frontier(r.frontier.unwrap_or_default()).map_err(bad)?;
         Ok((r.name, NodeId(node), digest, frontier))
     }

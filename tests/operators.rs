@@ -187,8 +187,15 @@ async fn a_stopped_peer_lags_then_stalls_and_recovers_on_restart() {
     assert_eq!(p.links, 1);
     assert!(p.last_sync_ms.is_some() && p.last_contact_ms.is_some());
     assert_eq!(p.stalled_since_ms, None);
-    assert_eq!(peer(&s, "office-ke").state, PeerState::NoLink);
+    // HQ is the hub: an office that never dialled it is unreachable, not
+    // an office whose data comes through others.
+    let ke = peer(&s, "office-ke");
+    assert_eq!(ke.state, PeerState::Unreachable);
+    assert_eq!((ke.links, ke.last_contact_ms), (0, None));
     assert_eq!(peer(&s, OPERATOR).state, PeerState::Operator);
+    // Seen from France, Kenya is another office: its data comes through HQ.
+    let at_fr = fr.status().await.unwrap();
+    assert_eq!(peer(&at_fr, "office-ke").state, PeerState::NoLink);
     assert_eq!(s.totals.deltas, 1);
     assert_eq!(s.totals.records, 1);
     assert!(s.totals.store_bytes > 0);
@@ -288,8 +295,8 @@ async fn the_status_call_page_and_json_agree_with_the_node() {
     assert_eq!(
         states(&remote),
         vec![
+            ("office-ke".to_owned(), PeerState::Unreachable),
             ("office-fr".to_owned(), PeerState::InSync),
-            ("office-ke".to_owned(), PeerState::NoLink),
             (OPERATOR.to_owned(), PeerState::Operator),
         ],
         "every roster member, worst first"
@@ -309,7 +316,7 @@ async fn the_status_call_page_and_json_agree_with_the_node() {
     for (name, state) in [
         ("hq", "self"),
         ("office-fr", "in_sync"),
-        ("office-ke", "no_link"),
+        ("office-ke", "unreachable"),
         (OPERATOR, "operator"),
     ] {
         let row = format!(r#"id="member-{name}" data-state="{state}""#);
@@ -322,9 +329,11 @@ async fn the_status_call_page_and_json_agree_with_the_node() {
     assert_eq!(code, 200);
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["name"], "hq");
-    assert_eq!(json["peers"][0]["name"], "office-fr");
-    assert_eq!(json["peers"][0]["state"], "in_sync");
-    assert_eq!(json["peers"][0]["lag"]["they_lack"]["deltas"], 0);
+    assert_eq!(json["peers"][0]["name"], "office-ke");
+    assert_eq!(json["peers"][0]["state"], "unreachable");
+    assert_eq!(json["peers"][1]["name"], "office-fr");
+    assert_eq!(json["peers"][1]["state"], "in_sync");
+    assert_eq!(json["peers"][1]["lag"]["they_lack"]["deltas"], 0);
     assert_eq!(json["totals"]["deltas"], 1);
 
     // The admin port only reads.

@@ -126,6 +126,16 @@ pub fn table(s: &NodeStatus) -> String {
         t.store_bytes / 1024
     );
     let _ = writeln!(out, "\n{}", fit(&totals, WIDTH));
+    let conns: u64 = t.connections_refused.values().sum();
+    if conns > 0 {
+        let by = (t.connections_refused.iter())
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let line = format!("{conns} connections refused: {by}");
+        let _ = writeln!(out, "{}", fit(&line, WIDTH));
+    }
     out
 }
 
@@ -148,6 +158,7 @@ mod tests {
             last_sync_ms: Some(1_000),
             lags,
             stalled_since_ms: (state == PeerState::Stalled).then_some(2_000),
+            refused_since_ms: None,
             last_error: Some(TimedText {
                 at_ms: 5_000,
                 text: "dial failed: connection refused (os error 111) and a very long tail"

@@ -184,11 +184,27 @@ pub struct LimitsConfig {
     pub message_bytes_max: usize,
     /// Messages queued per peer link.
     pub link_queue_max: usize,
-    /// Concurrent inbound connections.
-    pub links_max: usize,
-    /// Open inbound connections per peer certificate; calls on more are
-    /// refused (RESOURCE_EXHAUSTED).
+    /// No longer used, and accepted so that an older config file still
+    /// loads: connections of members are bounded per member
+    /// (`conns_per_peer_max`, so capacity follows the roster), and
+    /// handshakes in progress by `handshakes_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links_max: Option<usize>,
+    /// Open inbound connections per member certificate (node or
+    /// operator); calls on one more are refused (RESOURCE_EXHAUSTED),
+    /// and a connection beyond that is closed at once.
     pub conns_per_peer_max: usize,
+    /// TLS handshakes in progress at once, from anyone: the only places a
+    /// connection holds before it is known to be a member. When they are
+    /// full, a newcomer takes the place of one that has not sent its
+    /// ClientHello yet.
+    pub handshakes_max: usize,
+    /// TLS handshakes in progress at once from one IPv4 address or IPv6 /64.
+    pub handshakes_per_source_max: usize,
+    /// From accepting a connection to its complete ClientHello.
+    pub hello_timeout_ms: u64,
+    /// From accepting a connection to the end of its TLS handshake.
+    pub handshake_timeout_secs: u64,
     /// Client API requests in flight per operator (a watch counts while
     /// it is open); more are refused (RESOURCE_EXHAUSTED).
     pub requests_in_flight_max: usize,
@@ -207,8 +223,12 @@ impl Default for LimitsConfig {
             quarantine_max: 100_000,
             message_bytes_max: 4 * MIB,
             link_queue_max: 16,
-            links_max: 64,
+            links_max: None,
             conns_per_peer_max: 4,
+            handshakes_max: 512,
+            handshakes_per_source_max: 256,
+            hello_timeout_ms: 5000,
+            handshake_timeout_secs: 10,
             requests_in_flight_max: 32,
             batch_deltas_max: 10_000,
         }
@@ -334,8 +354,11 @@ impl NodeConfig {
             ("limits.held_deltas_max", l.held_deltas_max as u64, 1, any),
             ("limits.quarantine_max", l.quarantine_max, 1, any),
             ("limits.link_queue_max", l.link_queue_max as u64, 2, any),
-            ("limits.links_max", l.links_max as u64, 1, any),
-            ("limits.conns_per_peer_max", l.conns_per_peer_max as u64, 1, any),
+            ("limits.conns_per_peer_max", l.conns_per_peer_max as u64, 1, 1024),
+            ("limits.handshakes_max", l.handshakes_max as u64, 1, 1_000_000),
+            ("limits.handshakes_per_source_max", l.handshakes_per_source_max as u64, 1, 1_000_000),
+            ("limits.hello_timeout_ms", l.hello_timeout_ms, 100, any),
+            ("limits.handshake_timeout_secs", l.handshake_timeout_secs, 1, 3600),
             ("limits.requests_in_flight_max", l.requests_in_flight_max as u64, 1, any),
             ("limits.batch_deltas_max", l.batch_deltas_max as u64, 1, 1_000_000),
             ("limits.message_bytes_max", l.message_bytes_max as u64, 64 * KIB as u64, mib64),
@@ -354,6 +377,13 @@ impl NodeConfig {
             return Err(format!(
                 "sync.reconnect_min_ms ({}) must not exceed sync.reconnect_max_ms ({})",
                 s.reconnect_min_ms, s.reconnect_max_ms
+            ));
+        }
+        if l.hello_timeout_ms > l.handshake_timeout_secs.saturating_mul(1000) {
+            return Err(format!(
+                "limits.hello_timeout_ms ({}) must not exceed limits.handshake_timeout_secs ({}) \
+                 in milliseconds: the ClientHello is part of the handshake",
+                l.hello_timeout_ms, l.handshake_timeout_secs
             ));
         }
         if s.batch_deltas_max > l.batch_deltas_max {
@@ -525,6 +555,16 @@ mod tests {
     }
 
     #[test]
+    fn an_older_file_with_links_max_still_loads() {
+        let cfg = NodeConfig::parse(&doc("n", "[limits]\nlinks_max = 64"), Path::new("/")).unwrap();
+        assert_eq!(cfg.limits.links_max, Some(64));
+        assert_eq!(
+            cfg.limits.handshakes_max,
+            LimitsConfig::default().handshakes_max
+        );
+    }
+
+    #[test]
     fn unknown_and_missing_keys_are_named() {
         for (text, needle) in [
             (format!("colour = 1\n{}", doc("n", "")), "colour"),
@@ -557,6 +597,7 @@ mod tests {
             (doc("n", &peer("a", ":7100")), "peers[0].address"),
             (doc("n", &peer("a", "::1:7100")), "peers[0].address"),
             (doc("n", min_max), "sync.reconnect_min_ms (5000) must not exceed sync.reconnect_max_ms (1000)"),
+            (doc("n", "[limits]\nhello_timeout_ms = 6000\nhandshake_timeout_secs = 5"), "limits.hello_timeout_ms (6000) must not exceed"),
         ];
         for (text, needle) in cases {
             let err = NodeConfig::parse(&text, Path::new("/")).unwrap_err();
@@ -582,7 +623,11 @@ mod tests {
             ("limits", "held_deltas_max", 0),
             ("limits", "quarantine_max", 0),
             ("limits", "link_queue_max", 1),
-            ("limits", "links_max", 0),
+            ("limits", "conns_per_peer_max", 0),
+            ("limits", "handshakes_max", 0),
+            ("limits", "handshakes_per_source_max", 0),
+            ("limits", "hello_timeout_ms", 99),
+            ("limits", "handshake_timeout_secs", 0),
             ("limits", "message_bytes_max", 64 * KIB - 1),
             ("limits", "message_bytes_max", 64 * MIB + 1),
         ] {

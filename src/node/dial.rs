@@ -1,7 +1,11 @@
 //! Outbound links: each configured peer gets a task that dials it, runs
 //! the sync stream until it breaks, and dials again after a capped,
 //! jittered backoff. A link that got as far as syncing resets the backoff,
-//! so a peer that returns after an outage is resynced at once.
+//! so a peer that returns after an outage is resynced at once, after a
+//! spread that grows with the federation: when a hub restarts, its
+//! hundreds of offices do not all dial it in the same instant. A dial the
+//! peer refused for capacity backs off faster than one that got no answer,
+//! since dialling again at once only adds to the peer's load.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,34 +43,44 @@ impl Dialer {
     }
 
     async fn dial_forever(self, mut shutdown: watch::Receiver<bool>) {
-        let mut backoff = self.sync.reconnect_min();
+        let (min, max) = (self.sync.reconnect_min(), self.sync.reconnect_max());
+        let mut backoff = min;
         let mut rng = match self.seed {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_entropy(),
         };
         loop {
-            let synced = tokio::select! {
+            let outcome = tokio::select! {
                 r = self.once() => r,
                 _ = shutdown.changed() => return,
             };
-            let error = match synced {
-                Ok(why) => {
+            let name = self.peer.name.clone();
+            let (report, delay) = match outcome {
+                Outcome::Ended(why) => {
                     tracing::info!(%why, "link ended; redialling");
-                    backoff = self.sync.reconnect_min();
-                    format!("link ended: {why}")
+                    backoff = min;
+                    let spread = herd_spread(self.nodes());
+                    let text = format!("link ended: {why}");
+                    let delay = min + spread.mul_f64(rng.gen_range(0.0..=1.0));
+                    (Command::PeerError { name, text }, delay)
                 }
-                Err(why) => {
+                Outcome::Failed(why) => {
                     tracing::warn!(%why, "dial failed");
-                    format!("dial failed: {why}")
+                    let text = format!("dial failed: {why}");
+                    let delay = jittered(backoff, &mut rng);
+                    backoff = (backoff * 2).min(max);
+                    (Command::PeerError { name, text }, delay)
+                }
+                Outcome::Refused(why) => {
+                    tracing::warn!(%why, "dial refused by the peer");
+                    backoff = (backoff * 2).max(REFUSED_BACKOFF_MIN).min(max);
+                    let delay = jittered(backoff, &mut rng);
+                    (Command::PeerRefused { name, text: why }, delay)
                 }
             };
-            let name = self.peer.name.clone();
-            let report = Command::PeerError { name, text: error };
             if self.ctx.actor.send(report).await.is_err() {
                 return;
             }
-            let delay = jittered(backoff, &mut rng);
-            backoff = (backoff * 2).min(self.sync.reconnect_max());
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
@@ -74,9 +88,27 @@ impl Dialer {
         }
     }
 
-    /// One connection: `Ok` with why it ended once it synced, `Err` if it
-    /// never got that far.
-    async fn once(&self) -> Result<String, String> {
+    /// Active nodes in the roster: how many may dial a hub at once.
+    fn nodes(&self) -> usize {
+        let roster = self.ctx.roster.borrow();
+        roster
+            .members()
+            .filter(|m| m.is_node() && m.is_active())
+            .count()
+    }
+
+    /// One connection, and how it ended.
+    async fn once(&self) -> Outcome {
+        match self.link().await {
+            Ok(why) => Outcome::Ended(why),
+            Err(Failure::Refused(why)) => Outcome::Refused(why),
+            Err(Failure::Other(why)) => Outcome::Failed(why),
+        }
+    }
+
+    /// `Ok` with why the link ended once it synced, `Err` if it never got
+    /// that far.
+    async fn link(&self) -> Result<String, Failure> {
         let channel = net::connect(
             self.net.clone(),
             self.peer.address.clone(),
@@ -93,7 +125,12 @@ impl Dialer {
             .by_name(&self.peer.name)
             .filter(|m| m.is_node() && m.is_active())
             .map(|m| m.id)
-            .ok_or_else(|| format!("{} is not an active node in the roster", self.peer.name))?;
+            .ok_or_else(|| {
+                Failure::Other(format!(
+                    "{} is not an active node in the roster",
+                    self.peer.name
+                ))
+            })?;
         let peer = LinkPeer {
             name: self.peer.name.clone(),
             id,
@@ -102,7 +139,7 @@ impl Dialer {
         };
         let (open, outbound) = link::open(self.ctx.clone(), peer)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Other(e.to_string()))?;
         // A request stream carries no status: it just ends.
         let outbound = outbound.map_while(Result::ok);
         let mut client = PeerClient::new(channel)
@@ -116,7 +153,11 @@ impl Dialer {
                     .actor
                     .send(Command::LinkClosed { link: open.id })
                     .await;
-                return Err(format!("sync failed: {}", net::error_chain(&status)));
+                let why = format!("sync failed: {}", net::error_chain(&status));
+                return Err(match status.code() {
+                    tonic::Code::ResourceExhausted => Failure::Refused(why),
+                    _ => Failure::Other(why),
+                });
             }
         };
         tracing::info!("link up");
@@ -124,9 +165,75 @@ impl Dialer {
     }
 }
 
+/// The shortest backoff after the peer refused us for capacity.
+const REFUSED_BACKOFF_MIN: Duration = Duration::from_secs(2);
+/// Redials after a link ends spread over this much per node in the
+/// roster, up to [`HERD_SPREAD_MAX`]: 200 offices over 5 s.
+const HERD_SPREAD_PER_NODE: Duration = Duration::from_millis(25);
+const HERD_SPREAD_MAX: Duration = Duration::from_secs(15);
+
+/// How a connection to the peer ended.
+enum Outcome {
+    /// It synced, then ended (why).
+    Ended(String),
+    /// It never got as far as syncing: no answer, TLS, or the stream.
+    Failed(String),
+    /// The peer refused it for capacity (RESOURCE_EXHAUSTED).
+    Refused(String),
+}
+
+enum Failure {
+    Refused(String),
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(why: String) -> Failure {
+        Failure::Other(why)
+    }
+}
+
+/// How widely redials after a lost link spread, for `nodes` in the roster.
+fn herd_spread(nodes: usize) -> Duration {
+    HERD_SPREAD_PER_NODE
+        .saturating_mul(nodes.min(u32::MAX as usize) as u32)
+        .min(HERD_SPREAD_MAX)
+}
+
 /// Somewhere in [delay/2, delay], so offices that lost the same link do
 /// not all redial in the same instant.
 fn jittered(delay: Duration, rng: &mut impl Rng) -> Duration {
     let ms = delay.as_millis().max(2) as u64;
     Duration::from_millis(rng.gen_range(ms / 2..=ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redials_spread_with_the_federation_up_to_a_bound() {
+        assert_eq!(herd_spread(2), Duration::from_millis(50));
+        assert_eq!(herd_spread(200), Duration::from_secs(5));
+        assert_eq!(herd_spread(100_000), HERD_SPREAD_MAX);
+        // 200 offices redialling a restarted hub: no 250 ms window holds
+        // more than a small share of them.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let spread = herd_spread(200);
+        let mut per_window = [0u32; 21];
+        for _ in 0..200 {
+            let at = spread.mul_f64(rng.gen_range(0.0..=1.0));
+            per_window[(at.as_millis() / 250) as usize] += 1;
+        }
+        assert!(per_window.iter().all(|n| *n <= 25), "{per_window:?}");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_whole_delay() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_millis(400), &mut rng);
+            assert!(d >= Duration::from_millis(200) && d <= Duration::from_millis(400));
+        }
+    }
 }

@@ -98,12 +98,27 @@ pub(crate) struct LinkPeer {
     pub address: String,
 }
 
+/// The status a link's outbound stream ends with, if it was ended for a
+/// reason the peer should hear: the first to set it (the reader refusing a
+/// message, or the actor closing the link) decides.
+#[derive(Clone, Default)]
+pub(crate) struct EndSlot(Arc<Mutex<Option<Status>>>);
+
+impl EndSlot {
+    pub fn set(&self, status: Status) {
+        let mut slot = self.0.lock().expect("end slot poisoned");
+        slot.get_or_insert(status);
+    }
+    fn take(&self) -> Option<Status> {
+        self.0.lock().expect("end slot poisoned").take()
+    }
+}
+
 /// A link registered with the actor, ready to run.
 pub(crate) struct OpenLink {
     pub id: LinkId,
     pub stats: Arc<LinkStats>,
-    /// Where the reader leaves the status the stream should end with.
-    end: oneshot::Sender<Status>,
+    end: EndSlot,
 }
 
 /// What tonic sends on a link: drained as HTTP/2 flow control allows, and
@@ -114,7 +129,7 @@ pub(crate) struct Outbound {
     room: Arc<AtomicBool>,
     actor: mpsc::Sender<Command>,
     stats: Arc<LinkStats>,
-    end: Option<oneshot::Receiver<Status>>,
+    end: EndSlot,
 }
 
 impl Stream for Outbound {
@@ -127,10 +142,9 @@ impl Stream for Outbound {
         let msg = match self.rx.poll_recv(cx) {
             std::task::Poll::Ready(Some(m)) => m,
             std::task::Poll::Ready(None) => {
-                // The reader sends its status before the actor drops the
-                // link, so it is there now if there is one.
-                let status = self.end.take().and_then(|mut rx| rx.try_recv().ok());
-                return std::task::Poll::Ready(status.map(Err));
+                // Whoever ended the link set its status before the actor
+                // dropped the channel, so it is there now if there is one.
+                return std::task::Poll::Ready(self.end.take().map(Err));
             }
             std::task::Poll::Pending => return std::task::Poll::Pending,
         };
@@ -156,25 +170,26 @@ pub(crate) async fn open(
     let stats = Arc::new(LinkStats::default());
     let (reply, id) = oneshot::channel();
     let actor = ctx.actor.clone();
+    let end = EndSlot::default();
     actor
         .send(Command::LinkOpen {
             peer,
             out,
             room: room.clone(),
             stats: stats.clone(),
+            end: end.clone(),
             reply,
         })
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
     let id = id.await.map_err(|_| ApiError::ShuttingDown)??;
-    let (end, end_rx) = oneshot::channel();
     let outbound = Outbound {
         id,
         rx,
         room,
         actor,
         stats: stats.clone(),
-        end: Some(end_rx),
+        end: end.clone(),
     };
     Ok((OpenLink { id, stats, end }, outbound))
 }
@@ -194,7 +209,7 @@ where
             ctx.refusals.count(code);
             tracing::warn!(%peer, code, reason = status.message(), "peer stream refused");
             let why = format!("refused: {}", status.message());
-            let _ = end.send(status);
+            end.set(status);
             why
         }
     };

@@ -5,11 +5,14 @@
 
 use crate::core::session::NOTES_MAX;
 use crate::core::{
-    DeltaHash, Frontier, FrontierDigest, Head, NodeId, Note, PeerMsg, SeqRange, SignedDelta,
+    Announce, DeltaHash, Frontier, FrontierDigest, Head, NodeId, Note, PeerMsg, SeqRange,
+    SignedDelta,
 };
 
 /// Characters of a peer's note kept (a code, or a reason).
 const NOTE_CHARS_MAX: usize = 512;
+/// Peers a rebuilding node may say it waits for: more than any roster.
+const REBUILD_WAITING_MAX: usize = 65_536;
 
 use super::pb;
 
@@ -32,6 +35,8 @@ pub enum ProtoError {
     BadRange { first: u64, last: u64 },
     #[error("{got} refusal notes in one message; at most {max} are allowed")]
     TooManyNotes { got: usize, max: usize },
+    #[error("a rebuild waiting for {got} peers; at most {max} are allowed")]
+    TooManyWaiting { got: usize, max: usize },
 }
 
 /// A peer message as the runtime receives it: deltas still undecoded.
@@ -49,8 +54,23 @@ fn array32(field: &'static str, b: &[u8]) -> Result<[u8; 32], ProtoError> {
     })
 }
 
-pub fn digest(d: pb::Digest) -> Result<FrontierDigest, ProtoError> {
+pub fn digest(d: &pb::Digest) -> Result<FrontierDigest, ProtoError> {
     Ok(FrontierDigest(array32("digest", &d.digest)?))
+}
+
+fn announce(d: &pb::Digest) -> Result<Announce, ProtoError> {
+    if !d.rebuilding {
+        return Ok(Announce::Intact);
+    }
+    let got = d.rebuild_waiting_for.len();
+    if got > REBUILD_WAITING_MAX {
+        let max = REBUILD_WAITING_MAX;
+        return Err(ProtoError::TooManyWaiting { got, max });
+    }
+    let waiting_for = (d.rebuild_waiting_for.iter())
+        .map(|b| array32("rebuild_waiting_for", b).map(NodeId))
+        .collect::<Result<_, _>>()?;
+    Ok(Announce::Rebuilding { waiting_for })
 }
 
 pub fn frontier(f: pb::Frontier) -> Result<Frontier, ProtoError> {
@@ -91,9 +111,10 @@ impl TryFrom<pb::PeerMessage> for Incoming {
         Ok(match m.body.ok_or(ProtoError::Empty)? {
             Body::Digest(d) => Incoming::Msg(PeerMsg::Digest {
                 roster: d.roster_version,
-                digest: digest(d)?,
+                digest: digest(&d)?,
+                rebuild: announce(&d)?,
             }),
-            Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(d)?)),
+            Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(&d)?)),
             Body::Frontier(f) => Incoming::Msg(PeerMsg::Frontier(frontier(f)?)),
             Body::Need(n) => Incoming::Msg(PeerMsg::Need(
                 n.ranges.into_iter().map(range).collect::<Result<_, _>>()?,
@@ -139,10 +160,18 @@ pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
     }
 }
 
-fn pb_digest(d: FrontierDigest, roster_version: u64) -> pb::Digest {
+fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::Digest {
+    let (rebuilding, waiting) = match rebuild {
+        Announce::Intact => (false, Vec::new()),
+        Announce::Rebuilding { waiting_for } => {
+            (true, waiting_for.iter().map(|p| p.0.to_vec()).collect())
+        }
+    };
     pb::Digest {
         digest: d.0.to_vec(),
         roster_version,
+        rebuilding,
+        rebuild_waiting_for: waiting,
     }
 }
 
@@ -156,8 +185,12 @@ impl From<&PeerMsg> for pb::PeerMessage {
     fn from(m: &PeerMsg) -> Self {
         use pb::peer_message::Body;
         let body = match m {
-            PeerMsg::Digest { digest, roster } => Body::Digest(pb_digest(*digest, *roster)),
-            PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0)),
+            PeerMsg::Digest {
+                digest,
+                roster,
+                rebuild,
+            } => Body::Digest(pb_digest(*digest, *roster, rebuild)),
+            PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0, &Announce::Intact)),
             PeerMsg::Frontier(f) => Body::Frontier(pb_frontier(f)),
             PeerMsg::Need(ranges) => Body::Need(pb::Need {
                 ranges: ranges
@@ -215,6 +248,21 @@ mod tests {
             PeerMsg::Digest {
                 digest: f.digest(),
                 roster: 7,
+                rebuild: Announce::Intact,
+            },
+            PeerMsg::Digest {
+                digest: f.digest(),
+                roster: 7,
+                rebuild: Announce::Rebuilding {
+                    waiting_for: vec![a.id()],
+                },
+            },
+            PeerMsg::Digest {
+                digest: f.digest(),
+                roster: 7,
+                rebuild: Announce::Rebuilding {
+                    waiting_for: Vec::new(),
+                },
             },
             PeerMsg::Roster(vec![1, 2, 3]),
             PeerMsg::Refused(vec![Note {
@@ -247,9 +295,20 @@ mod tests {
             bad(Body::Digest(pb::Digest {
                 digest: vec![0; 31],
                 roster_version: 1,
+                ..Default::default()
             }))
             .to_string(),
             "digest: expected 32 bytes, got 31"
+        );
+        assert_eq!(
+            bad(Body::Digest(pb::Digest {
+                digest: vec![0; 32],
+                rebuilding: true,
+                rebuild_waiting_for: vec![vec![1; 31]],
+                ..Default::default()
+            }))
+            .to_string(),
+            "rebuild_waiting_for: expected 32 bytes, got 31"
         );
         let head = pb::Head {
             author: vec![1; 32],

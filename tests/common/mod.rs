@@ -2,6 +2,8 @@
 //! this module and uses part of it).
 #![allow(dead_code)]
 
+pub mod flood;
+
 use std::time::Duration;
 
 use fedsync::core::{Frontier, Head, SignedDelta};

@@ -302,6 +302,7 @@ pub(crate) fn digest_msg(roster_version: u64) -> pb::PeerMessage {
             // Any digest: it differs from HQ's, so HQ answers with its frontier.
             digest: vec![0xab; 32],
             roster_version,
+            ..Default::default()
         })),
     }
 }

@@ -31,9 +31,11 @@ pub enum Fault {
     /// The disk fails at a flush soon; the node is crashed when it does
     /// and restarts after the fault's duration.
     DiskFailure { node: usize, after_flushes: u64 },
-    /// The node's disk is lost: it restarts on an empty one with
-    /// `--rebuild` and must recover everything, its own writes included.
-    LoseDisk(usize),
+    /// These nodes' disks are lost at once (each loss is independent of
+    /// any rebuild still running elsewhere): each restarts on an empty
+    /// disk with `--rebuild` and must recover everything, its own writes
+    /// included.
+    LoseDisk(Vec<usize>),
     /// The node's wall clock is set this far from true time.
     Skew(usize, i64),
     /// The node's wall clock jumps by this much (bounded by the skew limit).
@@ -102,7 +104,8 @@ pub fn plan(seed: u64, nodes: usize) -> Vec<Planned> {
                 node: a,
                 after_flushes: rng.gen_range(0..20),
             },
-            82..=84 => Fault::LoseDisk(a),
+            82..=83 => Fault::LoseDisk(vec![a]),
+            84 => Fault::LoseDisk(vec![a, b]),
             85..=90 => Fault::Skew(a, rng.gen_range(-SKEW_MAX_MS..=SKEW_MAX_MS)),
             _ => {
                 let by = rng.gen_range(60_000..=SKEW_MAX_MS);

@@ -52,33 +52,23 @@ impl Faults<'_> {
             .push(format!("{:>8.3}s {what}", now.as_secs_f64()));
     }
 
-    /// Whether a node other than `n` has a rebuild from peers unfinished.
-    fn rebuilding_other_than(&self, n: usize) -> bool {
-        (0..NODES.len()).filter(|m| *m != n).any(|m| {
-            self.sh.rebuild.borrow()[m]
-                || self
-                    .store_on(m)
-                    .is_some_and(|s| s.rebuilding().unwrap_or(false))
-        })
-    }
-
     /// Node `m`'s store as its disk holds it now, to read from outside the
     /// node (`None` while the disk has failed).
     fn store_on(&self, m: usize) -> Option<KvStore> {
         KvStore::on(Arc::new(self.sh.disks[m].clone()), 1).ok()
     }
 
-    /// How far any other node holds node `n`'s log, read off their disks.
-    fn held_elsewhere(&self, n: usize) -> u64 {
+    /// How far `author`'s log reaches on the disks other than `lost`.
+    fn held_elsewhere(&self, author: usize, lost: &[usize]) -> u64 {
         use fedsync::core::Store;
         (0..NODES.len())
-            .filter(|m| *m != n)
+            .filter(|m| !lost.contains(m))
             .filter_map(|m| {
                 Some(
                     self.store_on(m)?
                         .load_frontier()
                         .ok()?
-                        .head(&self.sh.ids[n])
+                        .head(&self.sh.ids[author])
                         .seq,
                 )
             })
@@ -109,18 +99,20 @@ impl Faults<'_> {
             Fault::OneWay(a, b) => sim.partition_oneway(name(*a), name(*b)),
             Fault::Hold(a, b) => sim.hold(name(*a), name(*b)),
             Fault::Crash(a) => self.crash(*a, now, p.lasts),
-            // One rebuild at a time (see the README): while another node
-            // is still rebuilding, a lost disk is only a crash.
-            Fault::LoseDisk(a) if self.rebuilding_other_than(*a) => {
-                self.crash(*a, now, p.lasts);
-                self.log(now, "(a rebuild is unfinished: only a crash)".into());
-            }
-            Fault::LoseDisk(a) => {
-                self.crash(*a, now, p.lasts);
-                let held = self.held_elsewhere(*a);
-                self.sh.history.borrow_mut().disk_lost(*a, held);
-                self.sh.disks[*a].wipe();
-                self.sh.rebuild.borrow_mut()[*a] = true;
+            Fault::LoseDisk(lost) => {
+                for n in lost {
+                    self.crash(*n, now, p.lasts);
+                }
+                // Every author's writes that only these disks held are
+                // gone with them.
+                for author in 0..NODES.len() {
+                    let held = self.held_elsewhere(author, lost);
+                    self.sh.history.borrow_mut().disk_lost(author, held);
+                }
+                for n in lost {
+                    self.sh.disks[*n].wipe();
+                    self.sh.rebuild.borrow_mut()[*n] = true;
+                }
             }
             Fault::DiskFailure {
                 node,

@@ -39,6 +39,15 @@ pub struct IngestReport {
     pub conflicts: usize,
 }
 
+/// One page of [`Replica::list`].
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<SignedDelta>,
+    /// The page stopped at a bound, not at the end of the prefix: ask
+    /// again after its last key.
+    pub more: bool,
+}
+
 /// Totals since the replica was opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -124,35 +133,52 @@ impl<S: Store> Replica<S> {
         }
     }
 
-    /// Live records under `prefix` in key order, after `after`, at most
-    /// `limit`: each key with its winning delta. Deleted keys are skipped.
+    /// Live records under `prefix` in key order, after `after`: each key
+    /// with its winning delta, deleted keys skipped. A page holds at most
+    /// `limit` records and, but for its first, at most `bytes_max` bytes
+    /// of keys and values, so that a page of large values still fits in
+    /// one reply.
     pub fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<SignedDelta>, S::Error> {
-        let mut out = Vec::new();
+        bytes_max: usize,
+    ) -> Result<Page, S::Error> {
+        let mut out = Page::default();
+        let mut bytes = 0usize;
         let mut cursor = after.map(str::to_owned);
         // Tombstones are skipped, so keep reading until the page is full
         // or the prefix is exhausted.
-        while out.len() < limit {
+        while out.records.len() < limit {
             let page = self.store.records(prefix, cursor.as_deref(), limit)?;
-            let Some((last, _)) = page.last() else { break };
+            let Some((last, _)) = page.last() else {
+                return Ok(out);
+            };
             cursor = Some(last.clone());
             let full = page.len() == limit;
             for (_, r) in page.into_iter().filter(|(_, r)| !r.deleted) {
-                if out.len() == limit {
-                    break;
+                if out.records.len() == limit {
+                    out.more = true;
+                    return Ok(out);
                 }
-                if let Some(d) = self.store.delta(&r.author, r.seq)? {
-                    out.push(d);
+                let Some(d) = self.store.delta(&r.author, r.seq)? else {
+                    continue;
+                };
+                let size = d.key().len() + d.value().len();
+                if !out.records.is_empty() && bytes.saturating_add(size) > bytes_max {
+                    out.more = true;
+                    return Ok(out);
                 }
+                bytes += size;
+                out.records.push(d);
             }
             if !full {
-                break;
+                return Ok(out);
             }
         }
+        // Full by count: more may follow.
+        out.more = true;
         Ok(out)
     }
 

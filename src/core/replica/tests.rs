@@ -54,15 +54,49 @@ fn list_pages_through_live_records_and_skips_deletes() {
     batch.push(fr.next("regions/fr/k3", Op::Delete, b"", NOW));
     batch.push(fr.next("regions/frx/other", Op::Put, b"", NOW));
     rep.ingest(batch, "p", NOW).unwrap();
-    let keys = |v: Vec<SignedDelta>| v.iter().map(|d| d.key().to_owned()).collect::<Vec<_>>();
-    let first = rep.list("regions/fr/", None, 3).unwrap();
+    let keys = |v: &[SignedDelta]| v.iter().map(|d| d.key().to_owned()).collect::<Vec<_>>();
+    let first = rep.list("regions/fr/", None, 3, usize::MAX).unwrap();
     assert_eq!(
-        keys(first.clone()),
+        keys(&first.records),
         ["regions/fr/k0", "regions/fr/k1", "regions/fr/k4"]
     );
-    let rest = rep.list("regions/fr/", Some(first[2].key()), 3).unwrap();
-    assert_eq!(keys(rest), ["regions/fr/k5", "regions/fr/k6"]);
-    assert!(rep.list("regions/de/", None, 3).unwrap().is_empty());
+    assert!(first.more);
+    let rest = rep
+        .list("regions/fr/", Some(first.records[2].key()), 3, usize::MAX)
+        .unwrap();
+    assert_eq!(keys(&rest.records), ["regions/fr/k5", "regions/fr/k6"]);
+    assert!(!rest.more);
+    let none = rep.list("regions/de/", None, 3, usize::MAX).unwrap();
+    assert!(none.records.is_empty() && !none.more);
+}
+
+#[test]
+fn list_pages_are_bounded_in_bytes_but_always_hold_one_record() {
+    let mut fr = Author::region(1, "fr");
+    let mut rep = replica(&[&fr]);
+    let big = vec![7u8; 1000];
+    let batch: Vec<_> = (0..5)
+        .map(|i| fr.put(&format!("k{i}"), &big, NOW))
+        .collect();
+    rep.ingest(batch, "p", NOW).unwrap();
+    // Each record is 1,012 bytes of key and value: 2,500 bytes hold two.
+    let mut after: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let page = rep
+            .list("regions/fr/", after.as_deref(), 100, 2500)
+            .unwrap();
+        pages.push(page.records.len());
+        after = page.records.last().map(|d| d.key().to_owned());
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(pages, [2, 2, 1]);
+    // A bound smaller than one record still moves forward.
+    let one = rep.list("regions/fr/", None, 100, 10).unwrap();
+    assert_eq!(one.records.len(), 1);
+    assert!(one.more);
 }
 
 #[test]

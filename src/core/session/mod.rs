@@ -40,6 +40,7 @@ use super::delta::SignedDelta;
 use super::frontier::{Frontier, FrontierDigest, SeqRange};
 use super::ids::NodeId;
 use super::progress::PeerView;
+use super::rebuild::Announce;
 use super::replica::{IngestReport, Replica, RosterOffer};
 use super::store::Store;
 
@@ -49,10 +50,12 @@ pub const NOTES_MAX: usize = 16;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
-    /// The sender's frontier digest and roster version.
+    /// The sender's frontier digest and roster version, and whether it is
+    /// rebuilding its store (see [`super::rebuild`]).
     Digest {
         digest: FrontierDigest,
         roster: u64,
+        rebuild: Announce,
     },
     InSync(FrontierDigest),
     Frontier(Frontier),
@@ -103,6 +106,11 @@ pub struct Session {
     in_sync_at: Option<FrontierDigest>,
     /// Whether we already asked the peer to fill a gap we hold deltas past.
     asked_for_gap: bool,
+    /// What our digests say of our store.
+    announce: Announce,
+    /// What the peer's last digest said of its store; `None` before its
+    /// first digest on this link.
+    peer_announce: Option<Announce>,
 }
 
 impl Session {
@@ -115,7 +123,18 @@ impl Session {
         PeerMsg::Digest {
             digest: replica.digest(),
             roster: replica.roster().version,
+            rebuild: self.announce.clone(),
         }
+    }
+
+    /// What this side's digests say of its store from now on.
+    pub fn set_announce(&mut self, announce: Announce) {
+        self.announce = announce;
+    }
+
+    /// What the peer last said of its store, if it said anything yet.
+    pub fn peer_announce(&self) -> Option<&Announce> {
+        self.peer_announce.as_ref()
     }
 
     /// True when the last digest exchange found both sides equal and
@@ -137,7 +156,12 @@ impl Session {
     ) -> Result<Reaction, S::Error> {
         let mut r = Reaction::default();
         match msg {
-            PeerMsg::Digest { digest, roster } => {
+            PeerMsg::Digest {
+                digest,
+                roster,
+                rebuild,
+            } => {
+                self.peer_announce = Some(rebuild);
                 if roster < replica.roster().version {
                     if let Some(signed) = replica.signed_roster() {
                         r.send.push(PeerMsg::Roster(signed.as_bytes().to_vec()));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::core::{Note, PeerMsg, Replica, Session};
-use crate::node::link::{LinkPeer, LinkStats};
+use crate::node::link::{EndSlot, LinkPeer, LinkStats};
 use crate::store::KvStore;
 
 /// Messages queued per link beyond its channel before the link is judged
@@ -26,6 +26,8 @@ pub(super) struct Link {
     /// Set when `out` was full; the writer clears it and sends `LinkRoom`.
     pub(super) room: Arc<AtomicBool>,
     pub(super) stats: Arc<LinkStats>,
+    /// The status the outbound stream ends with when the actor closes it.
+    pub(super) end: EndSlot,
 }
 
 /// Records what a peer said it refused of ours. Duplicates are routine

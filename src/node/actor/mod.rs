@@ -14,11 +14,11 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::link::{LinkPeer, LinkStats, MessageRefusals};
+use super::link::{EndSlot, LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
-    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, PeerMsg, Reaction, Replica, Roster,
-    RosterOffer, Session, SignedDelta,
+    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, Page, PeerMsg, Reaction, Replica,
+    Roster, RosterOffer, Session, SignedDelta,
 };
 use crate::identity::tls::TrustStore;
 use crate::store::{KvStore, QuarantineView, StoreError};
@@ -32,7 +32,7 @@ mod status;
 
 use links::{peer_refused, Link};
 use peers::Peers;
-pub(crate) use rebuild::Rebuild;
+pub(crate) use rebuild::rebuild_from;
 pub(crate) use reports::ReportCmd;
 
 pub(crate) type LinkId = u64;
@@ -57,7 +57,8 @@ pub(crate) enum Command {
         prefix: String,
         after: Option<String>,
         limit: usize,
-        reply: Reply<Vec<SignedDelta>>,
+        bytes_max: usize,
+        reply: Reply<Page>,
     },
     Watch {
         prefix: String,
@@ -75,6 +76,13 @@ pub(crate) enum Command {
         name: String,
         text: String,
     },
+    /// A member's connection was refused (by this node for its connection
+    /// limit, or by the member when we dialled it): it shows as refused
+    /// until a link with it opens.
+    PeerRefused {
+        name: String,
+        text: String,
+    },
     Quarantine {
         limit: usize,
         reply: Reply<QuarantineView>,
@@ -89,6 +97,7 @@ pub(crate) enum Command {
         out: mpsc::Sender<PeerMsg>,
         room: Arc<AtomicBool>,
         stats: Arc<LinkStats>,
+        end: EndSlot,
         reply: Reply<LinkId>,
     },
     LinkMsg {
@@ -110,6 +119,14 @@ pub(crate) enum Command {
     Report(ReportCmd),
     /// Stop: drop every link (ending their streams) and return the replica.
     Shutdown,
+}
+
+/// What a link's tasks share with the actor's side of it.
+pub(crate) struct LinkIo {
+    pub out: mpsc::Sender<PeerMsg>,
+    pub room: Arc<AtomicBool>,
+    pub stats: Arc<LinkStats>,
+    pub end: EndSlot,
 }
 
 /// A snapshot for callers outside the actor (tests, the demo, later the
@@ -145,6 +162,8 @@ pub(crate) struct Wiring {
     /// The TLS trust the listener and dialers use; replaced on adoption.
     pub trust: TrustStore,
     pub refusals: Arc<MessageRefusals>,
+    /// Connections refused before or at authentication.
+    pub conn_refusals: crate::node::net::ConnRefusals,
     /// The peers this node dials: name -> address.
     pub dialed: std::collections::BTreeMap<String, String>,
     pub stall_after_ms: u64,
@@ -153,7 +172,7 @@ pub(crate) struct Wiring {
     pub report_stale_after_ms: u64,
     pub clock: std::sync::Arc<dyn crate::node::Clock>,
     /// Set while a rebuild from peers is unfinished.
-    pub rebuild: Option<Rebuild>,
+    pub rebuild: Option<crate::core::Rebuild>,
 }
 
 pub(crate) struct Actor {
@@ -259,9 +278,12 @@ impl Actor {
                 prefix,
                 after,
                 limit,
+                bytes_max,
                 reply,
             } => {
-                let page = self.replica.list(&prefix, after.as_deref(), limit);
+                let page = self
+                    .replica
+                    .list(&prefix, after.as_deref(), limit, bytes_max);
                 let _ = reply.send(page.map_err(ApiError::from));
             }
             Command::Watch { prefix, tx } => self.watchers.push((prefix, tx)),
@@ -273,6 +295,9 @@ impl Actor {
             }
             Command::PeerError { name, text } => {
                 self.peers.error(&name, text, self.wiring.clock.now_ms())
+            }
+            Command::PeerRefused { name, text } => {
+                self.peers.refused(&name, text, self.wiring.clock.now_ms())
             }
             Command::Quarantine { limit, reply } => {
                 let view = self.replica.store().quarantine(limit);
@@ -292,8 +317,18 @@ impl Actor {
                 out,
                 room,
                 stats,
+                end,
                 reply,
-            } => self.handle_link_open(peer, out, room, stats, reply),
+            } => self.handle_link_open(
+                peer,
+                LinkIo {
+                    out,
+                    room,
+                    stats,
+                    end,
+                },
+                reply,
+            ),
             Command::LinkMsg { link, msg } => self.handle_link_msg(link, msg),
             Command::LinkDeltas { link, admitted } => self.handle_link_deltas(link, admitted),
             Command::LinkRoom { link } => self.pump(link),
@@ -348,14 +383,7 @@ impl Actor {
         }
     }
 
-    fn handle_link_open(
-        &mut self,
-        peer: LinkPeer,
-        out: mpsc::Sender<PeerMsg>,
-        room: Arc<AtomicBool>,
-        stats: Arc<LinkStats>,
-        reply: Reply<LinkId>,
-    ) {
+    fn handle_link_open(&mut self, peer: LinkPeer, io: LinkIo, reply: Reply<LinkId>) {
         // The handshake checked the certificate; the roster may have
         // changed since.
         if !self.is_active_node(&peer.id) {
@@ -385,15 +413,17 @@ impl Actor {
         let id = self.next_link;
         self.next_link += 1;
         self.peers.link_opened(&peer.name, &peer.address);
-        let session = Session::new();
+        let mut session = Session::new();
+        session.set_announce(self.announce());
         let opening = session.digest(&self.replica);
         let mut link = Link {
             peer,
             session,
-            out,
+            out: io.out,
             pending: VecDeque::new(),
-            room,
-            stats,
+            room: io.room,
+            stats: io.stats,
+            end: io.end,
         };
         link.pending.push_back(opening);
         tracing::info!(peer = %link.peer.name, inbound = link.peer.inbound, "link open");
@@ -480,6 +510,9 @@ impl Actor {
         if let Some(view) = &reaction.peer_view {
             self.peers
                 .observed(&link.peer.name, view, self.replica.frontier(), now);
+            if view.whole {
+                self.rebuild_exchanged(id, view);
+            }
         }
         Some(reaction)
     }
@@ -502,6 +535,7 @@ impl Actor {
         }
         self.frontier
             .send_replace(Arc::new(self.replica.frontier().clone()));
+        self.rebuild_settle();
         let sender = from
             .and_then(|id| self.links.get(&id))
             .map(|l| l.peer.name.clone());
@@ -552,6 +586,9 @@ impl Actor {
             Ok(()) => {}
             Err(why) => {
                 tracing::warn!(peer = %link.peer.name, %why, "closing link");
+                // The peer hears why, once it reads to the end.
+                let text = format!("{} closed this link: {why}", self.wiring.name);
+                link.end.set(tonic::Status::resource_exhausted(text));
                 let name = link.peer.name.clone();
                 self.peers.error(
                     &name,

@@ -20,6 +20,8 @@ pub(super) struct PeerEntry {
     /// Whole-frontier exchanges completed (a digest found equal, or a
     /// frontier received), on every link.
     pub sync_rounds: u64,
+    /// Since when its connections are refused, with no link open since.
+    pub refused_since_ms: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +43,9 @@ impl Peers {
     }
 
     pub fn link_opened(&mut self, name: &str, address: &str) {
-        self.entry(name).address = Some(address.to_owned());
+        let e = self.entry(name);
+        e.address = Some(address.to_owned());
+        e.refused_since_ms = None;
     }
 
     pub fn observed(&mut self, name: &str, view: &PeerView, mine: &Frontier, now_ms: u64) {
@@ -64,6 +68,17 @@ impl Peers {
         self.entry(name).last_error = Some(TimedText {
             at_ms: now_ms,
             text,
+        });
+    }
+
+    /// A connection with the peer was refused, by either end: `text` says
+    /// why, and the peer shows as refused until a link opens.
+    pub fn refused(&mut self, name: &str, text: String, now_ms: u64) {
+        let e = self.entry(name);
+        e.refused_since_ms.get_or_insert(now_ms);
+        e.last_error = Some(TimedText {
+            at_ms: now_ms,
+            text: format!("refused: {text}"),
         });
     }
 

@@ -5,47 +5,48 @@
 //! for a seq it already used, which every peer refuses as equivocation.
 //!
 //! So local writes wait while any peer has confirmed more of this node's
-//! own log than the node holds, and, after `run --rebuild`, until the node
-//! has exchanged frontiers with each peer it waits for.
+//! own log than the node holds, and, after `run --rebuild`, until the
+//! rebuild ([`crate::core::Rebuild`]) has witnessed each peer it waits for.
 
 use std::collections::BTreeSet;
 
-use super::Actor;
+use super::{Actor, LinkId};
 use crate::config::NodeConfig;
-use crate::core::{NodeId, Roster};
+use crate::core::{Announce, NodeId, PeerView, Rebuild, Roster};
 use crate::node::ApiError;
 
-/// An unfinished rebuild from peers.
-#[derive(Debug, Clone)]
-pub(crate) struct Rebuild {
-    /// The peers this node dials and those named as dialling it; or, for a
-    /// node that dials none (the hub every office dials), every other
-    /// active node.
-    pub waiting_for: BTreeSet<String>,
-}
-
-impl Rebuild {
-    pub(crate) fn from_peers(config: &NodeConfig, dialling: &[String], roster: &Roster) -> Rebuild {
-        let dialled: BTreeSet<String> = (config.peers.iter().map(|p| &p.name))
-            .chain(dialling)
-            .cloned()
-            .collect();
-        let waiting_for = if dialled.is_empty() {
-            (roster.members())
-                .filter(|m| m.is_node() && m.is_active() && m.name != config.name)
-                .map(|m| m.name.clone())
-                .collect()
-        } else {
-            dialled
-        };
-        Rebuild { waiting_for }
-    }
+/// The peers a rebuild waits for: those this node dials and those named
+/// as dialling it; or, for a node that dials none (the hub every office
+/// dials), every other active node.
+pub(crate) fn rebuild_from(
+    config: &NodeConfig,
+    dialling: &[String],
+    roster: &Roster,
+    me: NodeId,
+) -> Rebuild {
+    let named: BTreeSet<&String> = (config.peers.iter().map(|p| &p.name))
+        .chain(dialling)
+        .collect();
+    let nodes = roster.members().filter(|m| m.is_node() && m.is_active());
+    let waiting: Vec<NodeId> = if named.is_empty() {
+        nodes.filter(|m| m.id != me).map(|m| m.id).collect()
+    } else {
+        nodes
+            .filter(|m| named.contains(&m.name))
+            .map(|m| m.id)
+            .collect()
+    };
+    Rebuild::new(me, waiting)
 }
 
 impl Actor {
+    fn me(&self) -> NodeId {
+        NodeId(self.wiring.signer.verifying_key().to_bytes())
+    }
+
     /// `Ok` when a local write may be signed now; otherwise why not.
     pub(super) fn write_guard(&mut self) -> Result<(), ApiError> {
-        let me = NodeId(self.wiring.signer.verifying_key().to_bytes());
+        let me = self.me();
         let mine = self.replica.frontier().head(&me).seq;
         for (name, e) in self.peers.iter() {
             let theirs = e.progress.known_seq(&me);
@@ -59,19 +60,67 @@ impl Actor {
         let Some(rebuild) = &self.wiring.rebuild else {
             return Ok(());
         };
-        let waiting: Vec<&str> = (rebuild.waiting_for.iter())
-            .filter(|p| self.peers.get(p).is_none_or(|e| e.sync_rounds == 0))
-            .map(String::as_str)
+        let roster = self.replica.roster();
+        let waiting: Vec<String> = (rebuild.waiting_for())
+            .map(|id| roster.member(id).map_or(id.short(), |m| m.name.clone()))
             .collect();
-        if !waiting.is_empty() {
-            return Err(ApiError::Unavailable(format!(
-                "rebuilding from peers: local writes wait until this node has synced with {}",
-                waiting.join(", ")
-            )));
+        Err(ApiError::Unavailable(format!(
+            "rebuilding from peers: local writes wait until this node has synced with {}",
+            waiting.join(", ")
+        )))
+    }
+
+    /// A whole frontier exchange on `link`: it counts towards a rebuild if
+    /// the peer vouches for its data.
+    pub(super) fn rebuild_exchanged(&mut self, link: LinkId, view: &PeerView) {
+        let (Some(rebuild), Some(l)) = (&mut self.wiring.rebuild, self.links.get(&link)) else {
+            return;
+        };
+        if rebuild.exchanged(&l.peer.id, l.session.peer_announce(), &view.seqs) {
+            tracing::info!(peer = %l.peer.name, "rebuild: exchange counted; waiting to hold what it showed");
         }
-        self.replica.store().set_rebuilding(false)?;
-        self.wiring.rebuild = None;
-        tracing::info!("rebuild from peers complete: local writes resume");
-        Ok(())
+        self.rebuild_settle();
+    }
+
+    /// After the frontier moved or an exchange counted: peers whose data
+    /// this node now holds are witnessed; once none is left, the rebuild
+    /// is done, its marker cleared and every digest says so.
+    pub(super) fn rebuild_settle(&mut self) {
+        let Some(rebuild) = &mut self.wiring.rebuild else {
+            return;
+        };
+        if !rebuild.settle(self.replica.frontier()) {
+            return;
+        }
+        let announce = if rebuild.is_done() {
+            if let Err(e) = self.replica.store().set_rebuilding(false) {
+                // Still rebuilding as far as a restart will know; writes
+                // wait until the marker is gone.
+                tracing::error!(error = %e, "rebuild complete, but its marker could not be cleared");
+                self.store_health(false);
+                return;
+            }
+            self.wiring.rebuild = None;
+            tracing::info!("rebuild from peers complete: local writes resume");
+            Announce::Intact
+        } else {
+            let roster = self.replica.roster();
+            let left: Vec<String> = (rebuild.waiting_for())
+                .map(|id| roster.member(id).map_or(id.short(), |m| m.name.clone()))
+                .collect();
+            tracing::info!(waiting_for = ?left, "rebuild: peer witnessed");
+            rebuild.announce()
+        };
+        for l in self.links.values_mut() {
+            l.session.set_announce(announce.clone());
+        }
+    }
+
+    /// What a new link's digests say of this node's store.
+    pub(super) fn announce(&self) -> Announce {
+        self.wiring
+            .rebuild
+            .as_ref()
+            .map_or(Announce::Intact, Rebuild::announce)
     }
 }

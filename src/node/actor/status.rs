@@ -3,17 +3,22 @@
 
 use super::peers::PeerEntry;
 use super::Actor;
-use crate::core::{Member, Standing};
+use crate::core::{Member, Role, Standing};
 use crate::node::status::{AuthorStatus, NodeStatus, PeerState, PeerStatus, Totals};
 
 impl Actor {
     pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
         let roster = self.replica.roster();
         let me = self.wiring.signer.verifying_key().to_bytes();
+        // HQ is the hub every office dials (hub-and-spoke): it expects a
+        // link with each, as a node expects one with each peer it dials.
+        let hub = roster
+            .member(&crate::core::NodeId(me))
+            .is_some_and(|m| m.roles.contains(&Role::Hq));
         let mut peers: Vec<PeerStatus> = roster
             .members()
             .filter(|m| m.id.0 != me)
-            .map(|m| self.peer_status(m, now_ms))
+            .map(|m| self.peer_status(m, hub, now_ms))
             .collect();
         peers.sort_by(|a, b| a.state.cmp(&b.state).then_with(|| a.name.cmp(&b.name)));
         let authors = self
@@ -40,6 +45,10 @@ impl Actor {
             refused_messages: (self.wiring.refusals.snapshot().into_iter())
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            connections_refused: (self.wiring.conn_refusals.counts().into_iter())
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            handshakes_pending: self.wiring.conn_refusals.pending() as u64,
             ..Totals::default()
         };
         totals.count(self.replica.counters());
@@ -61,7 +70,7 @@ impl Actor {
         }
     }
 
-    fn peer_status(&self, m: &Member, now_ms: u64) -> PeerStatus {
+    fn peer_status(&self, m: &Member, hub: bool, now_ms: u64) -> PeerStatus {
         let entry = self.peers.get(&m.name);
         let live: Vec<_> = self
             .links
@@ -75,14 +84,30 @@ impl Actor {
         let mut t = tally.traffic;
         t.sync_rounds = entry.map_or(0, |e| e.sync_rounds);
         let configured = self.wiring.dialed.get(&m.name);
+        let expected = configured.is_some() || (hub && m.roles.contains(&Role::Region));
         let stall_after = self.wiring.stall_after_ms;
-        let stalled_since = entry.and_then(|e| e.progress.stalled_since(now_ms, stall_after));
+        let refused_since = entry
+            .and_then(|e| e.refused_since_ms)
+            .filter(|_| live.is_empty());
+        // Refused for as long as a stall takes is a stall too: no progress
+        // is possible.
+        let refused_stall = refused_since
+            .map(|t| t.saturating_add(stall_after))
+            .filter(|t| *t <= now_ms);
+        let stalled_since = entry
+            .and_then(|e| e.progress.stalled_since(now_ms, stall_after))
+            .or(refused_stall);
+        let links = Links {
+            open: live.len(),
+            expected,
+            refused: refused_since.is_some(),
+        };
         PeerStatus {
             name: m.name.clone(),
             id: m.id,
             region: m.region.clone(),
             standing: m.standing.describe(),
-            state: state(m, entry, configured.is_some(), live.len(), stalled_since),
+            state: state(m, entry, links, stalled_since),
             links: live.len() as u32,
             address: configured
                 .cloned()
@@ -91,6 +116,7 @@ impl Actor {
             last_sync_ms: entry.and_then(|e| e.progress.last_sync_ms),
             lags: entry.and_then(|e| e.progress.lags()),
             stalled_since_ms: stalled_since,
+            refused_since_ms: refused_since,
             last_error: entry.and_then(|e| e.last_error.clone()),
             traffic: t,
             refused_by_peer: tally.refused_by_peer,
@@ -99,11 +125,20 @@ impl Actor {
     }
 }
 
+/// A member's links as the state needs them.
+#[derive(Clone, Copy)]
+struct Links {
+    open: usize,
+    /// We dial it, or it is an office that dials this hub.
+    expected: bool,
+    /// Its connections are refused, and none is open.
+    refused: bool,
+}
+
 fn state(
     m: &Member,
     entry: Option<&PeerEntry>,
-    configured: bool,
-    links: usize,
+    links: Links,
     stalled_since: Option<u64>,
 ) -> PeerState {
     if !m.is_node() {
@@ -115,8 +150,11 @@ fn state(
     if stalled_since.is_some() {
         return PeerState::Stalled;
     }
-    if links == 0 {
-        return match (entry, configured) {
+    if links.refused {
+        return PeerState::Refused;
+    }
+    if links.open == 0 {
+        return match (entry, links.expected) {
             (None, false) => PeerState::NoLink,
             _ => PeerState::Unreachable,
         };

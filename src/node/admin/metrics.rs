@@ -140,7 +140,7 @@ fn clamp(v: u64) -> i64 {
 }
 
 /// Renders every metric in the Prometheus text format.
-pub fn render(s: &NodeStatus, rpc: &RpcMetrics, handshakes_refused: u64) -> String {
+pub fn render(s: &NodeStatus, rpc: &RpcMetrics) -> String {
     let mut reg = Registry::with_prefix("fedsync");
     let t = &s.totals;
     gauge(
@@ -199,11 +199,29 @@ pub fn render(s: &NodeStatus, rpc: &RpcMetrics, handshakes_refused: u64) -> Stri
         "Whole peer messages refused, by code",
         messages,
     );
+    let tls_refused = t.connections_refused.get("tls_refused").copied();
     counter(
         &mut reg,
         "handshakes_refused",
         "TLS handshakes refused (unknown, revoked or missing certificates)",
-        handshakes_refused,
+        tls_refused.unwrap_or(0),
+    );
+    let conns = Family::<Labels, Counter>::default();
+    for (reason, n) in &t.connections_refused {
+        conns
+            .get_or_create(&vec![("reason", reason.clone())])
+            .inc_by(*n);
+    }
+    reg.register(
+        "connections_refused",
+        "Connections refused before or at authentication, by reason",
+        conns,
+    );
+    gauge(
+        &mut reg,
+        "handshakes_pending",
+        "TLS handshakes in progress (places a stranger can hold)",
+        clamp(t.handshakes_pending),
     );
     gauge(
         &mut reg,

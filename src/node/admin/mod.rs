@@ -6,8 +6,6 @@
 pub mod metrics;
 pub mod page;
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +16,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::Command;
-use super::net::RefusedCount;
 use super::status::NodeStatus;
 use crate::store::StoreSizes;
 pub use metrics::RpcMetrics;
@@ -29,7 +26,6 @@ pub(crate) struct Admin {
     pub sizes: StoreSizes,
     pub blocking: super::Blocking,
     pub rpc: RpcMetrics,
-    pub handshakes_refused: Arc<RefusedCount>,
 }
 
 /// Serves until `stop` changes.
@@ -94,8 +90,7 @@ async fn status_page(State(admin): State<Admin>) -> Response {
 async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     match snapshot(&admin).await {
         Ok(s) => {
-            let refused = *admin.handshakes_refused.borrow();
-            let text = metrics::render(&s, &admin.rpc, refused);
+            let text = metrics::render(&s, &admin.rpc);
             let open = headers
                 .get(header::ACCEPT)
                 .and_then(|v| v.to_str().ok())

@@ -19,7 +19,7 @@ th,td{padding:6px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-alig
 th{font-size:.85em;color:#555;font-weight:600}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .state{font-weight:600;white-space:nowrap}
-.stalled .state,.unreachable .state{color:#b00020}
+.stalled .state,.refused .state,.unreachable .state{color:#b00020}
 .lagging .state,.connecting .state{color:#8a5a00}
 .in_sync .state,.self .state{color:#1b6e20}
 .no_link .state,.inactive .state,.operator .state{color:#666}
@@ -60,10 +60,20 @@ fn role(p: &PeerStatus) -> String {
     }
 }
 
+/// `evicted 120, tls_refused 2`: the reasons that refused anything.
+fn refused_by_reason(s: &NodeStatus) -> String {
+    (s.totals.connections_refused.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{} {n}", r.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn render(s: &NodeStatus) -> String {
     let worst = s.peers.first().map(|p| p.state);
     let title = match worst {
         Some(PeerState::Stalled) => "stalled",
+        Some(PeerState::Refused) => "refused",
         Some(PeerState::Unreachable) => "unreachable",
         Some(PeerState::Lagging) => "lagging",
         _ => "ok",
@@ -122,6 +132,11 @@ pub fn render(s: &NodeStatus) -> String {
                     (s.totals.records) " records · " (s.totals.deltas) " deltas · "
                     (s.totals.quarantined) " quarantined · " (s.totals.conflicts) " conflicts resolved · "
                     (s.totals.store_bytes / 1024) " KiB on disk"
+                    @let refused: u64 = s.totals.connections_refused.values().sum();
+                    @if refused > 0 {
+                        " · " (refused) " connections refused ("
+                        (refused_by_reason(s)) ")"
+                    }
                 }
             }
         }

@@ -25,6 +25,15 @@ use crate::rpc::pb;
 /// Records per `List` page when the caller does not say, and at most.
 const LIST_PAGE_DEFAULT: usize = 100;
 const LIST_PAGE_MAX: usize = 1_000;
+/// Room in a reply for everything but the records' keys and values: each
+/// record's other fields (under 100 bytes) and the message's framing.
+const PAGE_OVERHEAD: usize = 64 * 1024 + LIST_PAGE_MAX * 100;
+
+/// Bytes of keys and values in one `List` page, so that the reply fits in
+/// one message however large the values are.
+pub(crate) fn page_bytes_max(message_bytes_max: usize) -> usize {
+    message_bytes_max.saturating_sub(PAGE_OVERHEAD).max(1)
+}
 /// Quarantine entries per call when the caller does not say, and at most.
 const QUARANTINE_DEFAULT: usize = 50;
 const QUARANTINE_MAX: usize = 1_000;
@@ -163,6 +172,8 @@ impl InFlight {
 pub(crate) struct ClientService {
     pub actor: mpsc::Sender<Command>,
     pub key_len_max: usize,
+    /// Keys and values in one `List` page, at most.
+    pub page_bytes_max: usize,
     pub trust: TrustStore,
     pub in_flight: InFlight,
     pub sizes: crate::store::StoreSizes,
@@ -298,15 +309,16 @@ impl pb::client_server::Client for ClientService {
                 prefix: r.prefix,
                 after,
                 limit,
+                bytes_max: self.page_bytes_max,
                 reply,
             })
             .await?;
-        let next_after = match page.last() {
-            Some(d) if page.len() == limit => d.key().to_owned(),
+        let next_after = match page.records.last() {
+            Some(d) if page.more => d.key().to_owned(),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListReply {
-            records: page.iter().map(record).collect(),
+            records: page.records.iter().map(record).collect(),
             next_after,
         }))
     }
@@ -350,6 +362,7 @@ impl pb::client_server::Client for ClientService {
             digest: Some(pb::Digest {
                 digest: stats.digest.0.to_vec(),
                 roster_version: stats.roster_version,
+                ..Default::default()
             }),
             frontier: Some(crate::rpc::convert::pb_frontier(&stats.frontier)),
         }))

@@ -38,6 +38,8 @@ pub fn to_json(s: &NodeStatus) -> Value {
             "retracted": s.totals.retracted,
             "refused": s.totals.refused,
             "refused_messages": s.totals.refused_messages,
+            "connections_refused": s.totals.connections_refused,
+            "handshakes_pending": s.totals.handshakes_pending,
         },
     })
 }
@@ -67,6 +69,7 @@ fn peer(p: &PeerStatus, now_ms: u64) -> Value {
             "we_lack": lag(l.we_lack, now_ms),
         })),
         "stalled_since_ms": p.stalled_since_ms,
+        "refused_since_ms": p.refused_since_ms,
         "last_error": p.last_error.as_ref().map(|e| json!({"at_ms": e.at_ms, "text": e.text})),
         "bytes_sent": p.traffic.bytes_sent,
         "bytes_received": p.traffic.bytes_received,

@@ -15,9 +15,14 @@ use crate::core::{Counters, DeltaHash, Lags, NodeId};
 /// how the table and the page sort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PeerState {
-    /// Behind (either way) with no progress for `stall_after`.
+    /// Behind (either way) with no progress for `stall_after`, or refused
+    /// that long.
     Stalled,
-    /// A peer we link with, not connected now.
+    /// Its connections are refused (its last error says why), and it has
+    /// no link open.
+    Refused,
+    /// A peer we link with (we dial it, or it is an office of this HQ),
+    /// not connected now.
     Unreachable,
     /// Connected, behind, and making progress.
     Lagging,
@@ -25,8 +30,9 @@ pub enum PeerState {
     Connecting,
     /// Connected and known to hold what we hold.
     InSync,
-    /// A node we neither dial nor have heard from since start: its data
-    /// reaches us through others (hub-and-spoke).
+    /// A node we neither dial nor expect to dial us, and have not heard
+    /// from since start: its data reaches us through others (an office
+    /// seen from another office).
     NoLink,
     /// Retired or revoked: no longer a peer.
     Inactive,
@@ -40,6 +46,7 @@ impl PeerState {
     pub fn as_str(self) -> &'static str {
         match self {
             PeerState::Stalled => "stalled",
+            PeerState::Refused => "refused",
             PeerState::Unreachable => "unreachable",
             PeerState::Lagging => "lagging",
             PeerState::Connecting => "connecting",
@@ -56,8 +63,9 @@ impl PeerState {
     }
 }
 
-pub const ALL_STATES: [PeerState; 9] = [
+pub const ALL_STATES: [PeerState; 10] = [
     PeerState::Stalled,
+    PeerState::Refused,
     PeerState::Unreachable,
     PeerState::Lagging,
     PeerState::Connecting,
@@ -97,6 +105,9 @@ pub struct PeerStatus {
     /// `None` until the peer has told us what it holds.
     pub lags: Option<Lags>,
     pub stalled_since_ms: Option<u64>,
+    /// Since when its connections are refused (with no link of its own
+    /// open in between); `last_error` says why.
+    pub refused_since_ms: Option<u64>,
     pub last_error: Option<TimedText>,
     pub traffic: Traffic,
     /// Deltas the peer reported refusing (duplicates aside), and why.
@@ -139,6 +150,11 @@ pub struct Totals {
     pub refused: BTreeMap<String, u64>,
     /// Whole peer messages refused, by code, since start.
     pub refused_messages: BTreeMap<String, u64>,
+    /// Connections refused before or at authentication, by reason, since
+    /// start ([`crate::node::net::ConnRefusal`]).
+    pub connections_refused: BTreeMap<String, u64>,
+    /// TLS handshakes in progress now.
+    pub handshakes_pending: u64,
 }
 
 impl Totals {

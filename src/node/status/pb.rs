@@ -49,6 +49,7 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         we_lack: lags.we_lack.deltas,
         we_lack_since_ms: lags.we_lack.since_ms,
         stalled_since_ms: p.stalled_since_ms,
+        refused_since_ms: p.refused_since_ms,
         last_error: p
             .last_error
             .as_ref()
@@ -78,6 +79,8 @@ fn encode_totals(t: &Totals) -> pb::Totals {
         retracted: t.retracted,
         refused: t.refused.clone().into_iter().collect(),
         refused_messages: t.refused_messages.clone().into_iter().collect(),
+        connections_refused: t.connections_refused.clone().into_iter().collect(),
+        handshakes_pending: t.handshakes_pending,
     }
 }
 
@@ -133,6 +136,8 @@ pub fn decode(r: pb::StatusReply) -> Result<NodeStatus, String> {
             retracted: t.retracted,
             refused: t.refused.into_iter().collect(),
             refused_messages: t.refused_messages.into_iter().collect(),
+            connections_refused: t.connections_refused.into_iter().collect(),
+            handshakes_pending: t.handshakes_pending,
         },
     })
 }
@@ -166,6 +171,7 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
         last_sync_ms: p.last_sync_ms,
         lags,
         stalled_since_ms: p.stalled_since_ms,
+        refused_since_ms: p.refused_since_ms,
         last_error,
         traffic: Traffic {
             bytes_sent: p.bytes_sent,

@@ -1,0 +1,108 @@
+//! Sockets and TLS: the listener that hands tonic only connections whose
+//! certificate the roster pins, and the connector a node dials peers with.
+//!
+//! tonic's own TLS takes a CA, not a verifier, so the handshake happens
+//! here with tokio-rustls and our pinned verifier (`identity::tls`), and
+//! tonic serves the already-authenticated stream. The peer's roster
+//! identity rides along as tonic connect info, so a handler knows who
+//! called without looking at a certificate again.
+//!
+//! - `door.rs`: the places a stranger can take (handshakes in progress),
+//!   bounded per source and in all, silent connections giving way first;
+//! - `listen.rs`: the accept loop and each connection's handshake;
+//! - `conn.rs`: an authenticated connection, bounded per member, that
+//!   fails once a roster change stops trusting its certificate;
+//! - `refusals.rs`: refused connections counted by reason, logged at a
+//!   bounded rate.
+
+mod conn;
+mod door;
+mod listen;
+mod refusals;
+
+use std::io;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
+
+use super::env::Network;
+use crate::config::SyncConfig;
+use crate::identity::tls::{peer_of, TrustStore};
+
+pub use conn::ConnInfo;
+pub(crate) use door::DoorLimits;
+pub(crate) use listen::{incoming, Incoming, ListenLimits, OnMemberRefused};
+pub use refusals::{ConnRefusal, ConnRefusals};
+
+/// The name every fedsync certificate carries besides the node's own; the
+/// pinned verifier ignores names, but standard clients need one to send.
+pub const TLS_SERVER_NAME: &str = "fedsync";
+
+/// Dials `address`, completes mutual TLS, and checks the server is a roster
+/// node, and the one named `expected` when given (a peer link must reach
+/// the member it was configured for, not merely some member).
+pub fn connect(
+    net: Arc<dyn Network>,
+    address: String,
+    expected: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+    trust: TrustStore,
+    sync: SyncConfig,
+    message_bytes_max: usize,
+) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("bad address {address:?}: {e}"))?
+        .connect_timeout(sync.connect_timeout())
+        .http2_keep_alive_interval(sync.keepalive())
+        .keep_alive_timeout(sync.keepalive_timeout())
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(super::window(message_bytes_max))
+        .initial_connection_window_size(super::window(message_bytes_max))
+        .tcp_nodelay(true);
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let (address, expected) = (address.clone(), expected.clone());
+        let (tls, trust, net) = (tls.clone(), trust.clone(), net.clone());
+        async move {
+            let tcp = net.connect(address.clone()).await?;
+            let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
+            let io = TlsConnector::from(tls).connect(name, tcp).await?;
+            let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
+            match found {
+                Some(p) if p.node.is_some() && expected.as_ref().is_none_or(|e| &p.name == e) => {
+                    Ok(TokioIo::new(io))
+                }
+                other => Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{address} presented the certificate of {}, expected {}",
+                        other.map_or("nobody in the roster".into(), |p| p.name),
+                        expected.as_deref().unwrap_or("a node")
+                    ),
+                )),
+            }
+        }
+    });
+    // Lazy: the first call connects (and reports a failure). The eager
+    // variant's future borrows the endpoint, which rustc cannot prove
+    // `Send` for every lifetime once spawned.
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// An error and its causes on one line: tonic's top-level message alone
+/// ("transport error") tells an operator nothing.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cause = c.source();
+    }
+    out
+}
