@@ -231,6 +231,12 @@ impl LocalFederation {
         self.dir.join(OPERATOR).join("client.toml")
     }
 
+    /// Lets go of the ports bound when they were chosen, so that nodes run
+    /// as processes (`fedsync run` with these configs) can bind them.
+    pub fn release_ports(&mut self) {
+        self.listeners.clear();
+    }
+
     /// Starts node `name` from its config file. The first start of each
     /// node reuses the listener bound when its port was chosen.
     pub async fn start(&mut self, name: &str) -> Result<NodeHandle, StartError> {

@@ -204,3 +204,72 @@ async fn a_node_that_lost_its_store_rebuilds_from_its_peers() {
     let seen = fr.get("regions/fr/notes/07").await.unwrap().unwrap();
     assert_eq!(seen, written[7]);
 }
+
+/// Two stores lost at once, HQ's and an office's: each rebuilds, but
+/// neither counts the other while the other still waits for someone else.
+/// So the office's rebuild completes only once HQ holds again what the
+/// intact office holds of the office's own log, and its next write
+/// continues that log instead of forking it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_that_lost_their_stores_at_once_rebuild_without_forking() {
+    use fedsync::node::{self, ApiError, NodeHandle, Setup};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &hub_and_spoke(), NO_ANTI_ENTROPY).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    let ke = fed.start("office-ke").await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let key = format!("regions/fr/notes/{i:02}");
+        written.push(fr.write(&key, Op::Put, b"v").await.unwrap());
+    }
+    let target = frontier_of(&written);
+    all_hold(&[&hq, &fr, &ke], &target).await;
+    fr.shutdown().await.unwrap();
+    hq.shutdown().await.unwrap();
+
+    // Both disks are gone; only office-ke still holds France's log.
+    let rebuilt = |name: &str| {
+        let config = fedsync::config::NodeConfig::load(&fed.config_path(name)).unwrap();
+        std::fs::remove_dir_all(&config.data_dir).unwrap();
+        let mut setup = Setup::load(config).unwrap();
+        setup.rebuild = true;
+        setup
+    };
+    let (hq_setup, fr_setup) = (rebuilt("hq"), rebuilt("office-fr"));
+    let fr = node::start(fr_setup).await.unwrap();
+    let hq = node::start(hq_setup).await.unwrap();
+
+    /// Retries a write while the node is still rebuilding.
+    async fn write_once_rebuilt(n: &NodeHandle, key: &str) -> fedsync::core::SignedDelta {
+        let deadline = tokio::time::Instant::now() + SYNC_TIMEOUT;
+        loop {
+            match n.write(key, Op::Put, b"v").await {
+                Ok(d) => return d,
+                Err(ApiError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                    assert!(
+                        why.contains("rebuilding") || why.contains("catching up"),
+                        "{why}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("{} could not write after its rebuild: {e}", n.name()),
+            }
+        }
+    }
+    let next = write_once_rebuilt(&fr, "regions/fr/notes/new").await;
+    assert_eq!(next.seq(), 21, "the log continues where it was");
+    let at_hq = write_once_rebuilt(&hq, "hq/notes/after").await;
+    assert_eq!(at_hq.seq(), 1);
+    let all = frontier_of(written.iter().chain([&next, &at_hq]));
+    all_hold(&[&hq, &fr, &ke], &all).await;
+    for n in [&hq, &fr, &ke] {
+        assert_eq!(
+            n.quarantine(10).await.unwrap().kept,
+            0,
+            "{} saw a fork",
+            n.name()
+        );
+    }
+}

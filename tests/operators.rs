@@ -124,55 +124,64 @@ async fn health_is_serving_after_start_and_not_serving_during_shutdown() {
     stopping.await.unwrap().unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reflection_lists_every_service() {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
+/// One reflection test per protocol version: v1, and v1alpha, which the
+/// tools most people have (grpcurl 1.8, Python's grpcio-reflection) speak.
+macro_rules! reflection_lists_every_service {
+    ($test:ident, $version:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+            use tonic_reflection::pb::$version::ServerReflectionRequest;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
-    let hq = fed.start("hq").await.unwrap();
-    let channel = fed.channel_as(OPERATOR, hq.local_addr()).unwrap();
-    let mut client = ServerReflectionClient::new(channel);
-    let ask = |m: MessageRequest| ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(m),
+            let dir = tempfile::tempdir().unwrap();
+            let mut fed = LocalFederation::create(dir.path(), &specs(), FAST).unwrap();
+            let hq = fed.start("hq").await.unwrap();
+            let channel = fed.channel_as(OPERATOR, hq.local_addr()).unwrap();
+            let mut client = ServerReflectionClient::new(channel);
+            let ask = |m: MessageRequest| ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(m),
+            };
+            let requests = tokio_stream::iter([
+                ask(MessageRequest::ListServices(String::new())),
+                ask(MessageRequest::FileContainingSymbol(
+                    "fedsync.v1.Client".into(),
+                )),
+            ]);
+            let mut replies = client
+                .server_reflection_info(requests)
+                .await
+                .unwrap()
+                .into_inner();
+            let Some(MessageResponse::ListServicesResponse(list)) =
+                replies.next().await.unwrap().unwrap().message_response
+            else {
+                panic!("expected a service list");
+            };
+            let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+            for want in [
+                "fedsync.v1.Client",
+                "fedsync.v1.Peer",
+                "grpc.health.v1.Health",
+            ] {
+                assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+            }
+            let Some(MessageResponse::FileDescriptorResponse(files)) =
+                replies.next().await.unwrap().unwrap().message_response
+            else {
+                panic!("expected the file describing fedsync.v1.Client");
+            };
+            assert!(!files.file_descriptor_proto.is_empty());
+            drop(replies);
+            hq.shutdown().await.unwrap();
+        }
     };
-    let requests = tokio_stream::iter([
-        ask(MessageRequest::ListServices(String::new())),
-        ask(MessageRequest::FileContainingSymbol(
-            "fedsync.v1.Client".into(),
-        )),
-    ]);
-    let mut replies = client
-        .server_reflection_info(requests)
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        replies.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "fedsync.v1.Client",
-        "fedsync.v1.Peer",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
-    }
-    let Some(MessageResponse::FileDescriptorResponse(files)) =
-        replies.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected the file describing fedsync.v1.Client");
-    };
-    assert!(!files.file_descriptor_proto.is_empty());
-    drop(replies);
-    hq.shutdown().await.unwrap();
 }
+
+reflection_lists_every_service!(reflection_v1_lists_every_service, v1);
+reflection_lists_every_service!(reflection_v1alpha_lists_every_service, v1alpha);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_peer_lags_then_stalls_and_recovers_on_restart() {

@@ -143,6 +143,14 @@ async fn run_node(
     let config = fedsync::config::NodeConfig::load(config)?;
     let json = log_json || config.log.format == fedsync::config::LogFormat::Json;
     init_logging(log.as_deref().unwrap_or(&config.log.filter), json);
+    if config.limits.links_max.is_some() {
+        tracing::warn!(
+            "limits.links_max is no longer used: every roster member may hold \
+             limits.conns_per_peer_max connections, and handshakes in progress are \
+             bounded by limits.handshakes_max; remove the key"
+        );
+    }
+    raise_open_files_limit();
     let mut setup = fedsync::node::Setup::load(config)?;
     setup.rebuild = rebuild;
     setup.rebuild_from = rebuild_from;
@@ -163,6 +171,35 @@ async fn run_node(
     tracing::info!("shutting down (signal)");
     node.shutdown().await?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one. A hub holds a
+/// connection per office and operator, its pending handshakes and its
+/// store's files; the common default of 1,024 is below what 200 offices
+/// with their default connection allowance need.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if got != 0 || limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    // Linux refuses more than its nr_open, 1,048,576 by default.
+    limit.rlim_cur = limit.rlim_max.min(1 << 20);
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::debug!(
+            from = before,
+            to = limit.rlim_cur,
+            "raised the open files limit"
+        );
+    } else {
+        tracing::warn!(limit = before, "could not raise the open files limit");
+    }
 }
 
 /// Ctrl-C or SIGTERM.

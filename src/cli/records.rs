@@ -39,8 +39,39 @@ pub struct PutArgs {
     #[command(flatten)]
     conn: Conn,
     key: String,
-    /// The value (UTF-8 text, typically JSON).
-    value: String,
+    /// The value (UTF-8 text, typically JSON). Or give `--file`.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    value: Option<String>,
+    /// Read the value from this file, `-` for standard input: for values
+    /// too large for a command line (any bytes, up to the node's
+    /// `limits.value_bytes_max`).
+    #[arg(long, value_name = "PATH")]
+    file: Option<PathBuf>,
+}
+
+/// The most a value read from a file or stdin may be: the largest
+/// `limits.value_bytes_max` a node accepts. The node applies its own.
+const VALUE_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Reads a value from `path`, or standard input for `-`, bounded.
+pub(crate) fn read_value(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let bounded = VALUE_FILE_BYTES_MAX + 1;
+    if path.as_os_str() == "-" {
+        std::io::stdin().take(bounded).read_to_end(&mut out)
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        file.take(bounded).read_to_end(&mut out)
+    }
+    .with_context(|| format!("reading {}", path.display()))?;
+    if out.len() as u64 > VALUE_FILE_BYTES_MAX {
+        return Err(anyhow!(
+            "{}: more than {VALUE_FILE_BYTES_MAX} bytes, larger than any node accepts",
+            path.display()
+        ));
+    }
+    Ok(out)
 }
 
 #[derive(Args, Debug)]
@@ -88,10 +119,15 @@ fn record_json(r: &Record) -> serde_json::Value {
 }
 
 pub async fn put(a: PutArgs) -> anyhow::Result<()> {
+    let value = match (&a.value, &a.file) {
+        (_, Some(path)) => read_value(path)?,
+        (Some(v), None) => v.clone().into_bytes(),
+        (None, None) => unreachable!("clap requires one"),
+    };
     let reply = a
         .conn
         .open()?
-        .put(&a.key, a.value.as_bytes())
+        .put(&a.key, &value)
         .await
         .map_err(|e| anyhow!(e))?;
     written(&a.conn, &a.key, reply);

@@ -6,7 +6,11 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+#[path = "../common/flood.rs"]
+#[allow(dead_code)]
+mod flood;
 mod reports;
+mod values;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedsync");
 
@@ -38,10 +42,15 @@ impl Running {
     fn start(config: &Path) -> Running {
         // Debug-level JSON logs to a file beside the config, which the test
         // reads for secrets at the end.
+        Running::start_logging(config, "debug")
+    }
+
+    /// [`Running::start`], logging what `filter` selects.
+    fn start_logging(config: &Path, filter: &str) -> Running {
         let log = std::fs::File::create(config.with_file_name("node.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--log", "debug", "--log-json"])
+            .args(["--log", filter, "--log-json"])
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

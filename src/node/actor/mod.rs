@@ -437,12 +437,16 @@ impl Actor {
             return;
         };
         let now = self.wiring.clock.now_ms();
+        let digest = matches!(msg, PeerMsg::Digest { .. });
         let result = link
             .session
             .handle(msg, &mut self.replica, &link.peer.name, now);
         let Some(reaction) = self.reacted(id, result, now) else {
             return;
         };
+        if digest {
+            self.rebuild_on_digest(id);
+        }
         let link = self.links.get(&id).expect("reacted checked it");
         if !reaction.peer_refused.is_empty() {
             peer_refused(link, &reaction.peer_refused);

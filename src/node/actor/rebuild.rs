@@ -82,9 +82,31 @@ impl Actor {
         self.rebuild_settle();
     }
 
+    /// The peer on `link` sent a digest. If this node's rebuild waits for
+    /// it and it now vouches for this node (it finished waiting for its
+    /// other peers), ask for its frontier afresh: the exchange that counts
+    /// is one made from now on.
+    pub(super) fn rebuild_on_digest(&mut self, link: LinkId) {
+        let me = self.me();
+        let (Some(rebuild), Some(l)) = (&self.wiring.rebuild, self.links.get_mut(&link)) else {
+            return;
+        };
+        let waited_for = rebuild.waiting_for().any(|p| *p == l.peer.id);
+        let vouches = l
+            .session
+            .peer_announce()
+            .is_some_and(|a| a.vouches_for(&me));
+        if waited_for && vouches {
+            let digest = l.session.digest(&self.replica);
+            l.pending.push_back(digest);
+        }
+    }
+
     /// After the frontier moved or an exchange counted: peers whose data
     /// this node now holds are witnessed; once none is left, the rebuild
-    /// is done, its marker cleared and every digest says so.
+    /// is done and its marker cleared. Either way every peer is sent a
+    /// fresh digest saying so: a peer that waits for this one learns at
+    /// once that it may now vouch for it.
     pub(super) fn rebuild_settle(&mut self) {
         let Some(rebuild) = &mut self.wiring.rebuild else {
             return;
@@ -111,8 +133,13 @@ impl Actor {
             tracing::info!(waiting_for = ?left, "rebuild: peer witnessed");
             rebuild.announce()
         };
-        for l in self.links.values_mut() {
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            let l = self.links.get_mut(&id).expect("listed");
             l.session.set_announce(announce.clone());
+            let digest = l.session.digest(&self.replica);
+            l.pending.push_back(digest);
+            self.pump(id);
         }
     }
 
