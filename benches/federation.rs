@@ -9,17 +9,18 @@
 //!
 //! `cargo bench --bench federation`. N is `FEDSYNC_BENCH_DELTAS`
 //! (default 1,000,000); writes for the latency run `FEDSYNC_BENCH_WRITES`
-//! (default 500). Not a criterion bench: one run of each takes tens of
+//! (default 500); `FEDSYNC_BENCH_CONFIG` is TOML added to the catch-up
+//! nodes' configs (e.g. `[store]` settings to compare). Not a criterion bench: one run of each takes tens of
 //! seconds, so it reports the one run's figures and per-write percentiles.
+
+mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fedsync::core::{DeltaBody, DeltaHash, Frontier, Head, HlcClock, Op, Replica};
-use fedsync::identity::NodeKey;
+use fedsync::core::{Frontier, Head, Op};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
-use fedsync::store::KvStore;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
@@ -48,63 +49,18 @@ fn main() {
     rt.block_on(write_to_visible(writes));
 }
 
-/// Signs `n` deltas as `office-fr` straight into its store, before it
-/// starts. Returns their total encoded size.
-fn preload(fed: &LocalFederation, n: usize) -> u64 {
-    let dir = fed.dir.join("office-fr");
-    let key = NodeKey::load(&dir.join("node.key")).unwrap();
-    let roster = fed.signed_roster();
-    let store = KvStore::open(&dir.join("data"), 1_000).unwrap();
-    let mut replica = Replica::open(store, roster.roster().clone(), Default::default()).unwrap();
-    let (mut head, mut clock) = (Head::default(), HlcClock::new());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let mut bytes = 0u64;
-    let mut done = 0;
-    while done < n {
-        let chunk: Vec<_> = (done..n.min(done + 10_000))
-            .map(|i| {
-                let body = DeltaBody {
-                    author: key.id(),
-                    seq: head.seq + 1,
-                    prev: if head.seq == 0 {
-                        DeltaHash::GENESIS
-                    } else {
-                        head.hash
-                    },
-                    hlc: clock.tick(now),
-                    key: format!("regions/fr/records/{i:08}"),
-                    op: Op::Put,
-                    value: format!("{{\"volunteers\":{i},\"note\":\"a typical small record\"}}")
-                        .into_bytes(),
-                };
-                let d = body.sign(key.signing_key());
-                head = Head {
-                    seq: d.seq(),
-                    hash: d.hash(),
-                };
-                bytes += d.as_bytes().len() as u64;
-                d
-            })
-            .collect();
-        done += chunk.len();
-        let report = replica.ingest(chunk, "bench", now).unwrap();
-        assert!(report.refused.is_empty(), "{:?}", report.refused[0]);
-    }
-    bytes
-}
-
 async fn catch_up_and_idle(n: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let specs = [
         NodeSpec::hq("hq"),
         NodeSpec::region("office-fr", "fr", &["hq"]),
     ];
-    let mut fed = LocalFederation::create(tmp.path(), &specs, QUIET).unwrap();
+    let extra = std::env::var("FEDSYNC_BENCH_CONFIG").unwrap_or_default();
+    let config = format!("{QUIET}{extra}\n");
+    let mut fed = LocalFederation::create(tmp.path(), &specs, &config).unwrap();
     let t = Instant::now();
-    let encoded = preload(&fed, n);
+    // Values of about 50 bytes: deltas of about 235.
+    let encoded = common::preload(&fed, "office-fr", n, 50);
     println!(
         "preloaded {n} deltas ({encoded} bytes) into office-fr in {:.1} s",
         t.elapsed().as_secs_f64()

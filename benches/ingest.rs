@@ -44,7 +44,7 @@ fn fixture() -> (Roster, Vec<Vec<Vec<u8>>>) {
 /// An empty replica on a new sled store (the directory lives as long as it).
 fn fresh_replica(roster: &Roster) -> (tempfile::TempDir, Replica<KvStore>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = KvStore::open(dir.path(), 1_000).unwrap();
+    let store = KvStore::open(dir.path(), &Default::default()).unwrap();
     let replica = Replica::open(store, roster.clone(), Limits::default()).unwrap();
     (dir, replica)
 }

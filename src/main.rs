@@ -6,6 +6,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    quiet_store_panics();
     let args = cli::Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -15,6 +16,19 @@ fn main() {
         eprintln!("fedsync: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// sled may panic on a damaged file; the store contains those panics and
+/// reports the one-line corrupt-store error instead, so their message is
+/// not printed. Any other panic prints as usual.
+fn quiet_store_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_sled = info.location().is_some_and(|l| l.file().contains("/sled-"));
+        if !in_sled {
+            default(info);
+        }
+    }));
 }
 
 /// The error and its causes on one line, each cause only if the message

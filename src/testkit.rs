@@ -102,6 +102,11 @@ impl Author {
     pub fn head_hash(&self) -> DeltaHash {
         self.head.hash
     }
+
+    /// Continues the chain from `head`, as after a retraction back to it.
+    pub fn rewind(&mut self, head: Head) {
+        self.head = head;
+    }
 }
 
 /// The federation key tests sign rosters with.

@@ -59,6 +59,26 @@ pub struct NodeConfig {
     pub log: LogConfig,
     #[serde(default)]
     pub reports: ReportsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: the node's sled store.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// sled's page cache: most of the memory the store uses, whatever
+    /// the number of records.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let d = crate::store::StoreOptions::default();
+        StoreConfig {
+            cache_bytes: d.cache_bytes,
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -362,6 +382,7 @@ impl NodeConfig {
             ("limits.requests_in_flight_max", l.requests_in_flight_max as u64, 1, any),
             ("limits.batch_deltas_max", l.batch_deltas_max as u64, 1, 1_000_000),
             ("limits.message_bytes_max", l.message_bytes_max as u64, 64 * KIB as u64, mib64),
+            ("store.cache_bytes", self.store.cache_bytes, MIB as u64, any),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -413,6 +434,14 @@ impl NodeConfig {
     /// The federation public key. Call only on a validated config.
     pub fn federation_id(&self) -> NodeId {
         NodeId::from_hex(&self.federation.key).expect("validated")
+    }
+
+    /// How the node's store is opened.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            quarantine_max: self.limits.quarantine_max,
+            cache_bytes: self.store.cache_bytes,
+        }
     }
 
     /// The limits the sync core enforces on every delta.
@@ -499,6 +528,7 @@ mod tests {
                 "admin",
                 "log",
                 "reports",
+                "store",
             ] {
                 let keys = |t: &toml::Table| -> Vec<String> {
                     t[section].as_table().unwrap().keys().cloned().collect()

@@ -40,6 +40,10 @@ pub struct Commit {
     pub retract: Vec<SeqRange>,
     /// Keys that no remaining delta writes.
     pub records_removed: Vec<String>,
+    /// How many of `records` are keys the store did not hold yet: with
+    /// `records_removed`, what keeps the store's record count without
+    /// counting.
+    pub records_created: u64,
     /// A newly adopted signed roster, replacing the stored one.
     pub roster: Option<Vec<u8>>,
 }
@@ -118,8 +122,22 @@ pub trait Store {
     /// The signed roster last committed, as committed.
     fn roster(&self) -> Result<Option<Vec<u8>>, Self::Error>;
 
-    /// Applies `commit` all or nothing, and returns only once it is durable.
+    /// Applies `commit` all or nothing, and returns only once it is durable
+    /// (with every lazy commit before it).
     fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error>;
+
+    /// Applies `commit` all or nothing; it is durable after the next
+    /// [`Store::sync`] or durable commit. A crash before then loses it
+    /// whole, with every lazy commit after it, never part of one: what
+    /// peers sent, which they still hold.
+    fn commit_lazy(&mut self, commit: &Commit) -> Result<(), Self::Error> {
+        self.commit(commit)
+    }
+
+    /// Makes every lazy commit durable.
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// An in-memory store with the same semantics (minus durability).

@@ -134,8 +134,9 @@ pub fn start_on(setup: Setup, listener: TcpListener) -> Result<NodeHandle, Start
     start_in(setup, Box::new(listener), Env::real())
 }
 
-/// The full status snapshot: the actor's part, then the store's sizes,
-/// measured on a blocking thread so a large store never holds up the actor.
+/// The full status snapshot: the actor's part (counts kept by every
+/// commit, so it costs the same at any size), then the store's bytes on
+/// disk, measured on a blocking thread since that reads the file system.
 pub(crate) async fn status_snapshot(
     actor: &mpsc::Sender<Command>,
     sizes: &StoreSizes,
@@ -148,11 +149,10 @@ pub(crate) async fn status_snapshot(
         .map_err(|_| ApiError::ShuttingDown)?;
     let mut s = rx.await.map_err(|_| ApiError::ShuttingDown)?;
     let sizes = sizes.clone();
-    let (records, bytes) = blocking
-        .run(move || (sizes.record_count(), sizes.size_on_disk()))
+    let bytes = blocking
+        .run(move || sizes.size_on_disk())
         .await
         .map_err(|e| ApiError::BadRequest(format!("status: {e}")))?;
-    s.totals.records = records as u64;
     s.totals.store_bytes = bytes?;
     Ok(s)
 }

@@ -36,7 +36,7 @@ impl Setup {
     /// them leaves the data directory exactly as it was.
     pub fn load(config: NodeConfig) -> Result<Setup, StartError> {
         let (key, tls, roster) = read_identity(&config)?;
-        let store = KvStore::open(&config.data_dir, config.limits.quarantine_max)?;
+        let store = KvStore::open(&config.data_dir, &config.store_options())?;
         Ok(Setup::from_parts(config, key, tls, roster, store))
     }
 

@@ -128,10 +128,13 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         key,
         tls: identity,
         roster,
-        store,
+        mut store,
         rebuild,
         rebuild_from,
     } = setup;
+    // Before anything is signed: a log that came back shorter than it was
+    // refuses the start.
+    store.own_log(key.id())?;
     if rebuild {
         store.set_rebuilding(true)?;
     }

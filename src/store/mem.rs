@@ -23,6 +23,8 @@ struct Disk {
     failed: Option<String>,
     /// An armed fault: the flush after this many more fails.
     flushes_before_failure: Option<u64>,
+    /// The mark, durable as soon as it is written.
+    mark: Option<Vec<u8>>,
 }
 
 /// A shared handle: the simulation keeps one per node across restarts.
@@ -40,6 +42,29 @@ impl MemKv {
         // A panic while holding the lock leaves a consistent map (every
         // change is a whole-value assignment), so poisoning is ignored.
         self.disk.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Rolls the durable entries back to what they were, keeping the mark:
+    /// what a store whose log came back shorter looks like.
+    pub fn roll_back_to(&self, earlier: &MemKv) {
+        let then = earlier.lock();
+        let mut d = self.lock();
+        d.durable = then.durable.clone();
+        d.live = then.durable.clone();
+        d.pending.clear();
+    }
+
+    /// A copy of this disk as it is now.
+    pub fn snapshot(&self) -> MemKv {
+        let d = self.lock();
+        let copy = MemKv::new();
+        {
+            let mut c = copy.lock();
+            c.durable = d.durable.clone();
+            c.live = d.durable.clone();
+            c.mark = d.mark.clone();
+        }
+        copy
     }
 
     /// Power is lost: what was not flushed is gone, and the disk works
@@ -174,6 +199,19 @@ impl Kv for MemKv {
             .iter()
             .map(|(k, v)| (k.len() + v.len()) as u64)
             .sum())
+    }
+
+    fn read_mark(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let d = self.lock();
+        MemKv::check(&d)?;
+        Ok(d.mark.clone())
+    }
+
+    fn write_mark(&self, mark: &[u8]) -> Result<(), StoreError> {
+        let mut d = self.lock();
+        MemKv::check(&d)?;
+        d.mark = Some(mark.to_vec());
+        Ok(())
     }
 }
 

@@ -2,53 +2,65 @@
 //! nodes ([`kv::SledKv`]) and memory for the simulation ([`MemKv`]). The only
 //! module that names sled.
 //!
-//! # On-disk layout, version 2
+//! # On-disk layout, version 3
 //!
-//! One sled tree, `fedsync/v2`, with a one-byte prefix per kind of entry.
+//! One sled tree, `fedsync/v3`, with a one-byte prefix per kind of entry.
 //! One tree because sled applies a batch atomically within a tree, which is
 //! the cheapest way to make a commit all-or-nothing (a cross-tree
 //! transaction measured at half the ingest rate).
 //!
 //! | prefix | key after the prefix        | value (each framed: crc32 ‖ payload)      |
 //! |--------|-----------------------------|-------------------------------------------|
-//! | `m`    | `layout`                    | u32 layout version (`2`)                  |
+//! | `m`    | `layout`                    | u32 layout version (`3`)                  |
 //! | `m`    | `roster`                    | the adopted signed roster, as signed      |
 //! | `m`    | `rebuilding`                | present while a rebuild from peers is unfinished |
 //! | `m`    | `quarantine.first` / `.next` / `.dropped` | u64 counters                 |
-//! | `l`    | author (32) ‖ seq (u64 BE)  | the signed delta, exactly as received     |
+//! | `m`    | `records`                   | u64: records held (tombstones included), kept by every commit |
+//! | `l`    | author (32) ‖ seq (u64 BE)  | a delta of the author's tail, exactly as received |
+//! | `c`    | author (32) ‖ n (u64 BE)    | sealed chunk n: the author's deltas `16n+1 ..= 16n+16`, zstd (see `log.rs`) |
 //! | `r`    | record key (UTF-8)          | winning delta: hlc, author, seq, deleted  |
 //! | `h`    | author (32)                 | frontier head: seq, hash                  |
 //! | `q`    | u64 BE, increasing          | refused delta: time, origin, code, reason, bytes, evidence |
 //!
 //! A layout change gets a new tree name and version; opening a store with
-//! an unknown version is refused rather than guessed at.
+//! an unknown version is refused rather than guessed at. A store of layout
+//! 2 (one `l` entry per delta, no chunks, no record count) is migrated
+//! once, on open (`migrate.rs`).
 //!
-//! Every commit is one `apply_batch` followed by a flush: a batch is
-//! acknowledged only once durable, and a crash leaves all of it or none.
+//! Every commit is one `apply_batch`, all or nothing. A durable commit (a
+//! local write) then flushes; a lazy one (a batch from a peer) is made
+//! durable by the node's next sync, which groups the batches that arrive
+//! together into one flush. A crash leaves each batch whole or not at all.
 
 mod codec;
 pub mod kv;
+mod log;
+mod mark;
 mod mem;
+mod migrate;
 
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::core::store::take_bounded;
-use crate::core::{Commit, Frontier, NodeId, Quarantined, RecordRef, SeqRange, SignedDelta, Store};
+use crate::core::{
+    Commit, DeltaHash, Frontier, Head, NodeId, Quarantined, RecordRef, SeqRange, SignedDelta, Store,
+};
 pub use codec::CodecError;
 use codec::{frame, unframe};
 use kv::prefix_bounds;
 pub use kv::{Batch, Kv, SledKv};
 pub use mem::MemKv;
 
-pub const LAYOUT_VERSION: u32 = 2;
-pub const TREE: &str = "fedsync/v2";
+pub const LAYOUT_VERSION: u32 = 3;
+pub const TREE: &str = "fedsync/v3";
 
 /// Entry kinds, by key prefix.
 mod prefix {
     pub const META: u8 = b'm';
-    pub const LOG: u8 = b'l';
+    pub const LOG: u8 = super::log::TAIL;
+    pub const SEALED: u8 = super::log::SEALED;
     pub const RECORD: u8 = b'r';
     pub const HEAD: u8 = b'h';
     pub const QUARANTINE: u8 = b'q';
@@ -60,6 +72,7 @@ const Q_NEXT: &str = "quarantine.next";
 const Q_DROPPED: &str = "quarantine.dropped";
 const ROSTER: &str = "roster";
 const REBUILDING: &str = "rebuilding";
+const RECORDS: &str = "records";
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
@@ -68,24 +81,38 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k
 }
 
-fn log_key(author: &NodeId, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(41);
-    k.push(prefix::LOG);
-    k.extend_from_slice(&author.0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     #[error("store corrupt: entry {key}: {why} (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
     Corrupt { key: String, why: CodecError },
     #[error("store layout version {found} is not supported (this build reads {LAYOUT_VERSION})")]
     Layout { found: u32 },
+    #[error("store corrupt: {0} (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
+    Damaged(String),
+    #[error("store corrupt: this node's own log ends at seq {held}, but it had written up to seq {written}: the store lost its latest writes, and a write now would fork the log (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
+    Truncated { held: u64, written: u64 },
     #[error("disk: {0}")]
     Disk(String),
+}
+
+/// sled's own findings of damage read as the documented corrupt-store
+/// error, with what to do; anything else (a full disk, a held lock) as
+/// sled says it.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Corruption { at, .. } => StoreError::Damaged(match at {
+                Some(at) => format!("sled found damaged data at {at:?}"),
+                None => "sled found damaged data".into(),
+            }),
+            sled::Error::ReportableBug(why) => {
+                StoreError::Damaged(format!("sled could not read it back: {why}"))
+            }
+            other => StoreError::Sled(other),
+        }
+    }
 }
 
 /// The newest quarantine entries, newest first, and how many were dropped
@@ -99,18 +126,19 @@ pub struct QuarantineView {
     pub dropped: u64,
 }
 
-/// Measures a store from any thread (sled allows concurrent readers), so
-/// the status call's O(records) count never holds up the node's actor.
+/// Measures a store from any thread, without holding up the node's
+/// actor.
 #[derive(Clone)]
 pub struct StoreSizes {
     kv: Arc<dyn Kv>,
+    records: Arc<AtomicU64>,
 }
 
 impl StoreSizes {
-    /// Current records, tombstones included (O(records)).
-    pub fn record_count(&self) -> usize {
-        let (from, to) = prefix_bounds(&[prefix::RECORD]);
-        self.kv.scan(from, to, false).count()
+    /// Current records, tombstones included: kept by every commit, so
+    /// reading it costs nothing however many there are.
+    pub fn record_count(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
@@ -130,8 +158,55 @@ struct QuarantineCounters {
 /// any other [`Kv`] ([`KvStore::on`], the simulation's [`MemKv`]).
 pub struct KvStore {
     kv: Arc<dyn Kv>,
+    chunks: log::Chunks,
     quarantine_max: u64,
     q: QuarantineCounters,
+    /// Records held, as last committed (shared with [`StoreSizes`]).
+    records: Arc<AtomicU64>,
+    /// The node whose own log the mark follows, and its head as marked.
+    owner: Option<(NodeId, Head)>,
+    /// The owner's head as committed, durable or not yet.
+    own_head: Option<Head>,
+    /// Lazy commits applied since the last flush.
+    unsynced: bool,
+}
+
+impl KvStore {
+    fn flush_commits(&mut self) -> Result<(), StoreError> {
+        self.kv.flush()?;
+        self.unsynced = false;
+        self.follow_own_head();
+        Ok(())
+    }
+}
+
+/// The mark: the owner's id, and its head as last committed.
+fn encode_mark(me: &NodeId, head: &Head) -> Vec<u8> {
+    [&me.0[..], &head.seq.to_be_bytes(), &head.hash.0].concat()
+}
+
+fn decode_mark(bytes: &[u8]) -> Result<(NodeId, Head), StoreError> {
+    let bad = || StoreError::Damaged(format!("{}: not a mark", mark::FILE));
+    let author: [u8; 32] = bytes
+        .get(..32)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let seq: [u8; 8] = bytes
+        .get(32..40)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let hash: [u8; 32] = bytes
+        .get(40..72)
+        .ok_or_else(bad)?
+        .try_into()
+        .map_err(|_| bad())?;
+    let head = Head {
+        seq: u64::from_be_bytes(seq),
+        hash: DeltaHash(hash),
+    };
+    Ok((NodeId(author), head))
 }
 
 fn corrupt(key: &[u8], why: CodecError) -> StoreError {
@@ -148,15 +223,40 @@ fn corrupt(key: &[u8], why: CodecError) -> StoreError {
 /// How long to wait for a just-closed store's file lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How a sled store is opened: the `[store]` section of a node's config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Refused deltas kept, at most (oldest dropped first).
+    pub quarantine_max: u64,
+    /// sled's page cache, bytes: most of what the store holds in memory.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            quarantine_max: 100_000,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Opens sled in `dir`. sled releases its directory lock only when its
 /// background flusher lets go of the database, a moment after the last
 /// handle is dropped; so a store reopened at once (a node restarted in the
 /// same process) retries briefly on a held lock. A lock held by another
 /// live process is still refused once the wait is over.
-pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+pub fn open_db(dir: &Path, opts: &StoreOptions) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
+    // No background flusher: every commit flushes, and a thread of sled's
+    // own that fails is one the node cannot hear of.
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(opts.cache_bytes)
+        .flush_every_ms(None);
+
     loop {
-        match sled::Config::new().path(dir).open() {
+        match config.open() {
             // sled reports it as `Other` with this message (sled 0.34).
             Err(sled::Error::Io(e))
                 if e.to_string().starts_with("could not acquire lock")
@@ -170,12 +270,18 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
 }
 
 impl KvStore {
-    /// Opens (or creates) the sled store in `dir`, keeping at most
-    /// `quarantine_max` refused deltas.
-    pub fn open(dir: &Path, quarantine_max: u64) -> Result<Self, StoreError> {
-        let db = open_db(dir)?;
-        let tree = db.open_tree(TREE)?;
-        KvStore::on(Arc::new(SledKv { db, tree }), quarantine_max)
+    /// Opens (or creates) the sled store in `dir`.
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let kv = kv::contain("opening the store", || {
+            let db = open_db(dir, opts)?;
+            migrate::from_v2(&db)?;
+            let tree = db.open_tree(TREE)?;
+            let mark = Some(mark::MarkFile::open(dir)?);
+            Ok(SledKv { db, tree, mark })
+        })?;
+        kv::contain("opening the store", || {
+            KvStore::on(Arc::new(kv), opts.quarantine_max)
+        })
     }
 
     /// Opens (or creates) the store on `kv`.
@@ -207,13 +313,103 @@ impl KvStore {
                 next: 0,
                 dropped: 0,
             },
+            records: Arc::default(),
+            chunks: log::Chunks::new(),
+            owner: None,
+            own_head: None,
+            unsynced: false,
         };
         store.q = QuarantineCounters {
             first: store.meta_u64(Q_FIRST)?,
             next: store.meta_u64(Q_NEXT)?,
             dropped: store.meta_u64(Q_DROPPED)?,
         };
+        let records = match store.meta(RECORDS)? {
+            Some(n) => n,
+            None => store.count_records_once()?,
+        };
+        store.records.store(records, Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// A store written by an earlier release keeps no record count: count
+    /// once, and keep it from then on.
+    fn count_records_once(&self) -> Result<u64, StoreError> {
+        let (from, to) = prefix_bounds(&[prefix::RECORD]);
+        let mut n = 0u64;
+        for item in self.kv.scan(from, to, false) {
+            item?;
+            n += 1;
+        }
+        let mut b = Batch::default();
+        b.insert(
+            key(prefix::META, RECORDS.as_bytes()),
+            frame(&n.to_be_bytes()),
+        );
+        self.kv.apply(b)?;
+        self.kv.flush()?;
+        if n > 0 {
+            tracing::info!(records = n, "counted the store's records once (written by an earlier release); kept by every commit from now on");
+        }
+        Ok(n)
+    }
+
+    /// From now on the mark follows `me`'s own log, which must not be
+    /// shorter than the mark says it was: a log that came back shorter
+    /// (sled recovering to an earlier point past a damaged byte) would
+    /// have this node sign again seqs it already used. Call at start,
+    /// before the node signs anything.
+    pub fn own_log(&mut self, me: NodeId) -> Result<(), StoreError> {
+        let head = self.head(&me)?;
+        if let Some(bytes) = self.kv.read_mark()? {
+            let (author, marked) = decode_mark(&bytes)?;
+            let shorter = head.seq < marked.seq;
+            let forked = head.seq == marked.seq && head.hash != marked.hash;
+            if author == me && (shorter || forked) {
+                return Err(StoreError::Truncated {
+                    held: head.seq,
+                    written: marked.seq,
+                });
+            }
+            if author == me && head == marked {
+                self.owner = Some((me, head));
+                self.own_head = Some(head);
+                return Ok(());
+            }
+        }
+        self.kv.write_mark(&encode_mark(&me, &head))?;
+        self.owner = Some((me, head));
+        self.own_head = Some(head);
+        Ok(())
+    }
+
+    fn head(&self, author: &NodeId) -> Result<Head, StoreError> {
+        let k = key(prefix::HEAD, &author.0);
+        match self.kv.get(&k)? {
+            None => Ok(Head::default()),
+            Some(v) => {
+                let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
+                codec::decode_head(payload).map_err(|e| corrupt(&k, e))
+            }
+        }
+    }
+
+    /// After a flush: the mark follows the owner's head, now durable. A
+    /// mark that fails to be written leaves the commits durable (and an
+    /// older mark is never a false alarm), so it is logged, not returned.
+    fn follow_own_head(&mut self) {
+        let (Some((me, marked)), Some(head)) = (self.owner, self.own_head) else {
+            return;
+        };
+        if head == marked {
+            return;
+        }
+        match self.kv.write_mark(&encode_mark(&me, &head)) {
+            Ok(()) => self.owner = Some((me, head)),
+            Err(e) => {
+                tracing::error!(error = %e, "the mark of this node's own log could not be written")
+            }
+        }
     }
 
     /// Flushes anything the disk still buffers. Commits flush already;
@@ -227,15 +423,16 @@ impl KvStore {
         self.kv.size_on_disk()
     }
 
-    /// Current records, tombstones included (O(records)).
-    pub fn record_count(&self) -> usize {
-        self.sizes().record_count()
+    /// Current records, tombstones included.
+    pub fn record_count(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
     }
 
     /// A handle that measures the store from another thread.
     pub fn sizes(&self) -> StoreSizes {
         StoreSizes {
             kv: self.kv.clone(),
+            records: self.records.clone(),
         }
     }
 
@@ -279,24 +476,20 @@ impl KvStore {
     }
 
     fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
-        let k = key(prefix::META, name.as_bytes());
-        match self.kv.get(&k)? {
-            None => Ok(0),
-            Some(v) => {
-                let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
-                let bytes: [u8; 8] = payload
-                    .try_into()
-                    .map_err(|_| corrupt(&k, CodecError::Shape))?;
-                Ok(u64::from_be_bytes(bytes))
-            }
-        }
+        Ok(self.meta(name)?.unwrap_or(0))
     }
 
-    fn read_delta(&self, key: &[u8], stored: &[u8]) -> Result<SignedDelta, StoreError> {
-        let payload = unframe(stored).map_err(|e| corrupt(key, e))?;
-        // The checksum passed, so a decode failure means a bug or a
-        // hand-edited store: report it, never serve it.
-        SignedDelta::decode(payload).map_err(|_| corrupt(key, CodecError::Shape))
+    /// A u64 kept under `m/<name>`, if there is one.
+    fn meta(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let k = key(prefix::META, name.as_bytes());
+        let Some(v) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
+        let bytes: [u8; 8] = payload
+            .try_into()
+            .map_err(|_| corrupt(&k, CodecError::Shape))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
     }
 
     /// Adds quarantine entries to `batch`, dropping the oldest beyond the
@@ -344,11 +537,7 @@ impl Store for KvStore {
     }
 
     fn delta(&self, author: &NodeId, seq: u64) -> Result<Option<SignedDelta>, StoreError> {
-        let key = log_key(author, seq);
-        self.kv
-            .get(&key)?
-            .map(|v| self.read_delta(&key, &v))
-            .transpose()
+        log::get(&*self.kv, &self.chunks, author, seq)
     }
 
     fn deltas(
@@ -357,16 +546,14 @@ impl Store for KvStore {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<SignedDelta>, StoreError> {
-        let from = log_key(&range.author, range.first);
-        let to = log_key(&range.author, range.last);
-        let run = (self
-            .kv
-            .scan(Bound::Included(from), Bound::Included(to), false))
-        .map(|item| {
-            let (k, v) = item?;
-            self.read_delta(&k, &v)
-        });
-        take_bounded(run, max_count, max_bytes)
+        let seqs = (range.first, range.last);
+        log::read(
+            &*self.kv,
+            &self.chunks,
+            &range.author,
+            seqs,
+            (max_count, max_bytes),
+        )
     }
 
     fn record(&self, record_key: &str) -> Result<Option<RecordRef>, StoreError> {
@@ -420,10 +607,27 @@ impl Store for KvStore {
         keys: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<SignedDelta>, StoreError> {
         let mut out = Vec::new();
+        let (from, to) = prefix_bounds(&[prefix::SEALED]);
+        for item in self.kv.scan(from, to, false) {
+            let (k, _) = item?;
+            let author = NodeId(
+                k[1..33]
+                    .try_into()
+                    .map_err(|_| corrupt(&k, CodecError::Shape))?,
+            );
+            let n = u64::from_be_bytes(
+                k[33..]
+                    .try_into()
+                    .map_err(|_| corrupt(&k, CodecError::Shape))?,
+            );
+            let chunk = (self.chunks.get(&*self.kv, &author, n)?)
+                .ok_or_else(|| corrupt(&k, CodecError::Shape))?;
+            out.extend(chunk.iter().filter(|d| keys.contains(d.key())).cloned());
+        }
         let (from, to) = prefix_bounds(&[prefix::LOG]);
         for item in self.kv.scan(from, to, false) {
             let (k, v) = item?;
-            let d = self.read_delta(&k, &v)?;
+            let d = log::decode_tail(&k, &v)?;
             if keys.contains(d.key()) {
                 out.push(d);
             }
@@ -441,15 +645,21 @@ impl Store for KvStore {
     }
 
     fn commit(&mut self, c: &Commit) -> Result<(), StoreError> {
+        self.commit_lazy(c)?;
+        self.flush_commits()
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.flush_commits()
+    }
+
+    fn commit_lazy(&mut self, c: &Commit) -> Result<(), StoreError> {
         let mut batch = Batch::default();
         for r in &c.retract {
-            let (from, to) = (log_key(&r.author, r.first), log_key(&r.author, r.last));
-            for item in self
-                .kv
-                .scan(Bound::Included(from), Bound::Included(to), false)
-            {
-                batch.remove(item?.0);
-            }
+            log::retract(&*self.kv, &self.chunks, &mut batch, &r.author, r.first)?;
         }
         for k in &c.records_removed {
             batch.remove(key(prefix::RECORD, k.as_bytes()));
@@ -457,8 +667,19 @@ impl Store for KvStore {
         if let Some(r) = &c.roster {
             batch.insert(key(prefix::META, ROSTER.as_bytes()), frame(r));
         }
+        let mut runs: std::collections::BTreeMap<NodeId, Vec<&SignedDelta>> = Default::default();
         for d in &c.deltas {
-            batch.insert(log_key(&d.author(), d.seq()), frame(d.as_bytes()));
+            runs.entry(d.author()).or_default().push(d);
+        }
+        for run in runs.values_mut() {
+            run.sort_by_key(|d| d.seq());
+            if run.windows(2).any(|w| w[1].seq() != w[0].seq() + 1) {
+                return Err(StoreError::Disk(format!(
+                    "a commit's deltas of {} are not contiguous",
+                    run[0].author().short()
+                )));
+            }
+            log::append(&*self.kv, &self.chunks, &mut batch, run)?;
         }
         for (k, r) in &c.records {
             batch.insert(
@@ -474,9 +695,21 @@ impl Store for KvStore {
             }
         }
         let q = self.quarantine_into(&mut batch, &c.quarantine);
+        let before = self.records.load(Ordering::Relaxed);
+        let records = (before + c.records_created).saturating_sub(c.records_removed.len() as u64);
+        if records != before {
+            let k = key(prefix::META, RECORDS.as_bytes());
+            batch.insert(k, frame(&records.to_be_bytes()));
+        }
         self.kv.apply(batch)?;
-        self.kv.flush()?;
         self.q = q;
+        self.records.store(records, Ordering::Relaxed);
+        if let Some((me, _)) = self.owner {
+            if let Some((_, head)) = c.heads.iter().find(|(a, _)| *a == me) {
+                self.own_head = Some(*head);
+            }
+        }
+        self.unsynced = true;
         Ok(())
     }
 }

@@ -134,6 +134,13 @@ impl fedsync::store::Kv for SkipsFlush {
     fn size_on_disk(&self) -> Result<u64, fedsync::store::StoreError> {
         self.0.size_on_disk()
     }
+    // Nothing is durable, the mark included.
+    fn read_mark(&self) -> Result<Option<Vec<u8>>, fedsync::store::StoreError> {
+        Ok(None)
+    }
+    fn write_mark(&self, _: &[u8]) -> Result<(), fedsync::store::StoreError> {
+        Ok(())
+    }
 }
 
 struct SimNet;

@@ -237,7 +237,8 @@ impl<S: Store> Replica<S> {
         Ok(delta)
     }
 
-    /// Decodes and ingests deltas exactly as received from `origin`.
+    /// Decodes and ingests deltas exactly as received from `origin`,
+    /// durably.
     pub fn ingest_encoded<'a>(
         &mut self,
         raw: impl IntoIterator<Item = &'a [u8]>,
@@ -245,27 +246,44 @@ impl<S: Store> Replica<S> {
         now_ms: u64,
     ) -> Result<IngestReport, S::Error> {
         let admitted = self.admission.admit(raw, &self.frontier, now_ms);
-        self.ingest_admitted(admitted, origin, now_ms)
+        self.ingest_as(admitted, origin, now_ms, Durable::Now)
     }
 
-    /// Validates, verifies (in one batch) and applies deltas.
+    /// Validates, verifies (in one batch) and applies deltas, durably.
     pub fn ingest(
         &mut self,
         deltas: Vec<SignedDelta>,
         origin: &str,
         now_ms: u64,
     ) -> Result<IngestReport, S::Error> {
-        self.ingest_admitted(Admitted::unverified(deltas), origin, now_ms)
+        self.ingest_as(Admitted::unverified(deltas), origin, now_ms, Durable::Now)
     }
 
-    /// Applies a batch admitted elsewhere (possibly on another thread).
-    /// Refusals are quarantined in the same atomic, durable commit as the
-    /// deltas applied.
+    /// Applies a batch a peer sent, admitted elsewhere (possibly on another
+    /// thread), in a lazy commit: durable at the next [`Replica::sync`].
+    /// Refusals are quarantined in the same atomic commit as the deltas
+    /// applied. The node groups the batches that arrive together into one
+    /// flush this way; a crash before it loses only what peers still hold.
     pub fn ingest_admitted(
         &mut self,
         admitted: Admitted,
         origin: &str,
         now_ms: u64,
+    ) -> Result<IngestReport, S::Error> {
+        self.ingest_as(admitted, origin, now_ms, Durable::AtSync)
+    }
+
+    /// Makes every lazy commit durable.
+    pub fn sync(&mut self) -> Result<(), S::Error> {
+        self.store.sync()
+    }
+
+    fn ingest_as(
+        &mut self,
+        admitted: Admitted,
+        origin: &str,
+        now_ms: u64,
+        durable: Durable,
     ) -> Result<IngestReport, S::Error> {
         let mut out = Outcome::new(origin, now_ms);
         for (refusal, bytes) in admitted.refused {
@@ -280,7 +298,10 @@ impl<S: Store> Replica<S> {
             .filter(|(a, seq)| self.held.contains_slot(*a, *seq))
             .count();
         if !out.commit.is_empty() {
-            self.store.commit(&out.commit)?;
+            match durable {
+                Durable::Now => self.store.commit(&out.commit)?,
+                Durable::AtSync => self.store.commit_lazy(&out.commit)?,
+            }
         }
         // Only now, with the commit durable, does memory move forward.
         for (author, head) in &out.commit.heads {
@@ -398,6 +419,9 @@ impl<S: Store> Replica<S> {
                     Some(r) => Some(*r),
                     None => self.store.record(d.key())?,
                 };
+                if current.is_none() {
+                    out.commit.records_created += 1;
+                }
                 match resolve(current.as_ref(), &incoming) {
                     Some(winner) => {
                         records.insert(d.key().to_owned(), winner);
@@ -425,6 +449,15 @@ impl<S: Store> Replica<S> {
             *c.refused.entry(refusal.code()).or_default() += 1;
         }
     }
+}
+
+/// When an ingest's commit must be durable.
+#[derive(Clone, Copy)]
+enum Durable {
+    /// Before the ingest returns: local writes, and callers outside a node.
+    Now,
+    /// At the next sync: batches from peers, grouped by the node.
+    AtSync,
 }
 
 /// A delta that passed screening.

@@ -23,6 +23,7 @@ use crate::core::{
 use crate::identity::tls::TrustStore;
 use crate::store::{KvStore, QuarantineView, StoreError};
 
+mod group;
 mod links;
 mod peers;
 mod rebuild;
@@ -67,7 +68,7 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
-    /// The operator's view; store sizes are left at 0 for the caller.
+    /// The operator's view; the bytes on disk are left at 0 for the caller.
     Status {
         reply: oneshot::Sender<crate::node::status::NodeStatus>,
     },
@@ -189,6 +190,8 @@ pub(crate) struct Actor {
     peers: Peers,
     /// False while the store fails: the health service says NOT_SERVING.
     health: watch::Sender<bool>,
+    /// What the group of commands in progress applied.
+    group: group::Group,
 }
 
 impl Actor {
@@ -213,6 +216,7 @@ impl Actor {
             roster,
             peers: Peers::default(),
             health,
+            group: group::Group::default(),
         };
         (actor, frontier_rx, roster_rx)
     }
@@ -227,11 +231,28 @@ impl Actor {
     /// them (and with admission on the blocking pool).
     pub(crate) fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Replica<KvStore> {
         while let Some(cmd) = commands.blocking_recv() {
-            if !self.step(cmd) {
+            if !self.group_from(cmd, &mut commands) {
                 break;
             }
         }
         self.finish()
+    }
+
+    /// Handles `first` and the commands already waiting behind it as one
+    /// group (see `group.rs`); false once told to stop.
+    fn group_from(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) -> bool {
+        let mut going = self.step(first);
+        for _ in 1..group::GROUP_COMMANDS_MAX {
+            if !going || self.group.is_full() {
+                break;
+            }
+            match commands.try_recv() {
+                Ok(cmd) => going = self.step(cmd),
+                Err(_) => break,
+            }
+        }
+        self.end_group();
+        going
     }
 
     /// [`Actor::run`] as a task on the runtime's own thread: for
@@ -241,7 +262,7 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
     ) -> Replica<KvStore> {
         while let Some(cmd) = commands.recv().await {
-            if !self.step(cmd) {
+            if !self.group_from(cmd, &mut commands) {
                 break;
             }
         }
@@ -258,6 +279,7 @@ impl Actor {
     }
 
     fn finish(mut self) -> Replica<KvStore> {
+        self.end_group();
         self.links.clear();
         self.watchers.clear();
         self.replica
@@ -488,7 +510,6 @@ impl Actor {
             }
             self.applied(&report.applied, Some(id));
         }
-        self.store_health(true);
         self.pump(id);
     }
 
@@ -511,6 +532,9 @@ impl Actor {
             }
         };
         link.pending.extend(std::mem::take(&mut reaction.send));
+        if reaction.ingest.is_some() {
+            self.group.lazy = true;
+        }
         if let Some(view) = &reaction.peer_view {
             self.peers
                 .observed(&link.peer.name, view, self.replica.frontier(), now);
@@ -529,54 +553,6 @@ impl Actor {
             link.pending.push_back(digest);
             self.pump(id);
         }
-    }
-
-    /// After a commit: publish the frontier, relay to every other link and
-    /// tell the watchers.
-    fn applied(&mut self, deltas: &[SignedDelta], from: Option<LinkId>) {
-        if deltas.is_empty() {
-            return;
-        }
-        self.frontier
-            .send_replace(Arc::new(self.replica.frontier().clone()));
-        self.rebuild_settle();
-        let sender = from
-            .and_then(|id| self.links.get(&id))
-            .map(|l| l.peer.name.clone());
-        self.peers.local_change(
-            self.replica.frontier(),
-            sender.as_deref(),
-            self.wiring.clock.now_ms(),
-        );
-        let ids: Vec<LinkId> = self.links.keys().copied().collect();
-        for id in ids {
-            let link = self.links.get_mut(&id).expect("listed");
-            if Some(id) == from {
-                // The sender holds these; its session noted so.
-                continue;
-            }
-            if link.pending.is_empty() && link.out.capacity() > 0 {
-                if let Some(msg) = link.session.push(deltas) {
-                    link.pending.push_back(msg);
-                }
-            } else {
-                link.session.defer(deltas);
-            }
-            self.pump(id);
-        }
-        self.watchers.retain(|(prefix, tx)| {
-            for d in deltas
-                .iter()
-                .filter(|d| d.key().starts_with(prefix.as_str()))
-            {
-                if tx.try_send(d.clone()).is_err() {
-                    // Closed, or too slow to keep up: dropping it ends the
-                    // watch stream, and the client can resume with a list.
-                    return false;
-                }
-            }
-            true
-        });
     }
 
     /// Moves queued control messages, then catch-up batches, into the

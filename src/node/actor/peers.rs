@@ -56,11 +56,10 @@ impl Peers {
         e.progress.observe(view, mine, now_ms);
     }
 
-    /// Our frontier moved; `from` names the peer whose deltas moved it.
-    pub fn local_change(&mut self, mine: &Frontier, from: Option<&str>, now_ms: u64) {
+    /// Our frontier moved; `from` names the peers whose deltas moved it.
+    pub fn local_change(&mut self, mine: &Frontier, from: &[String], now_ms: u64) {
         for (name, e) in &mut self.by_name {
-            e.progress
-                .local_change(mine, from == Some(name.as_str()), now_ms);
+            e.progress.local_change(mine, from.contains(name), now_ms);
         }
     }
 

@@ -38,7 +38,7 @@ impl Actor {
             .map(|(id, _)| *id)
             .collect();
         self.peers
-            .local_change(self.replica.frontier(), None, self.wiring.clock.now_ms());
+            .local_change(self.replica.frontier(), &[], self.wiring.clock.now_ms());
         for id in gone {
             if let Some(l) = self.remove_link(id) {
                 tracing::warn!(peer = %l.peer.name, "link closed: peer no longer trusted by the roster");

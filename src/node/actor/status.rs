@@ -1,5 +1,6 @@
-//! The status snapshot, built from the actor's state in one pass. Store
-//! sizes (O(records)) are left for the caller to fill off this thread.
+//! The status snapshot, built from the actor's state in one pass, with
+//! totals the store keeps in each commit. The bytes on disk are left for
+//! the caller to fill off this thread.
 
 use super::peers::PeerEntry;
 use super::Actor;
@@ -39,6 +40,7 @@ impl Actor {
             .map(|q| q.kept)
             .unwrap_or(0);
         let mut totals = Totals {
+            records: self.replica.store().record_count(),
             deltas: self.replica.frontier().total_deltas(),
             quarantined,
             held: self.replica.held_len() as u64,
