@@ -188,8 +188,10 @@ async fn a_stopped_peer_lags_then_stalls_and_recovers_on_restart() {
     let (_dir, mut fed, hq, fr) = hq_and_office().await;
     fr.write("regions/fr/a", Op::Put, b"1").await.unwrap();
 
-    let s = status_until(&hq, "hq in sync with office-fr", |s| {
-        in_sync_with(s, "office-fr")
+    // In sync alone may be seen before the write's push arrives (HQ and
+    // the office both held nothing when the link opened): wait for both.
+    let s = status_until(&hq, "hq in sync with office-fr, holding its write", |s| {
+        in_sync_with(s, "office-fr") && s.totals.deltas > 0
     })
     .await;
     let p = peer(&s, "office-fr");

@@ -231,6 +231,9 @@ pub struct LimitsConfig {
     /// Deltas in one received batch message; a larger batch ends the link
     /// with RESOURCE_EXHAUSTED. Peers send `sync.batch_deltas_max`.
     pub batch_deltas_max: usize,
+    /// Bytes of received deltas being verified or waiting to be stored, on
+    /// all links together; a link waits for its share before it reads on.
+    pub ingest_bytes_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -242,13 +245,14 @@ impl Default for LimitsConfig {
             held_deltas_max: 100_000,
             quarantine_max: 100_000,
             message_bytes_max: 4 * MIB,
-            link_queue_max: 16,
+            link_queue_max: 4,
             links_max: None,
             conns_per_peer_max: 4,
             handshakes_max: 512,
             handshakes_per_source_max: 256,
             hello_timeout_ms: 5000,
             handshake_timeout_secs: 10,
+            ingest_bytes_max: 16 * MIB,
             requests_in_flight_max: 32,
             batch_deltas_max: 10_000,
         }
@@ -379,6 +383,7 @@ impl NodeConfig {
             ("limits.handshakes_per_source_max", l.handshakes_per_source_max as u64, 1, 1_000_000),
             ("limits.hello_timeout_ms", l.hello_timeout_ms, 100, any),
             ("limits.handshake_timeout_secs", l.handshake_timeout_secs, 1, 3600),
+            ("limits.ingest_bytes_max", l.ingest_bytes_max as u64, MIB as u64, u32::MAX as u64),
             ("limits.requests_in_flight_max", l.requests_in_flight_max as u64, 1, any),
             ("limits.batch_deltas_max", l.batch_deltas_max as u64, 1, 1_000_000),
             ("limits.message_bytes_max", l.message_bytes_max as u64, 64 * KIB as u64, mib64),

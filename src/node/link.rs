@@ -84,6 +84,11 @@ pub(crate) struct LinkContext {
     /// Deltas accepted in one received batch.
     pub batch_deltas_max: usize,
     pub refusals: Arc<MessageRefusals>,
+    /// Bytes of received deltas being admitted or waiting for the actor,
+    /// on every link together: what bounds the memory a catch-up (or many
+    /// peers pushing at once) holds when the store is the slower part.
+    pub ingest_budget: Arc<tokio::sync::Semaphore>,
+    pub ingest_bytes_max: usize,
 }
 
 /// Who a link is with.
@@ -284,6 +289,11 @@ where
                 return Ending::Refused("batch_too_large", status);
             }
             Ok(Incoming::Deltas(raw)) => {
+                let bytes = raw.iter().map(Vec::len).sum::<usize>();
+                let share = bytes.clamp(1, ctx.ingest_bytes_max) as u32;
+                let Ok(budget) = ctx.ingest_budget.clone().acquire_many_owned(share).await else {
+                    return Ending::Closed("node shutting down".into());
+                };
                 let known = ctx.frontier.borrow().clone();
                 let mut a = admission.take().expect("returned after every batch");
                 if roster.has_changed().unwrap_or(false) {
@@ -299,7 +309,11 @@ where
                     Err(e) => return Ending::Closed(format!("admission failed: {e}")),
                 };
                 admission = Some(a);
-                Command::LinkDeltas { link: id, admitted }
+                Command::LinkDeltas {
+                    link: id,
+                    admitted,
+                    budget,
+                }
             }
         };
         if ctx.actor.send(cmd).await.is_err() {

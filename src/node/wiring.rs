@@ -195,6 +195,8 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         queue_max: config.limits.link_queue_max,
         batch_deltas_max: config.limits.batch_deltas_max,
         refusals,
+        ingest_budget: Arc::new(tokio::sync::Semaphore::new(config.limits.ingest_bytes_max)),
+        ingest_bytes_max: config.limits.ingest_bytes_max,
         clock: env.clock.clone(),
         blocking: env.blocking,
     };

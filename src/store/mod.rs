@@ -236,7 +236,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             quarantine_max: 100_000,
-            cache_bytes: 64 << 20,
+            cache_bytes: 32 << 20,
         }
     }
 }

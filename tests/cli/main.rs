@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 #[path = "../common/flood.rs"]
 #[allow(dead_code)]
 mod flood;
+mod refused;
 mod reports;
 mod values;
 

@@ -7,8 +7,9 @@
 //!
 //! A local write is durable before its reply, whatever the group: its own
 //! commit flushes. What the group delays is only the durability of what
-//! peers sent (which they still hold) and the relay of it onwards; both
-//! happen before the actor waits for its next command.
+//! peers sent (which they still hold), the Ack that tells them it is held,
+//! and the relay of it onwards; all happen before the actor waits for its
+//! next command.
 
 use std::sync::Arc;
 
@@ -27,6 +28,8 @@ pub(super) struct Group {
     applied: Vec<(SignedDelta, Option<LinkId>)>,
     /// A batch from a peer was committed lazily in this group.
     pub(super) lazy: bool,
+    /// Links whose replies to a batch (its Ack first) wait for the flush.
+    pub(super) replies: Vec<LinkId>,
 }
 
 impl Group {
@@ -54,6 +57,12 @@ impl Actor {
                     self.store_health(false);
                 }
             }
+        }
+        let mut replies = std::mem::take(&mut self.group.replies);
+        replies.sort_unstable();
+        replies.dedup();
+        for id in replies {
+            self.pump(id);
         }
         let applied = std::mem::take(&mut self.group.applied);
         if applied.is_empty() {

@@ -108,6 +108,8 @@ pub(crate) enum Command {
     LinkDeltas {
         link: LinkId,
         admitted: Admitted,
+        /// Its share of the node's ingest budget, given back once handled.
+        budget: tokio::sync::OwnedSemaphorePermit,
     },
     LinkRoom {
         link: LinkId,
@@ -352,7 +354,14 @@ impl Actor {
                 reply,
             ),
             Command::LinkMsg { link, msg } => self.handle_link_msg(link, msg),
-            Command::LinkDeltas { link, admitted } => self.handle_link_deltas(link, admitted),
+            Command::LinkDeltas {
+                link,
+                admitted,
+                budget,
+            } => {
+                self.handle_link_deltas(link, admitted);
+                drop(budget);
+            }
             Command::LinkRoom { link } => self.pump(link),
             Command::LinkClosed { link } => {
                 if let Some(l) = self.remove_link(link) {
@@ -510,7 +519,9 @@ impl Actor {
             }
             self.applied(&report.applied, Some(id));
         }
-        self.pump(id);
+        // The batch's Ack says the deltas are held: it leaves after the
+        // group's flush has made them durable, with the rest of the reply.
+        self.group.replies.push(id);
     }
 
     /// What every handled peer message shares: a store failure is logged
