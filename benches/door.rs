@@ -13,77 +13,26 @@
 //! how long the flood runs; `FEDSYNC_BENCH_FLOOD_CONNS` (default 200) how
 //! many connections it keeps open.
 
+#[allow(dead_code)]
+mod common;
 #[path = "../tests/common/flood.rs"]
 #[allow(dead_code)]
 mod flood;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::{Node, BIN};
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::status::PeerState;
-
-const BIN: &str = env!("CARGO_BIN_EXE_fedsync");
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `fedsync run` process, logging at info to `log`.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(config: &Path, log: &Path) -> Node {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap(), "--log", "info"])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn fedsync run");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening on"), "{line}");
-        let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-        Node { child, addr }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        (status.lines())
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 async fn office_state(client: &ClientConfig, hq: &str) -> Result<PeerState, String> {
@@ -115,8 +64,8 @@ async fn run(flood_secs: u64, conns: usize) {
     let client = ClientConfig::load(&fed.client_config()).unwrap();
     let hq_log = dir.path().join("hq.log");
     let fr_log = dir.path().join("fr.log");
-    let hq = Node::start(&fed.config_path("hq"), &hq_log);
-    let mut fr = Node::start(&fed.config_path("office-fr"), &fr_log);
+    let hq = start(&fed.config_path("hq"), &hq_log);
+    let mut fr = start(&fed.config_path("office-fr"), &fr_log);
     let in_sync = |deadline: Duration| {
         let (client, hq) = (&client, hq.addr.clone());
         async move {
@@ -140,7 +89,7 @@ async fn run(flood_secs: u64, conns: usize) {
     tokio::time::sleep(Duration::from_secs(flood_secs / 3)).await;
     // The office restarts in the middle of the flood.
     fr.stop();
-    fr = Node::start(&fed.config_path("office-fr"), &fr_log);
+    fr = start(&fed.config_path("office-fr"), &fr_log);
     let back = in_sync(Duration::from_secs(flood_secs)).await;
     // The operator calls once a second until the flood ends.
     let (mut ok, mut calls) = (0, 0);
@@ -153,7 +102,7 @@ async fn run(flood_secs: u64, conns: usize) {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let rss = hq.rss_kib();
+    let rss = hq.rss().0;
     let opened = flood.stop();
     let elapsed = started.elapsed().as_secs_f64();
     let logged = std::fs::metadata(&hq_log).unwrap().len() - log_before;
@@ -178,8 +127,13 @@ async fn run(flood_secs: u64, conns: usize) {
     }
     println!("  operator Status calls during the flood: {ok} of {calls} succeeded");
     println!("  HQ's log during the flood: {logged} bytes");
-    println!("  HQ's RSS at the end of the flood: {} MiB", rss / 1024);
+    println!("  HQ's RSS at the end of the flood: {rss} MiB");
     println!("  HQ counted: {:?}", s.totals.connections_refused);
     fr.stop();
     hq.stop();
+}
+
+/// Starts a node logging at info to `log`.
+fn start(config: &Path, log: &Path) -> Node {
+    Node::spawn(BIN, config, log, &["--log", "info"]).0
 }

@@ -13,6 +13,7 @@
 //! nodes' configs (e.g. `[store]` settings to compare). Not a criterion bench: one run of each takes tens of
 //! seconds, so it reports the one run's figures and per-write percentiles.
 
+#[allow(dead_code)]
 mod common;
 
 use std::sync::atomic::Ordering;

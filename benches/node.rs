@@ -12,18 +12,18 @@
 //! `FEDSYNC_BENCH_CONFIG` is TOML added to both nodes' configs (e.g.
 //! `[store]` settings to compare).
 
+#[allow(dead_code)]
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::Node;
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::Frontier;
 use fedsync::local::{LocalFederation, NodeSpec};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fedsync");
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
 
 fn env(name: &str, default: usize) -> usize {
@@ -31,69 +31,6 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A `fedsync run` process.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    /// Starts the node and waits for its "listening" line; returns it
-    /// with how long that took.
-    fn start(config: &Path) -> (Node, Duration) {
-        let t = Instant::now();
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(config.with_file_name("node.log"))
-            .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn fedsync run");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains("listening on"),
-            "{line:?}: see node.log beside {}",
-            config.display()
-        );
-        let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-        (Node { child, addr }, t.elapsed())
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let _ = self.child.wait();
-    }
-
-    /// (current, peak) resident set, MiB.
-    fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            (status.lines())
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-                / 1024
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Bytes the files under `dir` take on disk (allocated blocks, as `du`).

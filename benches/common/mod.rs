@@ -1,5 +1,8 @@
 //! What the benchmarks share: a store preloaded with one author's signed
-//! deltas, written before its node starts.
+//! deltas, written before its node starts, and `fedsync run` processes
+//! (`process.rs`).
+
+pub mod process;
 
 use fedsync::core::{DeltaBody, DeltaHash, Head, HlcClock, Op, Replica};
 use fedsync::identity::NodeKey;
