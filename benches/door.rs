@@ -22,18 +22,12 @@ mod flood;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::env;
 use common::process::{Node, BIN};
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::status::PeerState;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn office_state(client: &ClientConfig, hq: &str) -> Result<PeerState, String> {
     let mut c = ClientConfig::clone(client);
@@ -45,7 +39,7 @@ async fn office_state(client: &ClientConfig, hq: &str) -> Result<PeerState, Stri
 
 fn main() {
     let flood_secs = env("FEDSYNC_BENCH_FLOOD_SECS", 30);
-    let conns = env("FEDSYNC_BENCH_FLOOD_CONNS", 200) as usize;
+    let conns = env::<usize>("FEDSYNC_BENCH_FLOOD_CONNS", 200);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,6 +16,8 @@
 #[allow(dead_code)]
 mod common;
 
+use common::env;
+
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -25,13 +27,6 @@ use fedsync::node::NodeHandle;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.

@@ -15,6 +15,8 @@
 #[allow(dead_code)]
 mod common;
 
+use common::env;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,13 +27,6 @@ use fedsync::core::Frontier;
 use fedsync::local::{LocalFederation, NodeSpec};
 
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Bytes the files under `dir` take on disk (allocated blocks, as `du`).
 fn dir_bytes(dir: &Path) -> u64 {

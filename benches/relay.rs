@@ -18,6 +18,8 @@
 #[allow(dead_code)]
 mod common;
 
+use common::env;
+
 use std::time::{Duration, Instant};
 
 use common::process::{Node, BIN};
@@ -27,13 +29,6 @@ use fedsync::local::{LocalFederation, NodeSpec};
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
 /// About the size of a field record's value.
 const VALUE: [u8; 300] = [b'v'; 300];
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     let peers = env("FEDSYNC_BENCH_PEERS", 100);

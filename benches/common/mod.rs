@@ -4,6 +4,15 @@
 
 pub mod process;
 
+/// The environment variable `name` parsed, or `default` when it is unset
+/// or does not parse: how every bench takes its sizes.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 use fedsync::core::{DeltaBody, DeltaHash, Head, HlcClock, Op, Replica};
 use fedsync::identity::NodeKey;
 use fedsync::local::LocalFederation;
