@@ -13,6 +13,7 @@ pub mod held;
 pub mod hlc;
 pub mod ids;
 pub mod merge;
+pub mod pace;
 pub mod progress;
 pub mod rebuild;
 pub mod replica;

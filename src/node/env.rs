@@ -56,12 +56,46 @@ impl Listener for tokio::net::TcpListener {
             let (tcp, remote) = tokio::net::TcpListener::accept(self).await?;
             // Small messages (digests, acks) must not wait for Nagle.
             let _ = tcp.set_nodelay(true);
+            small_send_queue(&tcp);
             Ok((Box::new(tcp) as BoxIo, remote))
         })
     }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         tokio::net::TcpListener::local_addr(self)
     }
+}
+
+/// Unsent bytes the kernel takes from a connection before it reports the
+/// socket unwritable. Without a bound, a slow line's socket swallows
+/// megabytes and an HTTP/2 ping or a digest queued behind them waits
+/// minutes: the keepalive then ends a link that is slow but alive. With
+/// it, the rest waits in HTTP/2, which sends pings and acks ahead of data.
+pub const NOTSENT_LOWAT: u32 = 16 * 1024;
+
+/// Sets [`NOTSENT_LOWAT`] on a connection (Linux; elsewhere a no-op, and a
+/// failure only costs latency, so it is not an error).
+fn small_send_queue(tcp: &tokio::net::TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let value = NOTSENT_LOWAT as libc::c_int;
+        // SAFETY: a valid socket descriptor owned by `tcp`, and a pointer
+        // to an int that lives for the call, of the size passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            tracing::debug!(error = %io::Error::last_os_error(), "TCP_NOTSENT_LOWAT not set");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = tcp;
 }
 
 /// The machine's TCP.
@@ -72,6 +106,7 @@ impl Network for Tcp {
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(&address).await?;
             tcp.set_nodelay(true)?;
+            small_send_queue(&tcp);
             Ok(Box::new(tcp) as BoxIo)
         })
     }

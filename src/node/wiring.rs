@@ -160,6 +160,9 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         signer: key.signing_key().clone(),
         batch_deltas_max: config.sync.batch_deltas_max,
         batch_bytes_max: config.sync.batch_bytes_max,
+        // More in flight than a peer admits at once (its ingest budget, as
+        // ours) would only wait in its socket.
+        window_bytes_max: (config.limits.ingest_bytes_max).max(config.sync.batch_bytes_max),
         trust: trust.clone(),
         refusals: refusals.clone(),
         conn_refusals: conn_refusals.clone(),

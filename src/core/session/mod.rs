@@ -24,9 +24,14 @@
 //! 8. Deltas the receiver did not apply come back as `Refused` notes with
 //!    reasons, so the sending side can see why a peer refuses its data.
 //! 9. Every batch received is answered with an `Ack`: the receiver's heads,
-//!    after applying it, for the authors in the batch. So the sender knows
-//!    what the peer holds (for lag and stall detection) from the peer's
-//!    word, not from what it sent. An `Ack` is never answered.
+//!    after applying it, for the authors in the batch (none, if it held
+//!    nothing usable). So the sender knows what the peer holds (for lag
+//!    and stall detection) from the peer's word, not from what it sent,
+//!    and paces its link by them (`core::pace`). An `Ack` is never
+//!    answered. A side answers every message in order, so a batch's `Ack`
+//!    arrives before the answer to a digest sent after that batch.
+//! 10. A `Frontier` that answers our digest says nothing of what we sent
+//!     after that digest: that is still on its way and is not sent again.
 //!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
@@ -111,7 +116,14 @@ pub struct Session {
     /// What the peer's last digest said of its store; `None` before its
     /// first digest on this link.
     peer_announce: Option<Announce>,
+    /// `sent` as it was when each of our unanswered digests left (the
+    /// runtime says when, [`Session::digest_sent`]), oldest first.
+    sent_at_digest: VecDeque<HashMap<NodeId, u64>>,
 }
+
+/// Unanswered digests remembered: more only happen on a link that does
+/// not answer, and forgetting one just means re-sending (see `Frontier`).
+const DIGESTS_REMEMBERED: usize = 8;
 
 impl Session {
     pub fn new() -> Self {
@@ -125,6 +137,16 @@ impl Session {
             roster: replica.roster().version,
             rebuild: self.announce.clone(),
         }
+    }
+
+    /// Our digest has left, after everything queued before it: what we
+    /// send from now on reaches the peer after it, so the peer's answer
+    /// does not show it (see the `Frontier` case of [`Session::handle`]).
+    pub fn digest_sent(&mut self) {
+        if self.sent_at_digest.len() == DIGESTS_REMEMBERED {
+            self.sent_at_digest.pop_front();
+        }
+        self.sent_at_digest.push_back(self.sent.clone());
     }
 
     /// What this side's digests say of its store from now on.
@@ -175,6 +197,7 @@ impl Session {
                 }
             }
             PeerMsg::InSync(d) => {
+                self.sent_at_digest.pop_front();
                 if d == replica.digest() {
                     r.peer_view = Some(self.agreed(replica));
                 } else {
@@ -184,9 +207,9 @@ impl Session {
                 }
             }
             PeerMsg::Frontier(theirs) => {
-                // Their frontier is fresh truth: it was sent after everything
-                // we sent before our digest, so restart our record of it.
-                self.sent = theirs.iter().map(|(a, h)| (*a, h.seq)).collect();
+                // Their frontier is fresh truth about everything we sent
+                // before our digest, so restart our record of it from there.
+                self.sent = self.resent_from(&theirs);
                 self.outbox.clear();
                 self.enqueue(replica.frontier().missing_in(&theirs));
                 let need = allowed(theirs.missing_in(replica.frontier()), replica);
@@ -242,13 +265,13 @@ impl Session {
         }
         let mut r = Reaction::default();
         let report = replica.ingest_admitted(admitted, origin, now_ms)?;
+        // Every batch is acked, even one that held nothing we could use:
+        // the sender paces its link by the acks (`core::pace`).
         let mut ack = Frontier::new();
         for author in theirs.keys() {
             ack.set(*author, replica.frontier().head(author));
         }
-        if !ack.is_empty() {
-            r.send.push(PeerMsg::Ack(ack));
-        }
+        r.send.push(PeerMsg::Ack(ack));
         // Only what we now hold counts as proof the peer holds it: a forged
         // or refused delta claims a position, it does not show one.
         let seqs = theirs
@@ -349,6 +372,30 @@ impl Session {
             return Ok(Some(batch));
         }
         Ok(None)
+    }
+
+    /// What counts as sent once the peer answered our digest with
+    /// `theirs`. Deltas we sent after the digest are still on their way
+    /// and will arrive (the stream is ordered), so an author the peer
+    /// holds everything of that we sent before the digest keeps what we
+    /// sent since: sending it again would only deliver it twice. For any
+    /// other author (the peer lacks some of what it was sent: refused,
+    /// or lost with a link), resume from what it holds. Without a record
+    /// of the digest, resume from what it holds for every author.
+    fn resent_from(&mut self, theirs: &Frontier) -> HashMap<NodeId, u64> {
+        let before = self.sent_at_digest.pop_front();
+        let mut sent: HashMap<NodeId, u64> = theirs.iter().map(|(a, h)| (*a, h.seq)).collect();
+        let Some(before) = before else {
+            return sent;
+        };
+        for (author, now) in &self.sent {
+            let then = before.get(author).copied().unwrap_or(0);
+            let held = theirs.head(author).seq;
+            if held >= then && *now > held {
+                sent.insert(*author, *now);
+            }
+        }
+        sent
     }
 
     pub fn has_outbox(&self) -> bool {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::core::pace::Pace;
 use crate::core::{Note, PeerMsg, Replica, Session};
 use crate::node::link::{EndSlot, LinkPeer, LinkStats};
 use crate::store::KvStore;
@@ -28,6 +29,8 @@ pub(super) struct Link {
     pub(super) stats: Arc<LinkStats>,
     /// The status the outbound stream ends with when the actor closes it.
     pub(super) end: EndSlot,
+    /// What may be in flight, from what the peer's acks show.
+    pub(super) pace: Pace,
 }
 
 /// Records what a peer said it refused of ours. Duplicates are routine
@@ -52,18 +55,21 @@ pub(super) fn peer_refused(link: &Link, notes: &[Note]) {
 }
 
 impl Link {
+    /// Moves queued control messages (and live pushes), then catch-up
+    /// batches, into the channel: the first while it has room, the second
+    /// also only while the pace allows, in batches the pace sizes.
     pub(super) fn fill(
         &mut self,
         replica: &Replica<KvStore>,
         max_count: usize,
         max_bytes: usize,
+        now_ms: u64,
     ) -> Result<(), String> {
         use mpsc::error::TrySendError;
-        while let Some(msg) = self.pending.pop_front() {
-            match self.out.try_send(msg) {
-                Ok(()) => {}
-                Err(TrySendError::Full(msg)) => {
-                    self.pending.push_front(msg);
+        while !self.pending.is_empty() {
+            let permit = match self.out.try_reserve() {
+                Ok(p) => p,
+                Err(TrySendError::Full(())) => {
                     self.room.store(true, Ordering::Release);
                     if self.pending.len() > PENDING_MAX {
                         return Err(format!(
@@ -72,10 +78,13 @@ impl Link {
                     }
                     return Ok(());
                 }
-                Err(TrySendError::Closed(_)) => return Err("link closed".into()),
-            }
+                Err(TrySendError::Closed(())) => return Err("link closed".into()),
+            };
+            let msg = self.pending.pop_front().expect("not empty");
+            leaving(&mut self.pace, &mut self.session, &msg, now_ms);
+            permit.send(msg);
         }
-        while self.session.has_outbox() {
+        while self.session.has_outbox() && self.pace.may_send(now_ms) {
             let permit = match self.out.try_reserve() {
                 Ok(p) => p,
                 Err(TrySendError::Full(())) => {
@@ -84,12 +93,42 @@ impl Link {
                 }
                 Err(TrySendError::Closed(())) => return Err("link closed".into()),
             };
-            match self.session.next_batch(replica, max_count, max_bytes) {
-                Ok(Some(batch)) => permit.send(PeerMsg::Deltas(batch)),
+            let bytes = self.pace.batch_bytes(max_bytes, now_ms);
+            match self.session.next_batch(replica, max_count, bytes) {
+                Ok(Some(batch)) => {
+                    let msg = PeerMsg::Deltas(batch);
+                    leaving(&mut self.pace, &mut self.session, &msg, now_ms);
+                    permit.send(msg);
+                }
                 Ok(None) => break,
                 Err(e) => return Err(format!("store read failed: {e}")),
             }
         }
         Ok(())
+    }
+
+    /// Notes what a message from the peer says of our side of the link.
+    pub(super) fn arrived(&mut self, msg: &PeerMsg, now_ms: u64) {
+        match msg {
+            PeerMsg::Ack(_) => self.pace.acked(now_ms),
+            PeerMsg::InSync(_) | PeerMsg::Frontier(_) => self.pace.digest_answered(now_ms),
+            _ => {}
+        }
+    }
+}
+
+/// Notes a message entering the link's stream, in stream order (a free
+/// function: the channel permit borrows the link meanwhile).
+fn leaving(pace: &mut Pace, session: &mut Session, msg: &PeerMsg, now_ms: u64) {
+    match msg {
+        PeerMsg::Deltas(batch) => {
+            let bytes = batch.iter().map(|d| d.as_bytes().len() as u64).sum();
+            pace.sent(bytes, now_ms);
+        }
+        PeerMsg::Digest { .. } => {
+            pace.digest_sent(now_ms);
+            session.digest_sent();
+        }
+        _ => {}
     }
 }

@@ -31,6 +31,7 @@ mod reports;
 mod roster;
 mod status;
 
+use crate::core::pace::Pace;
 use links::{peer_refused, Link};
 use peers::Peers;
 pub(crate) use rebuild::rebuild_from;
@@ -162,6 +163,8 @@ pub(crate) struct Wiring {
     pub signer: SigningKey,
     pub batch_deltas_max: usize,
     pub batch_bytes_max: usize,
+    /// Delta bytes in flight per link, at most (`core::pace`).
+    pub window_bytes_max: usize,
     /// The TLS trust the listener and dialers use; replaced on adoption.
     pub trust: TrustStore,
     pub refusals: Arc<MessageRefusals>,
@@ -455,6 +458,7 @@ impl Actor {
             room: io.room,
             stats: io.stats,
             end: io.end,
+            pace: Pace::new(self.wiring.window_bytes_max as u64),
         };
         link.pending.push_back(opening);
         tracing::info!(peer = %link.peer.name, inbound = link.peer.inbound, "link open");
@@ -469,6 +473,7 @@ impl Actor {
         };
         let now = self.wiring.clock.now_ms();
         let digest = matches!(msg, PeerMsg::Digest { .. });
+        link.arrived(&msg, now);
         let result = link
             .session
             .handle(msg, &mut self.replica, &link.peer.name, now);
@@ -573,7 +578,7 @@ impl Actor {
             return;
         };
         let (count, bytes) = (self.wiring.batch_deltas_max, self.wiring.batch_bytes_max);
-        match link.fill(&self.replica, count, bytes) {
+        match link.fill(&self.replica, count, bytes, self.wiring.clock.now_ms()) {
             Ok(()) => {}
             Err(why) => {
                 tracing::warn!(peer = %link.peer.name, %why, "closing link");

@@ -1,0 +1,283 @@
+//! How much a link may have on the line: what the peer's acks show the
+//! line delivers sets how many delta bytes may be sent and not yet
+//! acknowledged (about [`WINDOW_SECS`] of the line) and how big each
+//! catch-up batch is (a quarter of that).
+//!
+//! Why: a fixed window of megabytes is milliseconds on a LAN and minutes
+//! on a 64 kbit/s line. Everything queued ahead of a digest, an ack or a
+//! live write delays it by the line's drain time, and everything in
+//! flight when the line drops is lost and sent again. Keeping only a few
+//! seconds of the line in flight keeps control traffic prompt, makes the
+//! peer's acks (and so lag and stall) current, and bounds what a drop
+//! costs. On a fast link the window quickly reaches its ceiling and
+//! catch-up runs as before.
+//!
+//! The delivery rate is measured the way TCP's BBR does: at each ack, the
+//! bytes acknowledged since the acked batch was sent over the time since
+//! the last ack before it, so idle periods do not count as slow. The
+//! estimate is the highest of the recent samples, since queueing only
+//! ever makes a sample lower. Round trips come from digests: each is
+//! answered at once (`InSync` or `Frontier`). Time is passed in.
+
+use std::collections::VecDeque;
+
+/// Seconds of the line allowed in flight: above the round trip of the
+/// slowest links (800 ms) with room for the peer's commit, and small
+/// enough that a drop loses little.
+pub const WINDOW_SECS: f64 = 1.5;
+/// The window before the first ack, and its floor: enough for one batch of
+/// small deltas and a round trip on a 64 kbit/s line.
+pub const WINDOW_MIN: u64 = 16 * 1024;
+pub const WINDOW_START: u64 = 64 * 1024;
+/// Rate samples kept (the estimate is their maximum), and how long one
+/// counts.
+const SAMPLES_MAX: usize = 16;
+const SAMPLE_TTL_MS: u64 = 30_000;
+/// Smallest catch-up batch, whatever the window.
+pub const BATCH_MIN: usize = 4 * 1024;
+
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    /// Its place among the batches sent on this link.
+    index: u64,
+    bytes: u64,
+    /// Bytes delivered, and the time of the latest ack, when it was sent.
+    delivered: u64,
+    delivered_ms: u64,
+}
+
+/// One link's pacing state.
+#[derive(Clone, Debug)]
+pub struct Pace {
+    /// Deltas messages sent and not yet acked, in order: the peer acks
+    /// every batch, in order, on the same stream.
+    in_flight: VecDeque<InFlight>,
+    in_flight_bytes: u64,
+    /// Batches sent on this link.
+    sends: u64,
+    /// Bytes the peer acknowledged on this link, and when it last did.
+    delivered: u64,
+    delivered_ms: u64,
+    samples: VecDeque<(u64, f64)>,
+    window_max: u64,
+    /// When our oldest unanswered digest left, and how many batches had
+    /// been sent before it.
+    digest_sent: Option<(u64, u64)>,
+    /// Smoothed round trip, as TCP smooths it (7/8 old, 1/8 new).
+    srtt_ms: Option<f64>,
+}
+
+/// What operators see of a link's pace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PaceView {
+    pub rtt_ms: Option<u64>,
+    /// Delta bytes per second the peer acknowledged (the estimate).
+    pub rate_bytes_per_sec: Option<u64>,
+    pub in_flight_bytes: u64,
+    pub window_bytes: u64,
+    /// Delta bytes the peer acknowledged on this link.
+    pub acked_bytes: u64,
+}
+
+impl Pace {
+    /// `window_max`: the most ever in flight, whatever the rate.
+    pub fn new(window_max: u64) -> Pace {
+        Pace {
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            sends: 0,
+            delivered: 0,
+            delivered_ms: 0,
+            samples: VecDeque::new(),
+            window_max: window_max.max(WINDOW_MIN),
+            digest_sent: None,
+            srtt_ms: None,
+        }
+    }
+
+    /// A batch of `bytes` of deltas left for the peer.
+    pub fn sent(&mut self, bytes: u64, now_ms: u64) {
+        if self.in_flight.is_empty() {
+            // Nothing was on the line: the interval of this batch's sample
+            // starts now, not at an ack long ago.
+            self.delivered_ms = now_ms;
+        }
+        self.in_flight.push_back(InFlight {
+            index: self.sends,
+            bytes,
+            delivered: self.delivered,
+            delivered_ms: self.delivered_ms,
+        });
+        self.in_flight_bytes += bytes;
+        self.sends += 1;
+    }
+
+    /// The peer acknowledged the oldest batch in flight.
+    pub fn acked(&mut self, now_ms: u64) {
+        let Some(b) = self.in_flight.pop_front() else {
+            return; // an ack of a batch sent before a reset: nothing to learn
+        };
+        self.in_flight_bytes -= b.bytes;
+        self.delivered += b.bytes;
+        self.delivered_ms = now_ms;
+        let elapsed = now_ms.saturating_sub(b.delivered_ms).max(1);
+        let rate = (self.delivered - b.delivered) as f64 * 1000.0 / elapsed as f64;
+        if self.samples.len() == SAMPLES_MAX {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now_ms, rate));
+    }
+
+    pub fn digest_sent(&mut self, now_ms: u64) {
+        self.digest_sent.get_or_insert((now_ms, self.sends));
+    }
+
+    /// The answer to our digest (`InSync` or `Frontier`) arrived: a round
+    /// trip. The peer handles a link's messages in order and acks each
+    /// batch before it answers what followed, so a batch sent before the
+    /// digest and not acked by now never will be (one the peer refused
+    /// whole): it stops counting as in flight.
+    pub fn digest_answered(&mut self, now_ms: u64) {
+        let Some((at, sends)) = self.digest_sent.take() else {
+            return;
+        };
+        let sample = now_ms.saturating_sub(at) as f64;
+        let srtt = self.srtt_ms.map_or(sample, |s| s * 0.875 + sample * 0.125);
+        self.srtt_ms = Some(srtt);
+        while self.in_flight.front().is_some_and(|b| b.index < sends) {
+            let b = self.in_flight.pop_front().expect("checked");
+            self.in_flight_bytes -= b.bytes;
+        }
+    }
+
+    /// Delivery rate in bytes per second: the highest recent sample.
+    pub fn rate(&self, now_ms: u64) -> Option<f64> {
+        self.samples
+            .iter()
+            .filter(|(at, _)| now_ms.saturating_sub(*at) <= SAMPLE_TTL_MS)
+            .map(|(_, r)| *r)
+            .reduce(f64::max)
+    }
+
+    /// Bytes that may be in flight.
+    pub fn window(&self, now_ms: u64) -> u64 {
+        match self.rate(now_ms) {
+            None => WINDOW_START.min(self.window_max),
+            Some(rate) => ((rate * WINDOW_SECS) as u64).clamp(WINDOW_MIN, self.window_max),
+        }
+    }
+
+    /// Whether another catch-up batch may be sent now. One batch is always
+    /// allowed when nothing is in flight, however large its one delta.
+    pub fn may_send(&self, now_ms: u64) -> bool {
+        self.in_flight_bytes < self.window(now_ms)
+    }
+
+    /// The byte budget of the next catch-up batch, at most `max`.
+    pub fn batch_bytes(&self, max: usize, now_ms: u64) -> usize {
+        let quarter = (self.window(now_ms) / 4) as usize;
+        quarter.clamp(BATCH_MIN, max.max(BATCH_MIN))
+    }
+
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.in_flight_bytes
+    }
+
+    pub fn view(&self, now_ms: u64) -> PaceView {
+        PaceView {
+            rtt_ms: self.srtt_ms.map(|s| s.round() as u64),
+            rate_bytes_per_sec: self.rate(now_ms).map(|r| r as u64),
+            in_flight_bytes: self.in_flight_bytes,
+            window_bytes: self.window(now_ms),
+            acked_bytes: self.delivered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line of `rate` bytes/s and `rtt` ms, the sender keeping the
+    /// window full with batches as `batch_bytes` says: returns the pace
+    /// after `secs` of it and the most ever in flight.
+    fn run(rate: f64, rtt: u64, secs: u64, window_max: u64) -> (Pace, u64) {
+        let mut pace = Pace::new(window_max);
+        // Batches on the line: (ack time, bytes).
+        let mut line: VecDeque<u64> = VecDeque::new();
+        let mut free_at = 0.0f64;
+        let mut peak = 0;
+        for now in 0..secs * 1000 {
+            while line.front().is_some_and(|at| *at <= now) {
+                line.pop_front();
+                pace.acked(now);
+            }
+            while pace.may_send(now) {
+                let bytes = pace.batch_bytes(2 << 20, now) as u64;
+                pace.sent(bytes, now);
+                free_at = free_at.max(now as f64) + bytes as f64 * 1000.0 / rate;
+                line.push_back(free_at as u64 + rtt);
+            }
+            peak = peak.max(pace.in_flight_bytes());
+        }
+        (pace, peak)
+    }
+
+    #[test]
+    fn a_slow_line_holds_about_a_window_of_its_own_time() {
+        // 64 kbit/s, 600 ms round trip.
+        let (pace, peak) = run(8_000.0, 600, 120, 16 << 20);
+        let rate = pace.rate(120_000).unwrap();
+        assert!((7_000.0..=8_800.0).contains(&rate), "{rate}");
+        // In flight: the window (1.5 s of the line), not megabytes.
+        assert!(peak <= WINDOW_START + 8 * 1024, "{peak}");
+        assert!(
+            pace.window(120_000) <= 16 * 1024,
+            "{}",
+            pace.window(120_000)
+        );
+    }
+
+    #[test]
+    fn a_fast_link_reaches_the_ceiling() {
+        // 50 MB/s, 1 ms round trip.
+        let (pace, _) = run(50e6, 1, 2, 16 << 20);
+        assert_eq!(pace.window(2_000), 16 << 20);
+        assert_eq!(pace.batch_bytes(2 << 20, 2_000), 2 << 20);
+    }
+
+    #[test]
+    fn one_large_delta_may_go_when_nothing_is_in_flight() {
+        let mut pace = Pace::new(1 << 20);
+        assert!(pace.may_send(0));
+        pace.sent(900_000, 0);
+        assert!(!pace.may_send(1));
+        pace.acked(100_000);
+        assert!(pace.may_send(100_001));
+    }
+
+    #[test]
+    fn a_batch_never_acked_stops_counting_once_a_later_digest_is_answered() {
+        let mut pace = Pace::new(1 << 20);
+        pace.sent(WINDOW_START, 0); // refused whole: never acked
+        pace.digest_sent(5);
+        pace.sent(1_000, 6); // after the digest: still on its way
+        assert!(!pace.may_send(10));
+        pace.digest_answered(600);
+        assert_eq!(pace.in_flight_bytes(), 1_000);
+        assert!(pace.may_send(600));
+        pace.acked(700);
+        assert_eq!(pace.in_flight_bytes(), 0);
+    }
+
+    #[test]
+    fn round_trips_come_from_answered_digests() {
+        let mut pace = Pace::new(1 << 20);
+        pace.digest_sent(1_000);
+        pace.digest_sent(1_100); // the first one's answer is the one awaited
+        pace.digest_answered(1_600);
+        assert_eq!(pace.view(1_600).rtt_ms, Some(600));
+        pace.digest_answered(1_700); // no digest outstanding: no sample
+        assert_eq!(pace.view(1_700).rtt_ms, Some(600));
+    }
+}
