@@ -6,6 +6,7 @@
 //! node's TOML; [`client`] is an operator's connection; [`local`] writes a
 //! whole federation into one directory (demo, tests, benchmarks).
 
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -97,6 +97,15 @@ pub enum StoreError {
     Disk(String),
 }
 
+impl StoreError {
+    /// The store is held by another process (a running node): sled allows
+    /// one. Tools that open a stopped node's store say so in words.
+    pub fn is_locked(&self) -> bool {
+        // sled 0.34 reports it as an `Other` I/O error with this message.
+        matches!(self, StoreError::Sled(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock"))
+    }
+}
+
 /// sled's own findings of damage read as the documented corrupt-store
 /// error, with what to do; anything else (a full disk, a held lock) as
 /// sled says it.
