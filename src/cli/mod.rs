@@ -3,6 +3,7 @@
 //! prints data takes `--json`.
 
 mod admin;
+mod bundle;
 mod demo;
 mod records;
 mod report;
@@ -80,6 +81,10 @@ pub enum Command {
     /// Inspect refused deltas kept by a node.
     #[command(subcommand)]
     Quarantine(trust::QuarantineCmd),
+    /// Offline bundles: deltas carried on a USB stick where no link works
+    /// (export at one node, import at another, both stopped; a receipt back).
+    #[command(subcommand)]
+    Bundle(bundle::BundleCmd),
     /// Start HQ and two regions on loopback, write, converge, and exit 0.
     Demo {
         /// Leave the federation running and print how to talk to it.
@@ -130,6 +135,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Frontier(a) => records::frontier(a).await,
         Command::Status(a) => status::status(a).await,
         Command::Report(c) => report::run(c).await,
+        Command::Bundle(c) => bundle::run(c),
         Command::Demo { keep_running } => demo::run(keep_running).await,
     }
 }
