@@ -172,6 +172,13 @@ pub fn import<S: Store, R: Read + Send>(
                     out.batches += 1;
                     out.applied += report.applied.len() as u64;
                     out.duplicates += report.duplicates as u64;
+                    // Logged once durable: what a run killed now keeps.
+                    tracing::info!(
+                        batch = out.batches,
+                        applied = out.applied,
+                        duplicates = out.duplicates,
+                        "bundle batch committed"
+                    );
                     for r in &report.refused {
                         *out.refused.entry(r.code()).or_default() += 1;
                     }
