@@ -2,12 +2,13 @@
 //! bounded batches and written as one bundle.
 
 use std::io::Write;
+use std::sync::mpsc;
 
 use ed25519_dalek::SigningKey;
 
 use super::format::Header;
 use super::writer::{BundleWriter, WriteError, Written};
-use crate::core::{Frontier, NodeId, SeqRange, Store};
+use crate::core::{Frontier, NodeId, SeqRange, SignedDelta, Store};
 
 /// Deltas and bytes read from the store per step: what the export holds
 /// in memory besides the chunk being filled.
@@ -51,11 +52,20 @@ pub struct Exported {
 /// Writes to `out` every delta `store` holds beyond `req.base`, per
 /// author in id order and each author's in sequence order: the order an
 /// importer can apply without holding anything back.
-pub fn export<S: Store, W: Write>(
+///
+/// Two threads: one reads the store (sealed chunks decompressed, deltas
+/// decoded), the caller's compresses, hashes, signs and writes, so the
+/// two zstd passes run side by side.
+pub fn export<S, W>(
     store: &S,
     req: ExportRequest<'_>,
     out: W,
-) -> Result<(W, Exported), ExportError<S::Error>> {
+) -> Result<(W, Exported), ExportError<S::Error>>
+where
+    S: Store + Sync,
+    S::Error: Send,
+    W: Write,
+{
     let result = store.load_frontier().map_err(ExportError::Store)?;
     let ranges = result.missing_in(&req.base);
     let header = Header {
@@ -69,33 +79,24 @@ pub fn export<S: Store, W: Write>(
         roster: req.roster,
     };
     let mut w = BundleWriter::new(out, &header, req.key, req.chunk_bytes)?;
-    for range in &ranges {
-        let mut next = range.first;
-        while next <= range.last {
-            let step = SeqRange {
-                first: next,
-                ..*range
-            };
-            let batch = store
-                .deltas(step, READ_DELTAS_MAX, READ_BYTES_MAX)
-                .map_err(ExportError::Store)?;
-            // The store hands back its log in order from `next`: anything
-            // else would make a bundle whose header lies.
-            if batch.first().map(|d| d.seq()) != Some(next) {
-                return Err(ExportError::Missing {
-                    author: range.author.short(),
-                    seq: next,
-                });
-            }
-            for d in batch {
-                if d.seq() != next || d.seq() > range.last {
-                    break;
+    let (tx, rx) = mpsc::sync_channel::<Result<Vec<SignedDelta>, ExportError<S::Error>>>(4);
+    let ranges_ref = &ranges;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for range in ranges_ref {
+                if let Err(e) = read_range(store, range, &tx) {
+                    let _ = tx.send(Err(e));
+                    return;
                 }
+            }
+        });
+        for batch in rx {
+            for d in batch? {
                 w.push(d.as_bytes())?;
-                next += 1;
             }
         }
-    }
+        Ok::<(), ExportError<S::Error>>(())
+    })?;
     let (out, written) = w.finish()?;
     Ok((
         out,
@@ -105,4 +106,43 @@ pub fn export<S: Store, W: Write>(
             authors: ranges.len(),
         },
     ))
+}
+
+type Batches<E> = mpsc::SyncSender<Result<Vec<SignedDelta>, ExportError<E>>>;
+
+/// Sends `range` in bounded batches; stops quietly if the writer is gone.
+fn read_range<S: Store>(
+    store: &S,
+    range: &SeqRange,
+    tx: &Batches<S::Error>,
+) -> Result<(), ExportError<S::Error>> {
+    let mut next = range.first;
+    while next <= range.last {
+        let step = SeqRange {
+            first: next,
+            ..*range
+        };
+        let mut batch = store
+            .deltas(step, READ_DELTAS_MAX, READ_BYTES_MAX)
+            .map_err(ExportError::Store)?;
+        // The store hands back its log in order from `next`: anything
+        // else would make a bundle whose header lies.
+        let run = batch
+            .iter()
+            .zip(next..=range.last)
+            .take_while(|(d, seq)| d.seq() == *seq)
+            .count();
+        if run == 0 {
+            return Err(ExportError::Missing {
+                author: range.author.short(),
+                seq: next,
+            });
+        }
+        batch.truncate(run);
+        next += run as u64;
+        if tx.send(Ok(batch)).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }

@@ -4,33 +4,41 @@
 //! Two threads, as a node ingests from a link: one reads and verifies
 //! chunks and runs admission (decode, roster, authority and limit checks,
 //! batch signature verification) on each batch; the caller's thread
-//! applies the previous batch through [`Replica::ingest_admitted`] and
-//! flushes it. So every delta meets the checks a peer's would, refusals
-//! are quarantined with origin `bundle:<exporter>`, and each batch is
-//! durable before the next is applied: a run killed at any point has
-//! stored whole batches only, and a second run counts them as duplicates.
+//! applies the previous piece through [`Replica::ingest_admitted`], a
+//! lazy commit, and flushes once per group of pieces (group commit, as a
+//! node does with its peers' batches). So every delta meets the checks a
+//! peer's would, refusals are quarantined with origin `bundle:<exporter>`,
+//! and a run killed at any point has lost at most the pieces after its
+//! last flush, each whole (the store loses lazy commits whole, never part
+//! of one); a second run counts what was stored as duplicates.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::mpsc;
 
-use super::reader::{BundleError, BundleReader, Chunk, Verified};
+use super::reader::{BundleError, BundleReader, Verified};
 use crate::core::{Admission, Admitted, NodeId, Replica, RosterOffer, Store};
 
 #[derive(Clone, Debug)]
 pub struct ImportOptions {
-    /// A batch closes at this many deltas, or at `batch_bytes`: each is
-    /// one atomic commit and one flush.
-    pub batch_deltas: usize,
-    pub batch_bytes: usize,
+    /// Deltas admitted and applied at a time, at most: the size of a
+    /// peer's batch, which keeps both threads busy (a few large pieces
+    /// leave one thread idle while the pipeline fills and drains).
+    pub piece_deltas: usize,
+    /// A flush follows once this many deltas, or `flush_bytes` of them,
+    /// were applied since the last: the pieces in between are one group
+    /// commit, durable together.
+    pub flush_deltas: usize,
+    pub flush_bytes: usize,
     pub now_ms: u64,
 }
 
 impl ImportOptions {
     pub fn at(now_ms: u64) -> Self {
         ImportOptions {
-            batch_deltas: 10_000,
-            batch_bytes: 16 << 20,
+            piece_deltas: 1_000,
+            flush_deltas: 10_000,
+            flush_bytes: 16 << 20,
             now_ms,
         }
     }
@@ -58,9 +66,10 @@ pub struct Imported {
     /// Valid deltas left behind a gap (this node lacks earlier ones the
     /// bundle assumed it held): not stored.
     pub waiting: u64,
-    pub batches: u64,
     /// What of the bundle verified.
     pub verified: Verified,
+    /// Flushes: each made everything applied before it durable.
+    pub flushes: u64,
     /// Where reading stopped early, if it did: everything before it was
     /// imported.
     pub error: Option<BundleError>,
@@ -78,7 +87,7 @@ impl Imported {
 }
 
 enum Step {
-    Batch(Admitted),
+    Piece(Admitted, u64),
     End(Option<BundleError>, Verified),
 }
 
@@ -133,54 +142,42 @@ pub fn import<S: Store, R: Read + Send>(
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut reader = reader;
-            let mut pending: Vec<Chunk> = Vec::new();
-            let (mut n, mut bytes) = (0usize, 0u64);
             let end = loop {
-                let (chunk, end) = match reader.next_chunk() {
-                    Ok(Some(c)) => (Some(c), None),
-                    Ok(None) => (None, Some(None)),
-                    Err(e) => (None, Some(Some(e))),
+                let chunk = match reader.next_chunk() {
+                    Ok(Some(c)) => c,
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
                 };
-                if let Some(c) = chunk {
-                    n += c.len();
-                    bytes += c.delta_bytes();
-                    pending.push(c);
-                }
-                let full = n >= opts.batch_deltas || bytes >= opts.batch_bytes as u64;
-                if (full || end.is_some()) && !pending.is_empty() {
-                    let raw = pending.iter().flat_map(Chunk::deltas);
-                    let admitted = admission.admit(raw, &known, now_ms);
-                    if tx.send(Step::Batch(admitted)).is_err() {
+                let step = opts.piece_deltas.max(1);
+                for first in (0..chunk.len()).step_by(step) {
+                    let range = first..chunk.len().min(first + step);
+                    let bytes = chunk.deltas_in(range.clone()).map(|d| d.len() as u64).sum();
+                    let admitted = admission.admit(chunk.deltas_in(range), &known, now_ms);
+                    if tx.send(Step::Piece(admitted, bytes)).is_err() {
                         return;
                     }
-                    pending.clear();
-                    (n, bytes) = (0, 0);
-                }
-                if let Some(end) = end {
-                    break end;
                 }
             };
             let _ = tx.send(Step::End(end, reader.verified()));
         });
+        let (mut unflushed, mut unflushed_bytes) = (0usize, 0u64);
         for step in rx {
             match step {
-                Step::Batch(admitted) => {
+                Step::Piece(admitted, bytes) => {
+                    unflushed += admitted.len();
+                    unflushed_bytes += bytes;
                     let report = replica
                         .ingest_admitted(admitted, &origin, now_ms)
                         .map_err(ImportError::Store)?;
-                    replica.sync().map_err(ImportError::Store)?;
-                    out.batches += 1;
                     out.applied += report.applied.len() as u64;
                     out.duplicates += report.duplicates as u64;
-                    // Logged once durable: what a run killed now keeps.
-                    tracing::info!(
-                        batch = out.batches,
-                        applied = out.applied,
-                        duplicates = out.duplicates,
-                        "bundle batch committed"
-                    );
                     for r in &report.refused {
                         *out.refused.entry(r.code()).or_default() += 1;
+                    }
+                    if unflushed >= opts.flush_deltas || unflushed_bytes >= opts.flush_bytes as u64
+                    {
+                        flush(replica, &mut out)?;
+                        (unflushed, unflushed_bytes) = (0, 0);
                     }
                 }
                 Step::End(error, verified) => {
@@ -189,9 +186,27 @@ pub fn import<S: Store, R: Read + Send>(
                 }
             }
         }
+        flush(replica, &mut out)?;
         Ok::<(), ImportError<S::Error>>(())
     })?;
     out.waiting = replica.held_len() as u64;
     out.reached = (header.result.iter()).all(|(a, h)| replica.frontier().head(a).seq >= h.seq);
     Ok(out)
+}
+
+/// Makes every piece applied so far durable.
+fn flush<S: Store>(
+    replica: &mut Replica<S>,
+    out: &mut Imported,
+) -> Result<(), ImportError<S::Error>> {
+    replica.sync().map_err(ImportError::Store)?;
+    out.flushes += 1;
+    // Logged once durable: what a run killed now keeps.
+    tracing::info!(
+        flushes = out.flushes,
+        applied = out.applied,
+        duplicates = out.duplicates,
+        "bundle batch committed"
+    );
+    Ok(())
 }

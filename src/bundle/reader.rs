@@ -58,6 +58,10 @@ impl Chunk {
     pub fn deltas(&self) -> impl Iterator<Item = &[u8]> + '_ {
         self.entries.iter().map(|r| &self.raw[r.clone()])
     }
+    /// The deltas numbered `range` within the chunk.
+    pub fn deltas_in(&self, range: Range<usize>) -> impl Iterator<Item = &[u8]> + '_ {
+        self.entries[range].iter().map(|r| &self.raw[r.clone()])
+    }
     pub fn len(&self) -> usize {
         self.entries.len()
     }

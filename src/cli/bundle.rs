@@ -456,7 +456,7 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
         print_json(&json!({
             "exporter": header.exporter_name, "deltas": header.delta_count,
             "applied": got.applied, "duplicates": got.duplicates, "refused": got.refused,
-            "waiting": got.waiting, "batches": got.batches, "complete": got.verified.complete,
+            "waiting": got.waiting, "flushes": got.flushes, "complete": got.verified.complete,
             "reached": got.reached, "roster": roster, "receipt": receipt_path,
             "frontier_digest": receipt.frontier.digest().to_string(),
             "error": got.error.as_ref().map(|e| e.to_string()),
@@ -464,12 +464,12 @@ fn import(a: ImportArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", describe(&header));
         println!(
-            "  imported: {} new, {} already held, {} refused (in the quarantine), {} not stored for a gap; {} batches",
+            "  imported: {} new, {} already held, {} refused (in the quarantine), {} not stored for a gap; {} flushes",
             got.applied,
             got.duplicates,
             got.refused_total(),
             got.waiting,
-            got.batches
+            got.flushes
         );
         if let Some(r) = roster {
             println!("  roster carried: {r}");
