@@ -54,9 +54,12 @@ fn bundle(f: &Fixture, base: Frontier, chunk_bytes: usize) -> Vec<u8> {
     export(f.source.store(), req, Vec::new()).unwrap().0
 }
 
+/// Each chunk's deltas, as bytes.
+type ChunkDeltas = Vec<Vec<Vec<u8>>>;
+
 /// Every chunk's deltas, and where each record ends: header, then each
 /// chunk, then the trailer.
-fn read_all(bytes: &[u8]) -> Result<(Vec<Vec<Vec<u8>>>, Vec<u64>), BundleError> {
+fn read_all(bytes: &[u8]) -> Result<(ChunkDeltas, Vec<u64>), BundleError> {
     let mut r = BundleReader::open(bytes)?;
     let mut ends = vec![r.verified().bytes];
     let mut chunks = Vec::new();
@@ -70,7 +73,7 @@ fn read_all(bytes: &[u8]) -> Result<(Vec<Vec<Vec<u8>>>, Vec<u64>), BundleError> 
 }
 
 /// What a reader yields of `bytes` before it stops, and why it stopped.
-fn read_prefix(bytes: &[u8]) -> (Vec<Vec<Vec<u8>>>, Result<(), BundleError>) {
+fn read_prefix(bytes: &[u8]) -> (ChunkDeltas, Result<(), BundleError>) {
     let mut r = match BundleReader::open(bytes) {
         Ok(r) => r,
         Err(e) => return (Vec::new(), Err(e)),
