@@ -6,6 +6,14 @@
 //! hundreds of offices do not all dial it in the same instant. A dial the
 //! peer refused for capacity backs off faster than one that got no answer,
 //! since dialling again at once only adds to the peer's load.
+//!
+//! A dial that found no one there (refused, unreachable, timed out) does
+//! not back off at all: an office's only line comes back after a
+//! blackout, and the link should follow within a second or two, not
+//! after the backoff's last step. A probe every second or so costs one
+//! SYN; the peer's door bounds the storm when a hub comes back to
+//! hundreds of probing offices, and refuses the excess for capacity,
+//! which does back off.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,13 +57,23 @@ impl Dialer {
             Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
             None => rand::rngs::StdRng::from_entropy(),
         };
+        let mut away = Away::default();
         loop {
             let outcome = tokio::select! {
                 r = self.once() => r,
                 _ = shutdown.changed() => return,
             };
             let name = self.peer.name.clone();
+            if !matches!(outcome, Outcome::Unreachable(_)) {
+                away.back();
+            }
             let (report, delay) = match outcome {
+                Outcome::Unreachable(why) => {
+                    away.failed(&why);
+                    let text = format!("dial failed: {why}");
+                    let delay = jittered(PROBE_INTERVAL.max(min), &mut rng);
+                    (Command::PeerError { name, text }, delay)
+                }
                 Outcome::Ended(why) => {
                     tracing::info!(%why, "link ended; redialling");
                     backoff = min;
@@ -102,6 +120,7 @@ impl Dialer {
         match self.link().await {
             Ok(why) => Outcome::Ended(why),
             Err(Failure::Refused(why)) => Outcome::Refused(why),
+            Err(Failure::Unreachable(why)) => Outcome::Unreachable(why),
             Err(Failure::Other(why)) => Outcome::Failed(why),
         }
     }
@@ -156,6 +175,7 @@ impl Dialer {
                 let why = format!("sync failed: {}", net::error_chain(&status));
                 return Err(match status.code() {
                     tonic::Code::ResourceExhausted => Failure::Refused(why),
+                    _ if nobody_there(&status) => Failure::Unreachable(why),
                     _ => Failure::Other(why),
                 });
             }
@@ -172,8 +192,17 @@ const REFUSED_BACKOFF_MIN: Duration = Duration::from_secs(2);
 const HERD_SPREAD_PER_NODE: Duration = Duration::from_millis(25);
 const HERD_SPREAD_MAX: Duration = Duration::from_secs(15);
 
+/// How often a peer that is not there is dialled again (jittered down
+/// to half): the delay between a line's return and its link.
+const PROBE_INTERVAL: Duration = Duration::from_millis(1500);
+/// While a peer stays unreachable, a line says so this often, not at
+/// every probe.
+const AWAY_LOG_EVERY: Duration = Duration::from_secs(300);
+
 /// How a connection to the peer ended.
 enum Outcome {
+    /// Nobody answered at the address: refused, unreachable, timed out.
+    Unreachable(String),
     /// It synced, then ended (why).
     Ended(String),
     /// It never got as far as syncing: no answer, TLS, or the stream.
@@ -184,7 +213,69 @@ enum Outcome {
 
 enum Failure {
     Refused(String),
+    Unreachable(String),
     Other(String),
+}
+
+/// Whether `e` says the TCP connection never opened: the line or the
+/// peer is down, rather than anything the peer said.
+fn nobody_there(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | NetworkDown
+                    | AddrNotAvailable
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// An outage of the peer as the log tells it: its first failed probe,
+/// then a line every [`AWAY_LOG_EVERY`], then its end.
+#[derive(Default)]
+struct Away {
+    since: Option<tokio::time::Instant>,
+    logged: Option<tokio::time::Instant>,
+    probes: u64,
+}
+
+impl Away {
+    fn failed(&mut self, why: &str) {
+        let now = tokio::time::Instant::now();
+        self.probes += 1;
+        let since = *self.since.get_or_insert(now);
+        match self.logged {
+            None => tracing::warn!(%why, "dial failed: nobody there; probing"),
+            Some(at) if now - at >= AWAY_LOG_EVERY => tracing::warn!(
+                %why,
+                away_secs = (now - since).as_secs(),
+                probes = self.probes,
+                "peer still unreachable"
+            ),
+            Some(_) => return,
+        }
+        self.logged = Some(now);
+    }
+
+    fn back(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                away_secs = since.elapsed().as_secs(),
+                probes = self.probes,
+                "peer reachable again"
+            );
+        }
+        *self = Away::default();
+    }
 }
 
 impl From<String> for Failure {

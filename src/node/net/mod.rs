@@ -55,18 +55,29 @@ pub fn connect(
 ) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address {address:?}: {e}"))?
-        .connect_timeout(sync.connect_timeout())
+        // Ours below bounds the TCP connect and says "timed out" as an
+        // io error, which the dialler reads as nobody there; this one
+        // also bounds the TLS handshake after it.
+        .connect_timeout(sync.connect_timeout() * 2)
         .http2_keep_alive_interval(sync.keepalive())
         .keep_alive_timeout(sync.keepalive_timeout())
         .keep_alive_while_idle(true)
         .initial_stream_window_size(super::window(message_bytes_max))
         .initial_connection_window_size(super::window(message_bytes_max))
         .tcp_nodelay(true);
+    let tcp_timeout = sync.connect_timeout();
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (address, expected) = (address.clone(), expected.clone());
         let (tls, trust, net) = (tls.clone(), trust.clone(), net.clone());
         async move {
-            let tcp = net.connect(address.clone()).await?;
+            let tcp = tokio::time::timeout(tcp_timeout, net.connect(address.clone()))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from {address} in {tcp_timeout:?}"),
+                    )
+                })??;
             let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
             let io = TlsConnector::from(tls).connect(name, tcp).await?;
             let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
