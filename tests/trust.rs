@@ -66,6 +66,7 @@ async fn send_as(
     let (tx, rx) = mpsc::channel(4);
     let batch = pb::Deltas {
         deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
+        ..Default::default()
     };
     tx.send(pb::PeerMessage {
         body: Some(Body::Deltas(batch)),

@@ -151,6 +151,8 @@ pub struct SyncConfig {
     pub keepalive_timeout_secs: u64,
     /// A peer behind (either way) with no progress this long is stalled.
     pub stall_after_secs: u64,
+    /// Send batches zstd-compressed to peers that announce they read them.
+    pub compress: bool,
 }
 
 impl Default for SyncConfig {
@@ -166,6 +168,7 @@ impl Default for SyncConfig {
             keepalive_secs: 10,
             keepalive_timeout_secs: 20,
             stall_after_secs: 120,
+            compress: true,
         }
     }
 }

@@ -81,6 +81,26 @@ pub enum DecodeError {
     Trailing(usize),
 }
 
+/// Where `prev` sits in an encoded delta. A transport may leave it out
+/// when the delta before it in a batch is the author's previous one, and
+/// put [`hash_of`] that one back here.
+pub const PREV_RANGE: std::ops::Range<usize> = 41..73;
+
+/// The hash of an encoded delta (SHA-256 of `DOMAIN || body`) without
+/// decoding it; `None` if it is too short to hold a header and signature.
+/// Equal to [`SignedDelta::hash`] for bytes that decode.
+pub fn hash_of(bytes: &[u8]) -> Option<DeltaHash> {
+    let body_len = bytes.len().checked_sub(SIGNATURE_LEN)?;
+    (body_len >= HEADER_LEN).then(|| hash_body(&bytes[..body_len]))
+}
+
+fn hash_body(body: &[u8]) -> DeltaHash {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(body);
+    DeltaHash(h.finalize().into())
+}
+
 /// The unsigned content of a delta, used to build new ones.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeltaBody {
@@ -212,9 +232,7 @@ impl SignedDelta {
         if r.pos != bytes.len() {
             return Err(DecodeError::Trailing(bytes.len() - r.pos));
         }
-        let mut h = Sha256::new();
-        h.update(DOMAIN);
-        h.update(&bytes[..body_end]);
+        let hash = hash_body(&bytes[..body_end]);
         Ok(SignedDelta {
             bytes: Arc::from(bytes),
             author,
@@ -225,7 +243,7 @@ impl SignedDelta {
             key_start,
             key_end,
             value_end,
-            hash: DeltaHash(h.finalize().into()),
+            hash,
         })
     }
 
@@ -328,6 +346,21 @@ mod tests {
         assert_eq!(again.hlc(), Hlc::new(1_700_000_000_000, 3));
         assert_eq!(again.seq(), 1);
         assert_eq!(again.op(), Op::Put);
+    }
+
+    #[test]
+    fn prev_sits_where_a_transport_puts_it_back_and_hash_of_agrees() {
+        let k = SigningKey::from_bytes(&[7u8; 32]);
+        let first = body().sign(&k);
+        let second = DeltaBody {
+            seq: 2,
+            prev: first.hash(),
+            ..body()
+        }
+        .sign(&k);
+        assert_eq!(&second.as_bytes()[PREV_RANGE], &first.hash().0);
+        assert_eq!(hash_of(first.as_bytes()), Some(first.hash()));
+        assert_eq!(hash_of(&first.as_bytes()[..HEADER_LEN + 63]), None);
     }
 
     #[test]

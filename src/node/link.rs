@@ -12,14 +12,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use super::actor::{Command, LinkId};
 use super::ApiError;
-use crate::core::{Admission, Frontier, Limits, NodeId, PeerMsg, Roster};
-use crate::rpc::convert::Incoming;
+use crate::core::{Admission, Admitted, Frontier, Limits, NodeId, PeerMsg, Roster};
+use crate::rpc::convert::{self, Incoming};
+use crate::rpc::pack::{self, PackError};
 use crate::rpc::pb;
 
 /// Traffic on one link, counted at the protobuf layer (encoded message
@@ -30,6 +31,12 @@ pub struct LinkStats {
     pub bytes_sent: AtomicU64,
     pub messages_received: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// Encoded bytes of the deltas in batches sent and received, before
+    /// compression: beside `bytes_*`, the compression ratio.
+    pub delta_bytes_sent: AtomicU64,
+    pub delta_bytes_received: AtomicU64,
+    /// The peer announced it reads compressed batches, and we send them.
+    pub packing: AtomicBool,
     /// `InSync` replies received: completed idle checks.
     pub in_sync_received: AtomicU64,
     /// Deltas the peer reported it did not apply (its `Refused` notes,
@@ -89,6 +96,11 @@ pub(crate) struct LinkContext {
     /// peers pushing at once) holds when the store is the slower part.
     pub ingest_budget: Arc<tokio::sync::Semaphore>,
     pub ingest_bytes_max: usize,
+    /// What a received message may hold: a compressed batch unpacks to
+    /// no more than an uncompressed one could carry.
+    pub message_bytes_max: usize,
+    /// Send compressed batches to peers that read them (`sync.compress`).
+    pub compress: bool,
 }
 
 /// Who a link is with.
@@ -137,6 +149,25 @@ pub(crate) struct Outbound {
     end: EndSlot,
 }
 
+impl Outbound {
+    /// `msg` on the wire: a batch compressed once the peer said it reads
+    /// that (its digest comes first on every link, so all but the first
+    /// batch or two are).
+    fn encode(&self, msg: &PeerMsg) -> pb::PeerMessage {
+        match msg {
+            PeerMsg::Deltas(ds) => {
+                let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
+                (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
+                if self.stats.packing.load(Ordering::Relaxed) {
+                    return convert::pb_packed(ds);
+                }
+                pb::PeerMessage::from(msg)
+            }
+            _ => pb::PeerMessage::from(msg),
+        }
+    }
+}
+
 impl Stream for Outbound {
     type Item = Result<pb::PeerMessage, Status>;
 
@@ -158,7 +189,7 @@ impl Stream for Outbound {
             let (actor, link) = (self.actor.clone(), self.id);
             tokio::spawn(async move { actor.send(Command::LinkRoom { link }).await });
         }
-        let m = pb::PeerMessage::from(&msg);
+        let m = self.encode(&msg);
         self.stats.sent(m.encoded_len());
         std::task::Poll::Ready(Some(Ok(m)))
     }
@@ -257,11 +288,7 @@ async fn read_until_end<S>(
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
-    let mut roster = ctx.roster.clone();
-    let mut admission = Some(Admission::new(
-        roster.borrow_and_update().as_ref().clone(),
-        ctx.limits.clone(),
-    ));
+    let mut admitter = Admitter::new(ctx);
     loop {
         let msg = match inbound.next().await {
             None => return Ending::Closed("peer closed the stream".into()),
@@ -269,7 +296,11 @@ where
             Some(Ok(m)) => m,
         };
         stats.received(msg.encoded_len());
-        let cmd = match Incoming::try_from(msg) {
+        if let Some(pb::peer_message::Body::Digest(d)) = &msg.body {
+            let packing = ctx.compress && convert::reads_packed(d);
+            stats.packing.store(packing, Ordering::Relaxed);
+        }
+        let batch = match Incoming::try_from(msg) {
             Err(e) => {
                 let status = Status::invalid_argument(format!("protocol violation: {e}"));
                 return Ending::Refused("protocol_violation", status);
@@ -278,46 +309,136 @@ where
                 if matches!(m, PeerMsg::InSync(_)) {
                     stats.in_sync_received.fetch_add(1, Ordering::Relaxed);
                 }
-                Command::LinkMsg { link: id, msg: m }
-            }
-            Ok(Incoming::Deltas(raw)) if raw.len() > ctx.batch_deltas_max => {
-                let status = Status::resource_exhausted(format!(
-                    "batch of {} deltas exceeds the limit of {}",
-                    raw.len(),
-                    ctx.batch_deltas_max
-                ));
-                return Ending::Refused("batch_too_large", status);
-            }
-            Ok(Incoming::Deltas(raw)) => {
-                let bytes = raw.iter().map(Vec::len).sum::<usize>();
-                let share = bytes.clamp(1, ctx.ingest_bytes_max) as u32;
-                let Ok(budget) = ctx.ingest_budget.clone().acquire_many_owned(share).await else {
-                    return Ending::Closed("node shutting down".into());
-                };
-                let known = ctx.frontier.borrow().clone();
-                let mut a = admission.take().expect("returned after every batch");
-                if roster.has_changed().unwrap_or(false) {
-                    a.roster = roster.borrow_and_update().as_ref().clone();
+                if ctx
+                    .actor
+                    .send(Command::LinkMsg { link: id, msg: m })
+                    .await
+                    .is_err()
+                {
+                    return Ending::Closed(format!("node shutting down (link to {peer})"));
                 }
-                let clock = ctx.clock.clone();
-                let job = ctx.blocking.run(move || {
-                    let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, clock.now_ms());
-                    (a, admitted)
-                });
-                let (a, admitted) = match job.await {
-                    Ok(done) => done,
-                    Err(e) => return Ending::Closed(format!("admission failed: {e}")),
-                };
-                admission = Some(a);
-                Command::LinkDeltas {
-                    link: id,
-                    admitted,
-                    budget,
-                }
+                continue;
             }
+            Ok(Incoming::Deltas(raw)) => Batch::Plain(raw),
+            Ok(Incoming::Packed { frame, raw_len }) => Batch::Packed { frame, raw_len },
+        };
+        let (admitted, budget) = match admitter.admit(ctx, stats, batch).await {
+            Ok(done) => done,
+            Err(ending) => return ending,
+        };
+        let cmd = Command::LinkDeltas {
+            link: id,
+            admitted,
+            budget,
         };
         if ctx.actor.send(cmd).await.is_err() {
             return Ending::Closed(format!("node shutting down (link to {peer})"));
+        }
+    }
+}
+
+/// A received batch, still as it came: plain deltas or one frame.
+enum Batch {
+    Plain(Vec<Vec<u8>>),
+    Packed { frame: Vec<u8>, raw_len: usize },
+}
+
+impl Batch {
+    /// Refused before any work if it claims more than a batch may hold.
+    fn check(&self, ctx: &LinkContext) -> Result<(), Ending> {
+        let why = match self {
+            Batch::Plain(raw) if raw.len() > ctx.batch_deltas_max => format!(
+                "batch of {} deltas exceeds the limit of {}",
+                raw.len(),
+                ctx.batch_deltas_max
+            ),
+            Batch::Packed { raw_len, .. } if *raw_len > ctx.message_bytes_max => format!(
+                "a compressed batch of {raw_len} bytes exceeds the message limit of {}",
+                ctx.message_bytes_max
+            ),
+            _ => return Ok(()),
+        };
+        Err(Ending::Refused(
+            "batch_too_large",
+            Status::resource_exhausted(why),
+        ))
+    }
+
+    /// What it will hold in memory once unpacked, at most.
+    fn bytes(&self) -> usize {
+        match self {
+            Batch::Plain(raw) => raw.iter().map(Vec::len).sum(),
+            Batch::Packed { raw_len, .. } => *raw_len,
+        }
+    }
+
+    fn unpack(self, bytes_max: usize, count_max: usize) -> Result<Vec<Vec<u8>>, PackError> {
+        match self {
+            Batch::Plain(raw) => Ok(raw),
+            Batch::Packed { frame, raw_len } => pack::unpack(&frame, raw_len, bytes_max, count_max),
+        }
+    }
+}
+
+/// Admission for one link, following the roster in force. It moves to a
+/// blocking thread for each batch and comes back with the result.
+struct Admitter {
+    roster: watch::Receiver<Arc<Roster>>,
+    admission: Option<Admission>,
+}
+
+impl Admitter {
+    fn new(ctx: &LinkContext) -> Admitter {
+        let mut roster = ctx.roster.clone();
+        let current = roster.borrow_and_update().as_ref().clone();
+        Admitter {
+            roster,
+            admission: Some(Admission::new(current, ctx.limits.clone())),
+        }
+    }
+
+    /// Unpacks (if compressed) and admits `batch` once the ingest budget
+    /// has room for it; the budget's permit travels with the result.
+    async fn admit(
+        &mut self,
+        ctx: &LinkContext,
+        stats: &LinkStats,
+        batch: Batch,
+    ) -> Result<(Admitted, OwnedSemaphorePermit), Ending> {
+        batch.check(ctx)?;
+        let share = batch.bytes().clamp(1, ctx.ingest_bytes_max) as u32;
+        let Ok(budget) = ctx.ingest_budget.clone().acquire_many_owned(share).await else {
+            return Err(Ending::Closed("node shutting down".into()));
+        };
+        let known = ctx.frontier.borrow().clone();
+        let mut a = self.admission.take().expect("returned after every batch");
+        if self.roster.has_changed().unwrap_or(false) {
+            a.roster = self.roster.borrow_and_update().as_ref().clone();
+        }
+        let clock = ctx.clock.clone();
+        let (bytes_max, count_max) = (ctx.message_bytes_max, ctx.batch_deltas_max);
+        let job = ctx.blocking.run(move || {
+            let raw = match batch.unpack(bytes_max, count_max) {
+                Ok(raw) => raw,
+                Err(e) => return (a, Err(e)),
+            };
+            let bytes = raw.iter().map(Vec::len).sum::<usize>();
+            let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, clock.now_ms());
+            (a, Ok((admitted, bytes)))
+        });
+        let (a, admitted) = job
+            .await
+            .map_err(|e| Ending::Closed(format!("admission failed: {e}")))?;
+        self.admission = Some(a);
+        match admitted {
+            Ok((admitted, bytes)) => {
+                (stats.delta_bytes_received).fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok((admitted, budget))
+            }
+            Err(e) => {
+                let status = Status::invalid_argument(format!("malformed batch: {e}"));
+                Err(Ending::Refused("malformed_message", status))
+            }
         }
     }
 }

@@ -200,6 +200,8 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         refusals,
         ingest_budget: Arc::new(tokio::sync::Semaphore::new(config.limits.ingest_bytes_max)),
         ingest_bytes_max: config.limits.ingest_bytes_max,
+        message_bytes_max: config.limits.message_bytes_max,
+        compress: config.sync.compress,
         clock: env.clock.clone(),
         blocking: env.blocking,
     };

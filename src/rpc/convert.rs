@@ -37,6 +37,8 @@ pub enum ProtoError {
     TooManyNotes { got: usize, max: usize },
     #[error("a rebuild waiting for {got} peers; at most {max} are allowed")]
     TooManyWaiting { got: usize, max: usize },
+    #[error("a batch carries deltas both plain and compressed")]
+    MixedBatch,
 }
 
 /// A peer message as the runtime receives it: deltas still undecoded.
@@ -44,6 +46,11 @@ pub enum ProtoError {
 pub enum Incoming {
     Msg(PeerMsg),
     Deltas(Vec<Vec<u8>>),
+    /// Deltas as one zstd frame (`pack.rs`), `raw_len` bytes unpacked.
+    Packed {
+        frame: Vec<u8>,
+        raw_len: usize,
+    },
 }
 
 fn array32(field: &'static str, b: &[u8]) -> Result<[u8; 32], ProtoError> {
@@ -119,7 +126,12 @@ impl TryFrom<pb::PeerMessage> for Incoming {
             Body::Need(n) => Incoming::Msg(PeerMsg::Need(
                 n.ranges.into_iter().map(range).collect::<Result<_, _>>()?,
             )),
-            Body::Deltas(d) => Incoming::Deltas(d.deltas),
+            Body::Deltas(d) if d.zstd.is_empty() => Incoming::Deltas(d.deltas),
+            Body::Deltas(d) if d.deltas.is_empty() => Incoming::Packed {
+                frame: d.zstd,
+                raw_len: d.zstd_len as usize,
+            },
+            Body::Deltas(_) => return Err(ProtoError::MixedBatch),
             Body::Roster(r) => Incoming::Msg(PeerMsg::Roster(r.signed)),
             Body::Refused(r) => Incoming::Msg(PeerMsg::Refused(notes(r)?)),
             Body::Ack(f) => Incoming::Msg(PeerMsg::Ack(frontier(f)?)),
@@ -160,6 +172,19 @@ pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
     }
 }
 
+/// A digest as `Digest` sends it: with what this release can read.
+fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::Digest {
+    pb::Digest {
+        features: vec![super::pack::FEATURE.to_string()],
+        ..pb_digest(d, roster_version, rebuild)
+    }
+}
+
+/// Whether a peer's digest announced that it reads compressed batches.
+pub fn reads_packed(d: &pb::Digest) -> bool {
+    d.features.iter().any(|f| f == super::pack::FEATURE)
+}
+
 fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::Digest {
     let (rebuilding, waiting) = match rebuild {
         Announce::Intact => (false, Vec::new()),
@@ -172,12 +197,26 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         roster_version,
         rebuilding,
         rebuild_waiting_for: waiting,
+        features: Vec::new(),
     }
 }
 
 fn pb_deltas(deltas: &[SignedDelta]) -> pb::Deltas {
     pb::Deltas {
         deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    }
+}
+
+/// `deltas` as one compressed frame, for a peer that reads them.
+pub fn pb_packed(deltas: &[SignedDelta]) -> pb::PeerMessage {
+    let (zstd, zstd_len) = super::pack::pack(deltas);
+    pb::PeerMessage {
+        body: Some(pb::peer_message::Body::Deltas(pb::Deltas {
+            deltas: Vec::new(),
+            zstd,
+            zstd_len,
+        })),
     }
 }
 
@@ -189,7 +228,7 @@ impl From<&PeerMsg> for pb::PeerMessage {
                 digest,
                 roster,
                 rebuild,
-            } => Body::Digest(pb_digest(*digest, *roster, rebuild)),
+            } => Body::Digest(pb_announcing(*digest, *roster, rebuild)),
             PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0, &Announce::Intact)),
             PeerMsg::Frontier(f) => Body::Frontier(pb_frontier(f)),
             PeerMsg::Need(ranges) => Body::Need(pb::Need {

@@ -71,11 +71,24 @@ impl Target {
         self.hq.stats().await.unwrap()
     }
 
-    /// A sync stream to HQ over mutual TLS as member `name`.
+    /// A sync stream to HQ over mutual TLS as member `name`, opened as a
+    /// node of the first release would: announcing no features.
     pub(crate) async fn link_as(&self, name: &str) -> PeerLink<pb::PeerMessage> {
+        self.link_announcing(name, &[]).await
+    }
+
+    /// The same, its opening digest announcing `features`.
+    pub(crate) async fn link_announcing(
+        &self,
+        name: &str,
+        features: &[&str],
+    ) -> PeerLink<pb::PeerMessage> {
         let channel = self.fed.channel_as(name, self.hq.local_addr()).unwrap();
-        let roster = self.stats().await.roster_version;
-        PeerLink::open(channel, roster).await
+        let mut digest = digest_msg(self.stats().await.roster_version);
+        if let Some(Body::Digest(d)) = &mut digest.body {
+            d.features = features.iter().map(|f| f.to_string()).collect();
+        }
+        PeerLink::open_with(channel, digest).await
     }
 
     /// Changes member `name`'s standing in the roster and hands the signed
@@ -309,15 +322,19 @@ pub(crate) fn digest_msg(roster_version: u64) -> pb::PeerMessage {
 
 pub(crate) fn deltas_msg(deltas: Vec<Vec<u8>>) -> pb::PeerMessage {
     pb::PeerMessage {
-        body: Some(Body::Deltas(pb::Deltas { deltas })),
+        body: Some(Body::Deltas(pb::Deltas {
+            deltas,
+            ..Default::default()
+        })),
     }
 }
 
 impl PeerLink<pb::PeerMessage> {
-    /// Opens the stream and, as a real peer does, starts with a digest.
-    pub(crate) async fn open(channel: Channel, roster_version: u64) -> Self {
+    /// Opens the stream and, as a real peer does, starts with a digest
+    /// (`digest_msg`, perhaps announcing features).
+    pub(crate) async fn open_with(channel: Channel, digest: pb::PeerMessage) -> Self {
         let (out, rx) = mpsc::channel(4);
-        out.send(digest_msg(roster_version)).await.unwrap();
+        out.send(digest).await.unwrap();
         // Unlimited on our side: the node's limit is what is under test.
         let mut client = PeerClient::new(channel).max_encoding_message_size(usize::MAX);
         let call = client.sync(ReceiverStream::new(rx));

@@ -10,7 +10,10 @@
 //! their origin, that the store's digest is the same before and after, and
 //! that the stream stays open. For every hostile *message* (too large,
 //! too many deltas, not protobuf, no body) it proves that HQ ends the
-//! stream with its own gRPC status and counts the refusal. `door.rs` proves
+//! stream with its own gRPC status and counts the refusal. `compat.rs` proves
+//! that a peer announcing no features (an older release) is sent plain
+//! batches and one announcing "zstd" compressed ones, and refuses
+//! compressed batches that lie about their size. `door.rs` proves
 //! that a client with no certificate, with a key the roster does not list,
 //! or with a revoked key, is refused at the TLS handshake (counted by HQ)
 //! and cannot make a gRPC call; that a member and an operator get in while
@@ -23,6 +26,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod compat;
 mod door;
 mod harness;
 

@@ -1,0 +1,116 @@
+//! Peers of other releases: features are used only once announced, and a
+//! compressed batch is bounded before it is unpacked.
+
+use fedsync::core::Op;
+use fedsync::rpc::pack;
+use fedsync::rpc::pb::{self, peer_message::Body};
+use tonic::Code;
+
+use crate::common::{frontier_of, SYNC_TIMEOUT as WAIT};
+use crate::harness::*;
+
+/// HQ writes records a JSON report might hold; returns their bytes.
+async fn hq_writes(t: &Target, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let value = format!("{{\"region\":\"hq\",\"indicator\":\"visits\",\"count\":{i}}}");
+        let key = format!("hq/notes/{i}");
+        let d = t.hq.write(&key, Op::Put, value.as_bytes()).await.unwrap();
+        out.push(d.as_bytes().to_vec());
+    }
+    out
+}
+
+/// Tells HQ the link holds nothing, and returns the batch HQ answers with.
+async fn first_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
+    let empty = pb::PeerMessage {
+        body: Some(Body::Frontier(pb::Frontier::default())),
+    };
+    link.send(empty).await;
+    let next = async {
+        loop {
+            match link.replies.message().await {
+                Ok(Some(pb::PeerMessage {
+                    body: Some(Body::Deltas(d)),
+                })) => return d,
+                Ok(Some(_)) => continue,
+                other => panic!("HQ sent no batch: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, next)
+        .await
+        .expect("no batch from HQ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_announces_nothing_gets_plain_batches_and_one_that_reads_zstd_compressed() {
+    let t = Target::start().await;
+    let written = hq_writes(&t, 50).await;
+
+    let mut old = t.link_as("office-fr").await;
+    let plain = first_batch(&mut old).await;
+    assert!(
+        plain.zstd.is_empty() && plain.zstd_len == 0,
+        "nothing compressed"
+    );
+    assert_eq!(plain.deltas, written, "every delta, exactly as signed");
+    drop(old);
+
+    let mut new = t.link_announcing("office-ke", &[pack::FEATURE]).await;
+    let packed = first_batch(&mut new).await;
+    assert!(
+        packed.deltas.is_empty(),
+        "compressed, not beside plain ones"
+    );
+    let limit = MESSAGE_BYTES_MAX;
+    let back = pack::unpack(&packed.zstd, packed.zstd_len as usize, limit, 1000).unwrap();
+    assert_eq!(back, written, "the same signed bytes come out");
+    let plain_bytes: usize = written.iter().map(Vec::len).sum();
+    assert!(
+        packed.zstd.len() * 2 < plain_bytes,
+        "{} bytes for {plain_bytes}",
+        packed.zstd.len()
+    );
+    drop(new);
+    t.stop().await;
+}
+
+/// A compressed batch from a peer is applied like a plain one; one whose
+/// declared size is over the message limit is refused unopened, one that
+/// does not decompress to its declared size is refused as malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_are_applied_and_lying_ones_refused() {
+    let t = Target::start().await;
+    let mut chain = Chain::of(t.key("office-fr"));
+    let ds: Vec<_> = (0..5)
+        .map(|i| chain.next(&format!("regions/fr/r{i}"), b"{}"))
+        .collect();
+    let (zstd, zstd_len) = pack::pack(&ds);
+    let packed = |zstd: Vec<u8>, zstd_len: u32| pb::PeerMessage {
+        body: Some(Body::Deltas(pb::Deltas {
+            zstd,
+            zstd_len,
+            ..Default::default()
+        })),
+    };
+
+    let link = t.link_announcing("office-fr", &[pack::FEATURE]).await;
+    link.send(packed(zstd.clone(), zstd_len)).await;
+    assert!(t.hq.wait_for(&frontier_of(&ds), WAIT).await, "applied");
+    drop(link);
+
+    let huge = (MESSAGE_BYTES_MAX + 1) as u32;
+    let mut link = t.link_announcing("office-fr", &[pack::FEATURE]).await;
+    link.send(packed(zstd.clone(), huge)).await;
+    let status = link.ending().await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    let mut link = t.link_announcing("office-fr", &[pack::FEATURE]).await;
+    link.send(packed(zstd, zstd_len + 1)).await;
+    let status = link.ending().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("malformed batch"), "{status:?}");
+    drop(link);
+    t.stop().await;
+}
