@@ -172,5 +172,34 @@ async fn report_rows_catch_up_over_a_slow_line_compressed() {
         (wire as f64) < 0.5 * payload as f64,
         "{wire} bytes on the line for {payload} bytes of rows"
     );
+    // HQ's operator sees the link: its pace, and the bytes as delivered
+    // (acknowledged) against those sent, compressed.
+    let mut acked = None;
+    for _ in 0..50 {
+        let st = l.hq.status().await.unwrap();
+        let p = st
+            .peers
+            .into_iter()
+            .find(|p| p.name == "office-fr")
+            .unwrap();
+        let t = p.traffic;
+        if t.delta_bytes_sent > 0 && t.delta_bytes_acked == t.delta_bytes_sent {
+            acked = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let p = acked.expect("every batch sent was acknowledged");
+    let pace = p.pace.expect("an open link has a pace");
+    assert!(
+        pace.compressed && pace.rtt_ms.is_some_and(|r| r >= 300),
+        "{pace:?}"
+    );
+    assert!(pace.rate_bytes_per_sec.is_some(), "{pace:?}");
+    assert!(
+        p.traffic.bytes_sent * 2 < p.traffic.delta_bytes_sent,
+        "{:?}",
+        p.traffic
+    );
     l.stop().await;
 }

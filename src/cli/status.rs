@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anyhow::anyhow;
 use clap::Args;
-use fedsync::node::status::{age, to_json, NodeStatus, PeerStatus};
+use fedsync::node::status::{age, describe_link, to_json, NodeStatus, PeerStatus};
 
 use super::print_json;
 use super::records::Conn;
@@ -78,7 +78,11 @@ fn peer_row(p: &PeerStatus, now_ms: u64) -> String {
         stalled
     );
     let room = WIDTH.saturating_sub(row.chars().count());
-    format!("{row}{}", fit(&error, room)).trim_end().to_owned()
+    let row = format!("{row}{}", fit(&error, room)).trim_end().to_owned();
+    match describe_link(p) {
+        Some(link) => format!("{row}\n  {}", fit(&format!("link: {link}"), WIDTH - 2)),
+        None => row,
+    }
 }
 
 /// The human table: a header line, peers worst first, authors, totals.
@@ -143,7 +147,7 @@ pub fn table(s: &NodeStatus) -> String {
 mod tests {
     use super::*;
     use fedsync::core::{DeltaHash, Lag, Lags, NodeId};
-    use fedsync::node::status::{AuthorStatus, PeerState, TimedText, Totals, Traffic};
+    use fedsync::node::status::{AuthorStatus, LinkPace, PeerState, TimedText, Totals, Traffic};
 
     fn peer(name: &str, state: PeerState, lags: Option<Lags>) -> PeerStatus {
         PeerStatus {
@@ -165,6 +169,7 @@ mod tests {
                     .repeat(3),
             }),
             traffic: Traffic::default(),
+            pace: None,
             refused_by_peer: 0,
             last_refusal_by_peer: None,
         }
@@ -195,6 +200,21 @@ mod tests {
                     PeerState::Stalled,
                     Some(lag),
                 ),
+                PeerStatus {
+                    pace: Some(LinkPace {
+                        rtt_ms: Some(612),
+                        rate_bytes_per_sec: Some(7_900),
+                        in_flight_bytes: 24_000,
+                        compressed: true,
+                        catch_up_eta_secs: Some(180),
+                    }),
+                    traffic: Traffic {
+                        bytes_sent: 31_000,
+                        delta_bytes_sent: 100_000,
+                        ..Traffic::default()
+                    },
+                    ..peer("office-ke", PeerState::Lagging, Some(lag))
+                },
                 peer("office-fr", PeerState::InSync, Some(Lags::default())),
             ],
             authors: vec![AuthorStatus {
@@ -223,6 +243,15 @@ mod tests {
             "lag in deltas and time: {stalled}"
         );
         assert!(stalled.contains("dial failed"), "{stalled}");
+        let link = text
+            .lines()
+            .skip_while(|l| !l.starts_with("office-ke "))
+            .nth(1)
+            .unwrap();
+        assert_eq!(
+            link,
+            "  link: rtt 612ms · 7.9 kB/s · 24 kB in flight · zstd 0.31x · 123456 to send, ~3m"
+        );
         let first_peer = text
             .lines()
             .skip_while(|l| !l.starts_with("PEER"))

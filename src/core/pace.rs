@@ -43,6 +43,7 @@ struct InFlight {
     /// Its place among the batches sent on this link.
     index: u64,
     bytes: u64,
+    deltas: u64,
     /// Bytes delivered, and the time of the latest ack, when it was sent.
     delivered: u64,
     delivered_ms: u64,
@@ -57,8 +58,10 @@ pub struct Pace {
     in_flight_bytes: u64,
     /// Batches sent on this link.
     sends: u64,
-    /// Bytes the peer acknowledged on this link, and when it last did.
+    /// Bytes (and deltas) the peer acknowledged on this link, and when it
+    /// last did.
     delivered: u64,
+    delivered_deltas: u64,
     delivered_ms: u64,
     samples: VecDeque<(u64, f64)>,
     window_max: u64,
@@ -77,8 +80,22 @@ pub struct PaceView {
     pub rate_bytes_per_sec: Option<u64>,
     pub in_flight_bytes: u64,
     pub window_bytes: u64,
-    /// Delta bytes the peer acknowledged on this link.
+    /// Delta bytes, and deltas, the peer acknowledged on this link.
     pub acked_bytes: u64,
+    pub acked_deltas: u64,
+}
+
+impl PaceView {
+    /// Seconds until `deltas` more are acknowledged at the measured rate
+    /// and the average size acknowledged so far: a catch-up's estimate.
+    pub fn eta_secs(&self, deltas: u64) -> Option<u64> {
+        let rate = self.rate_bytes_per_sec.filter(|r| *r > 0)?;
+        if self.acked_deltas == 0 || deltas == 0 {
+            return None;
+        }
+        let bytes = deltas as f64 * self.acked_bytes as f64 / self.acked_deltas as f64;
+        Some((bytes / rate as f64).ceil() as u64)
+    }
 }
 
 impl Pace {
@@ -89,6 +106,7 @@ impl Pace {
             in_flight_bytes: 0,
             sends: 0,
             delivered: 0,
+            delivered_deltas: 0,
             delivered_ms: 0,
             samples: VecDeque::new(),
             window_max: window_max.max(WINDOW_MIN),
@@ -97,8 +115,8 @@ impl Pace {
         }
     }
 
-    /// A batch of `bytes` of deltas left for the peer.
-    pub fn sent(&mut self, bytes: u64, now_ms: u64) {
+    /// A batch of `deltas` deltas, `bytes` of them, left for the peer.
+    pub fn sent(&mut self, bytes: u64, deltas: u64, now_ms: u64) {
         if self.in_flight.is_empty() {
             // Nothing was on the line: the interval of this batch's sample
             // starts now, not at an ack long ago.
@@ -107,6 +125,7 @@ impl Pace {
         self.in_flight.push_back(InFlight {
             index: self.sends,
             bytes,
+            deltas,
             delivered: self.delivered,
             delivered_ms: self.delivered_ms,
         });
@@ -121,6 +140,7 @@ impl Pace {
         };
         self.in_flight_bytes -= b.bytes;
         self.delivered += b.bytes;
+        self.delivered_deltas += b.deltas;
         self.delivered_ms = now_ms;
         let elapsed = now_ms.saturating_sub(b.delivered_ms).max(1);
         let rate = (self.delivered - b.delivered) as f64 * 1000.0 / elapsed as f64;
@@ -192,6 +212,7 @@ impl Pace {
             in_flight_bytes: self.in_flight_bytes,
             window_bytes: self.window(now_ms),
             acked_bytes: self.delivered,
+            acked_deltas: self.delivered_deltas,
         }
     }
 }
@@ -216,7 +237,7 @@ mod tests {
             }
             while pace.may_send(now) {
                 let bytes = pace.batch_bytes(2 << 20, now) as u64;
-                pace.sent(bytes, now);
+                pace.sent(bytes, 1, now);
                 free_at = free_at.max(now as f64) + bytes as f64 * 1000.0 / rate;
                 line.push_back(free_at as u64 + rtt);
             }
@@ -258,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn a_catch_up_estimate_follows_the_rate_and_the_sizes_acked() {
+        let mut pace = Pace::new(1 << 20);
+        assert_eq!(pace.view(0).eta_secs(100), None, "nothing measured yet");
+        pace.sent(10_000, 20, 0);
+        pace.acked(1_000);
+        // 10 kB/s, 500 bytes a delta: 200 more deltas take 10 s.
+        assert_eq!(pace.view(1_000).eta_secs(200), Some(10));
+        assert_eq!(pace.view(1_000).eta_secs(0), None);
+    }
+
+    #[test]
     fn a_fast_link_reaches_the_ceiling() {
         // 50 MB/s, 1 ms round trip.
         let (pace, _) = run(50e6, 1, 2, 16 << 20);
@@ -269,7 +301,7 @@ mod tests {
     fn one_large_delta_may_go_when_nothing_is_in_flight() {
         let mut pace = Pace::new(1 << 20);
         assert!(pace.may_send(0));
-        pace.sent(900_000, 0);
+        pace.sent(900_000, 1, 0);
         assert!(!pace.may_send(1));
         pace.acked(100_000);
         assert!(pace.may_send(100_001));
@@ -278,9 +310,9 @@ mod tests {
     #[test]
     fn a_batch_never_acked_stops_counting_once_a_later_digest_is_answered() {
         let mut pace = Pace::new(1 << 20);
-        pace.sent(WINDOW_START, 0); // refused whole: never acked
+        pace.sent(WINDOW_START, 10, 0); // refused whole: never acked
         pace.digest_sent(5);
-        pace.sent(1_000, 6); // after the digest: still on its way
+        pace.sent(1_000, 2, 6); // after the digest: still on its way
         assert!(!pace.may_send(10));
         pace.digest_answered(600);
         assert_eq!(pace.in_flight_bytes(), 1_000);

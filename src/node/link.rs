@@ -35,6 +35,9 @@ pub struct LinkStats {
     /// compression: beside `bytes_*`, the compression ratio.
     pub delta_bytes_sent: AtomicU64,
     pub delta_bytes_received: AtomicU64,
+    /// Of those sent, what the peer acknowledged: delivered, unlike
+    /// bytes merely queued on a connection that then dropped.
+    pub delta_bytes_acked: AtomicU64,
     /// The peer announced it reads compressed batches, and we send them.
     pub packing: AtomicBool,
     /// `InSync` replies received: completed idle checks.

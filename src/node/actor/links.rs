@@ -110,7 +110,11 @@ impl Link {
     /// Notes what a message from the peer says of our side of the link.
     pub(super) fn arrived(&mut self, msg: &PeerMsg, now_ms: u64) {
         match msg {
-            PeerMsg::Ack(_) => self.pace.acked(now_ms),
+            PeerMsg::Ack(_) => {
+                self.pace.acked(now_ms);
+                let acked = self.pace.view(now_ms).acked_bytes;
+                (self.stats.delta_bytes_acked).store(acked, Ordering::Relaxed);
+            }
             PeerMsg::InSync(_) | PeerMsg::Frontier(_) => self.pace.digest_answered(now_ms),
             _ => {}
         }
@@ -123,7 +127,7 @@ fn leaving(pace: &mut Pace, session: &mut Session, msg: &PeerMsg, now_ms: u64) {
     match msg {
         PeerMsg::Deltas(batch) => {
             let bytes = batch.iter().map(|d| d.as_bytes().len() as u64).sum();
-            pace.sent(bytes, now_ms);
+            pace.sent(bytes, batch.len() as u64, now_ms);
         }
         PeerMsg::Digest { .. } => {
             pace.digest_sent(now_ms);

@@ -103,6 +103,9 @@ impl LinkTally {
         t.bytes_received += stats.bytes_received.load(Ordering::Relaxed);
         t.messages_sent += stats.messages_sent.load(Ordering::Relaxed);
         t.messages_received += stats.messages_received.load(Ordering::Relaxed);
+        t.delta_bytes_sent += stats.delta_bytes_sent.load(Ordering::Relaxed);
+        t.delta_bytes_received += stats.delta_bytes_received.load(Ordering::Relaxed);
+        t.delta_bytes_acked += stats.delta_bytes_acked.load(Ordering::Relaxed);
         self.refused_by_peer += stats.refused_by_peer.load(Ordering::Relaxed);
         let last = stats
             .last_refusal_by_peer

@@ -5,7 +5,9 @@
 use super::peers::PeerEntry;
 use super::Actor;
 use crate::core::{Member, Role, Standing};
-use crate::node::status::{AuthorStatus, NodeStatus, PeerState, PeerStatus, Totals};
+use std::sync::atomic::Ordering;
+
+use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals};
 
 impl Actor {
     pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
@@ -99,6 +101,21 @@ impl Actor {
         let stalled_since = entry
             .and_then(|e| e.progress.stalled_since(now_ms, stall_after))
             .or(refused_stall);
+        let lags = entry.and_then(|e| e.progress.lags());
+        // The link carrying most (a peer has one, or two for a moment).
+        let pace = live
+            .iter()
+            .max_by_key(|l| l.pace.in_flight_bytes())
+            .map(|l| {
+                let v = l.pace.view(now_ms);
+                LinkPace {
+                    rtt_ms: v.rtt_ms,
+                    rate_bytes_per_sec: v.rate_bytes_per_sec,
+                    in_flight_bytes: v.in_flight_bytes,
+                    compressed: l.stats.packing.load(Ordering::Relaxed),
+                    catch_up_eta_secs: lags.and_then(|g| v.eta_secs(g.they_lack.deltas)),
+                }
+            });
         let links = Links {
             open: live.len(),
             expected,
@@ -116,11 +133,12 @@ impl Actor {
                 .or_else(|| entry.and_then(|e| e.address.clone())),
             last_contact_ms: entry.and_then(|e| e.progress.last_contact_ms),
             last_sync_ms: entry.and_then(|e| e.progress.last_sync_ms),
-            lags: entry.and_then(|e| e.progress.lags()),
+            lags,
             stalled_since_ms: stalled_since,
             refused_since_ms: refused_since,
             last_error: entry.and_then(|e| e.last_error.clone()),
             traffic: t,
+            pace,
             refused_by_peer: tally.refused_by_peer,
             last_refusal_by_peer: tally.last_refusal_by_peer,
         }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -310,6 +311,11 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
     let received = Family::<Labels, Counter>::default();
     let rounds = Family::<Labels, Counter>::default();
     let refused_by_peer = Family::<Labels, Counter>::default();
+    let delta_bytes = Family::<Labels, Counter>::default();
+    let rtt = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let rate = Family::<Labels, Gauge>::default();
+    let in_flight = Family::<Labels, Gauge>::default();
+    let eta = Family::<Labels, Gauge>::default();
     // Operators are members, not peers: nothing to sync with them.
     for p in s.peers.iter().filter(|p| p.state != PeerState::Operator) {
         let peer = || vec![("peer", p.name.clone())];
@@ -336,6 +342,30 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
         refused_by_peer
             .get_or_create(&peer())
             .inc_by(p.refused_by_peer);
+        let t = &p.traffic;
+        for (dir, n) in [
+            ("sent", t.delta_bytes_sent),
+            ("received", t.delta_bytes_received),
+            ("acked", t.delta_bytes_acked),
+        ] {
+            let mut labels = peer();
+            labels.push(("direction", dir.to_owned()));
+            delta_bytes.get_or_create(&labels).inc_by(n);
+        }
+        if let Some(pace) = p.pace {
+            if let Some(ms) = pace.rtt_ms {
+                rtt.get_or_create(&peer()).set(ms as f64 / 1000.0);
+            }
+            if let Some(r) = pace.rate_bytes_per_sec {
+                rate.get_or_create(&peer()).set(clamp(r));
+            }
+            in_flight
+                .get_or_create(&peer())
+                .set(clamp(pace.in_flight_bytes));
+            if let Some(s) = pace.catch_up_eta_secs {
+                eta.get_or_create(&peer()).set(clamp(s));
+            }
+        }
     }
     reg.register(
         "peer_state",
@@ -379,6 +409,35 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
         "peer_refused_ours",
         "Deltas the peer reported refusing (duplicates aside)",
         refused_by_peer,
+    );
+    reg.register_with_unit(
+        "peer_delta",
+        "Encoded bytes of deltas in batches before compression: sent, received, and of those sent acknowledged by the peer",
+        Unit::Bytes,
+        delta_bytes,
+    );
+    reg.register_with_unit(
+        "peer_rtt",
+        "Round trip of the open link, from answered digests",
+        Unit::Seconds,
+        rtt,
+    );
+    reg.register(
+        "peer_delivery_rate_bytes",
+        "Delta bytes per second the peer acknowledges on the open link",
+        rate,
+    );
+    reg.register_with_unit(
+        "peer_in_flight",
+        "Delta bytes sent on the open link and not yet acknowledged",
+        Unit::Bytes,
+        in_flight,
+    );
+    reg.register_with_unit(
+        "peer_catch_up_eta",
+        "While the peer lacks our deltas: when it will hold them at the measured rate",
+        Unit::Seconds,
+        eta,
     );
 }
 

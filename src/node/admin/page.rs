@@ -4,7 +4,7 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::node::status::{age, NodeStatus, PeerState, PeerStatus};
+use crate::node::status::{age, describe_link, NodeStatus, PeerState, PeerStatus};
 
 /// Seconds between the browser's reloads.
 pub const REFRESH_SECS: u32 = 5;
@@ -103,12 +103,13 @@ pub fn render(s: &NodeStatus) -> String {
                             th { "member" } th.wide { "region" } th { "state" }
                             th { "last contact" } th.wide { "last in sync" }
                             th title="deltas they lack / we lack (how long)" { "lag" }
+                            th.wide title="round trip, delivery rate, in flight, compression, catch-up left" { "link" }
                             th { "last error" }
                         } }
                         tbody {
                             tr.self id={ "member-" (s.name) } data-state="self" {
                                 td { strong { (s.name) } } td.wide { (s.region.clone().unwrap_or("hq".into())) }
-                                td.state { "this node" } td { "-" } td.wide { "-" } td { "-" } td { }
+                                td.state { "this node" } td { "-" } td.wide { "-" } td { "-" } td.wide { "-" } td { }
                             }
                             @for p in &s.peers {
                                 tr class=(p.state.as_str()) id={ "member-" (p.name) } data-state=(p.state.as_str()) {
@@ -116,11 +117,12 @@ pub fn render(s: &NodeStatus) -> String {
                                     td.wide { (role(p)) }
                                     td.state { (p.state.as_str().replace('_', " ")) }
                                     @if p.state == PeerState::Operator {
-                                        td { "-" } td.wide { "-" } td.n { "-" }
+                                        td { "-" } td.wide { "-" } td.n { "-" } td.wide { "-" }
                                     } @else {
                                         td { (ago(s.now_ms, p.last_contact_ms)) }
                                         td.wide { (ago(s.now_ms, p.last_sync_ms)) }
                                         td.n { (lag(p, s.now_ms)) }
+                                        td.wide { (describe_link(p).unwrap_or_else(|| "-".into())) }
                                     }
                                     td.err { @if let Some(e) = &p.last_error { (e.text) } }
                                 }

@@ -76,6 +76,16 @@ fn peer(p: &PeerStatus, now_ms: u64) -> Value {
         "messages_sent": p.traffic.messages_sent,
         "messages_received": p.traffic.messages_received,
         "sync_rounds": p.traffic.sync_rounds,
+        "delta_bytes_sent": p.traffic.delta_bytes_sent,
+        "delta_bytes_received": p.traffic.delta_bytes_received,
+        "delta_bytes_acked": p.traffic.delta_bytes_acked,
+        "pace": p.pace.map(|l| json!({
+            "rtt_ms": l.rtt_ms,
+            "rate_bytes_per_sec": l.rate_bytes_per_sec,
+            "in_flight_bytes": l.in_flight_bytes,
+            "compressed": l.compressed,
+            "catch_up_eta_secs": l.catch_up_eta_secs,
+        })),
         "refused_by_peer": p.refused_by_peer,
         "last_refusal_by_peer": p.last_refusal_by_peer,
     })

@@ -85,6 +85,27 @@ pub struct Traffic {
     pub messages_received: u64,
     /// Completed idle checks (`InSync` received) and frontier exchanges.
     pub sync_rounds: u64,
+    /// Encoded bytes of the deltas in batches, before compression: beside
+    /// `bytes_*` (what the links carried), the compression ratio.
+    pub delta_bytes_sent: u64,
+    pub delta_bytes_received: u64,
+    /// Of `delta_bytes_sent`, what the peer acknowledged holding.
+    pub delta_bytes_acked: u64,
+}
+
+/// An open link's pace, from the peer's acks and answered digests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkPace {
+    pub rtt_ms: Option<u64>,
+    /// Delta bytes per second the peer acknowledged (the estimate).
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Delta bytes sent and not yet acknowledged.
+    pub in_flight_bytes: u64,
+    /// Batches to the peer are compressed (it announced it reads them).
+    pub compressed: bool,
+    /// While the peer lacks deltas of ours: when it will hold them at the
+    /// measured rate, in seconds.
+    pub catch_up_eta_secs: Option<u64>,
 }
 
 /// One roster member as this node sees it.
@@ -110,6 +131,8 @@ pub struct PeerStatus {
     pub refused_since_ms: Option<u64>,
     pub last_error: Option<TimedText>,
     pub traffic: Traffic,
+    /// `None` without an open link.
+    pub pace: Option<LinkPace>,
     /// Deltas the peer reported refusing (duplicates aside), and why.
     pub refused_by_peer: u64,
     pub last_refusal_by_peer: Option<String>,
@@ -199,6 +222,36 @@ pub fn age(ms: u64) -> String {
         7200..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
     }
+}
+
+/// An open link in one line, for the table and the page:
+/// `rtt 612ms · 7.9 kB/s · 24 kB in flight · zstd 0.31x · 1204 to send, ~3m`.
+pub fn describe_link(p: &PeerStatus) -> Option<String> {
+    let pace = p.pace?;
+    let mut parts = Vec::new();
+    if let Some(rtt) = pace.rtt_ms {
+        parts.push(format!("rtt {rtt}ms"));
+    }
+    if let Some(rate) = pace.rate_bytes_per_sec {
+        parts.push(format!("{:.1} kB/s", rate as f64 / 1000.0));
+    }
+    parts.push(format!(
+        "{:.0} kB in flight",
+        pace.in_flight_bytes as f64 / 1000.0
+    ));
+    let t = &p.traffic;
+    if pace.compressed && t.delta_bytes_sent > 0 {
+        let ratio = t.bytes_sent as f64 / t.delta_bytes_sent as f64;
+        parts.push(format!("zstd {ratio:.2}x"));
+    }
+    let left = p.lags.map_or(0, |l| l.they_lack.deltas);
+    if left > 0 {
+        let eta = pace
+            .catch_up_eta_secs
+            .map_or(String::new(), |s| format!(", ~{}", age(s * 1000)));
+        parts.push(format!("{left} to send{eta}"));
+    }
+    Some(parts.join(" · "))
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The status snapshot on the wire, both ways: the node's service encodes
 //! it, the operator's client decodes it (checking every field it relies on).
 
-use super::{AuthorStatus, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic};
+use super::{
+    AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic,
+};
 use crate::core::{DeltaHash, Lag, Lags, NodeId};
 use crate::rpc::pb;
 
@@ -32,6 +34,7 @@ pub fn encode(s: &NodeStatus) -> pb::StatusReply {
 }
 
 fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
+    let pace = p.pace.unwrap_or_default();
     let lags = p.lags.unwrap_or_default();
     pb::PeerStatus {
         name: p.name.clone(),
@@ -63,6 +66,15 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         sync_rounds: p.traffic.sync_rounds,
         refused_by_peer: p.refused_by_peer,
         last_refusal_by_peer: p.last_refusal_by_peer.clone().unwrap_or_default(),
+        delta_bytes_sent: p.traffic.delta_bytes_sent,
+        delta_bytes_received: p.traffic.delta_bytes_received,
+        delta_bytes_acked: p.traffic.delta_bytes_acked,
+        pace_known: p.pace.is_some(),
+        rtt_ms: pace.rtt_ms,
+        rate_bytes_per_sec: pace.rate_bytes_per_sec,
+        in_flight_bytes: pace.in_flight_bytes,
+        compressed: pace.compressed,
+        catch_up_eta_secs: pace.catch_up_eta_secs,
     }
 }
 
@@ -179,7 +191,17 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
             messages_sent: p.messages_sent,
             messages_received: p.messages_received,
             sync_rounds: p.sync_rounds,
+            delta_bytes_sent: p.delta_bytes_sent,
+            delta_bytes_received: p.delta_bytes_received,
+            delta_bytes_acked: p.delta_bytes_acked,
         },
+        pace: p.pace_known.then_some(LinkPace {
+            rtt_ms: p.rtt_ms,
+            rate_bytes_per_sec: p.rate_bytes_per_sec,
+            in_flight_bytes: p.in_flight_bytes,
+            compressed: p.compressed,
+            catch_up_eta_secs: p.catch_up_eta_secs,
+        }),
         refused_by_peer: p.refused_by_peer,
         last_refusal_by_peer: some(p.last_refusal_by_peer),
     })
