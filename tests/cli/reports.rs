@@ -1,7 +1,7 @@
 //! `fedsync report` end to end: submit at two regions, aggregate at HQ,
 //! verify at a region.
 
-use super::{federation, fedsync, node_config, ok, Running};
+use super::{federation, fedsync, node_config, ok, Running, BIN};
 
 /// The report commands end to end: two regions submit (a file, flags, a
 /// correction), bad reports are refused with a clear line, HQ aggregates
@@ -266,6 +266,26 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
     ]);
     assert!(!put.status.success());
     assert!(String::from_utf8_lossy(&put.stderr).contains("fedsync report submit"));
+
+    // Another period's report as JSON on standard input.
+    let mut piped = std::process::Command::new(BIN)
+        .args(report(&fr.addr, &["submit", "--file", "-", "--json"]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let json = r#"{"period": "2026-Q2", "metrics": {"volunteers": 101, "events": 3}}"#;
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), json.as_bytes()).unwrap();
+    let out = piped.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q2: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(q2["key"], "regions/fr/reports/2026-Q2");
 
     assert!(
         ke.stop() && fr.stop() && hq.stop(),

@@ -40,7 +40,8 @@ pub struct SubmitArgs {
     #[command(flatten)]
     conn: Conn,
     /// A report file: JSON (`.json`) or TOML, with `period`, `metrics`,
-    /// and optionally `region` and `notes`. Flags override it.
+    /// and optionally `region` and `notes`; `-` for standard input. Flags
+    /// override it.
     #[arg(long, short)]
     file: Option<PathBuf>,
     /// A month (2026-09) or a quarter (2026-Q3).
@@ -130,19 +131,32 @@ pub async fn run(cmd: ReportCmd) -> anyhow::Result<()> {
     }
 }
 
-/// Reads a JSON (`.json`) or TOML file into `T`, strictly.
+/// Reads a JSON (`.json`) or TOML file into `T`, strictly; `-` reads
+/// standard input, as JSON if it starts with `{`, else as TOML.
 fn read_file<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("{}", path.display()))?
-        .len();
-    if len > FILE_MAX {
+    use std::io::Read;
+    let stdin = path.as_os_str() == "-";
+    let mut bytes = Vec::new();
+    let read = if stdin {
+        std::io::stdin().take(FILE_MAX + 1).read_to_end(&mut bytes)
+    } else {
+        let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+        file.take(FILE_MAX + 1).read_to_end(&mut bytes)
+    };
+    read.with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > FILE_MAX {
         bail!(
-            "{}: {len} bytes is more than a report file holds",
+            "{}: more than a report file holds ({FILE_MAX} bytes)",
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-    if path.extension().is_some_and(|e| e == "json") {
+    let text = String::from_utf8(bytes).map_err(|_| anyhow!("{}: not UTF-8", path.display()))?;
+    let json = if stdin {
+        text.trim_start().starts_with('{')
+    } else {
+        path.extension().is_some_and(|e| e == "json")
+    };
+    if json {
         serde_json::from_str(&text).with_context(|| format!("{}", path.display()))
     } else {
         toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))
