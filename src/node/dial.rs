@@ -319,6 +319,32 @@ mod tests {
         assert!(per_window.iter().all(|n| *n <= 25), "{per_window:?}");
     }
 
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "transport error")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn only_a_connection_that_never_opened_counts_as_nobody_there() {
+        use std::io::{Error, ErrorKind};
+        for kind in [ErrorKind::ConnectionRefused, ErrorKind::TimedOut] {
+            assert!(nobody_there(&Wrapped(Error::new(kind, "x"))), "{kind:?}");
+        }
+        // The peer answered: a TLS or certificate failure is not a line
+        // that is down, and keeps backing off.
+        let denied = Wrapped(Error::new(ErrorKind::PermissionDenied, "certificate"));
+        assert!(!nobody_there(&denied));
+        assert!(!nobody_there(&tonic::Status::internal("decode")));
+    }
+
     #[test]
     fn jitter_stays_within_half_to_whole_delay() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
