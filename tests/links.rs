@@ -11,7 +11,7 @@ use fedsync::node::NodeHandle;
 mod common;
 use common::frontier_of;
 use common::records::{incompressible, report_row};
-use common::shaper::{LinkSpec, Shaper};
+use common::shaper::{route_through, LinkSpec, Shaper};
 
 /// HQ and one office that dials it through a shaped line.
 struct Line {
@@ -41,11 +41,7 @@ async fn hq_behind_line(spec: LinkSpec, extra: &str) -> Line {
     let hq_addr = fed.nodes[0].1;
     let shaper = Shaper::start(hq_addr, spec);
     // The office dials HQ through the line.
-    let path = fed.config_path("office-fr");
-    let config = std::fs::read_to_string(&path).unwrap();
-    let routed = config.replace(&format!("\"{hq_addr}\""), &format!("\"{}\"", shaper.addr()));
-    assert_ne!(config, routed, "the office's config names HQ's address");
-    std::fs::write(&path, routed).unwrap();
+    route_through(&fed.config_path("office-fr"), hq_addr, shaper.addr());
     let hq = fed.start("hq").await.unwrap();
     Line {
         _dir: dir,

@@ -21,6 +21,15 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
+/// Rewrites the node config at `config` so that it dials `target`
+/// through the line at `line` instead.
+pub fn route_through(config: &std::path::Path, target: SocketAddr, line: SocketAddr) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let routed = text.replace(&format!("\"{target}\""), &format!("\"{line}\""));
+    assert_ne!(text, routed, "{} names {target}", config.display());
+    std::fs::write(config, routed).unwrap();
+}
+
 /// One direction of the line.
 #[derive(Clone, Copy, Debug)]
 pub struct LinkSpec {

@@ -169,12 +169,15 @@ async fn serve(
     };
     ticket.hello();
     let left = limits.handshake_timeout.saturating_sub(started.elapsed());
-    let io = match tokio::time::timeout(left, start.into_stream(inc.tls.clone())).await {
+    let mut io = match tokio::time::timeout(left, start.into_stream(inc.tls.clone())).await {
         Ok(Ok(io)) => io,
         Ok(Err(e)) => return refuse(failed(&e), &e.to_string()),
         Err(_) => return refuse(ConnRefusal::HandshakeTimeout, ""),
     };
     drop(ticket);
+    io.get_mut()
+        .1
+        .set_buffer_limit(Some(super::TLS_SEND_BUFFER));
     // The verifier accepted the certificate, so it is pinned.
     let Some((peer, fingerprint)) = peer_of(&inc.trust, io.get_ref().1.peer_certificates()) else {
         return refuse(

@@ -41,6 +41,13 @@ pub use refusals::{ConnRefusal, ConnRefusals};
 /// pinned verifier ignores names, but standard clients need one to send.
 pub const TLS_SERVER_NAME: &str = "fedsync";
 
+/// Bytes of TLS records rustls holds for a connection beyond what the
+/// socket took (its default is 64 KiB). With the socket's own small queue
+/// (`TCP_NOTSENT_LOWAT`), this keeps what waits ahead of an HTTP/2 ping
+/// to a few seconds of even a 24 kbit/s line: h2 sends its pings and our
+/// acks first, but only into the buffers below it.
+pub(crate) const TLS_SEND_BUFFER: usize = 16 * 1024;
+
 /// Dials `address`, completes mutual TLS, and checks the server is a roster
 /// node, and the one named `expected` when given (a peer link must reach
 /// the member it was configured for, not merely some member).
@@ -79,7 +86,8 @@ pub fn connect(
                     )
                 })??;
             let name = ServerName::try_from(TLS_SERVER_NAME).expect("a valid DNS name");
-            let io = TlsConnector::from(tls).connect(name, tcp).await?;
+            let mut io = TlsConnector::from(tls).connect(name, tcp).await?;
+            io.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
             let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
             match found {
                 Some(p) if p.node.is_some() && expected.as_ref().is_none_or(|e| &p.name == e) => {
