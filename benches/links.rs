@@ -35,6 +35,7 @@ mod shaper;
 
 use std::time::{Duration, Instant};
 
+use common::frontier;
 use common::process::Node;
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::Frontier;
@@ -108,10 +109,6 @@ impl Line {
     }
 }
 
-async fn frontier(c: &mut Client) -> Frontier {
-    c.frontier().await.unwrap().3
-}
-
 fn covers(f: &Frontier, target: &Frontier) -> bool {
     target.iter().all(|(a, h)| f.head(a).seq >= h.seq)
 }
@@ -136,6 +133,23 @@ async fn put_rows(c: &mut Client, prefix: &str, n: u64) -> u64 {
         c.put(&format!("hq/{prefix}/{i}"), row.as_bytes())
             .await
             .unwrap();
+    }
+    payload
+}
+
+/// Values of `len` bytes that do not compress at `hq/{prefix}/{seed}`,
+/// one per seed; returns their bytes.
+async fn put_incompressible(
+    c: &mut Client,
+    prefix: &str,
+    seeds: std::ops::Range<u64>,
+    len: usize,
+) -> u64 {
+    let mut payload = 0;
+    for seed in seeds {
+        let v = incompressible(len, seed);
+        payload += v.len() as u64;
+        c.put(&format!("hq/{prefix}/{seed}"), &v).await.unwrap();
     }
     payload
 }
@@ -173,13 +187,7 @@ async fn catch_up(name: &str, mut l: Line, payload: u64, within: Duration) -> (f
 
 async fn large() {
     let l = Line::new(LinkSpec::kbit(64, 300), "");
-    let mut c = l.hq_client();
-    let mut payload = 0;
-    for i in 0..6 {
-        let v = incompressible(900_000, i);
-        payload += v.len() as u64;
-        c.put(&format!("hq/files/{i}"), &v).await.unwrap();
-    }
+    let payload = put_incompressible(&mut l.hq_client(), "files", 0..6, 900_000).await;
     catch_up(
         "large (6 x 900 KB, 64 kbit/s, 300 ms)",
         l,
@@ -204,14 +212,9 @@ async fn rows() {
 async fn backlog() {
     let spec = LinkSpec::kbit(24, 300);
     let l = Line::new(spec, "");
-    let mut c = l.hq_client();
-    let mut payload = 0;
     // `FEDSYNC_BENCH_BACKLOG_VALUES` values of 100 KB (default 50: 5 MB).
-    for i in 0..common::env("FEDSYNC_BENCH_BACKLOG_VALUES", 50u64) {
-        let v = incompressible(100_000, 100 + i);
-        payload += v.len() as u64;
-        c.put(&format!("hq/scans/{i}"), &v).await.unwrap();
-    }
+    let n = common::env("FEDSYNC_BENCH_BACKLOG_VALUES", 50u64);
+    let payload = put_incompressible(&mut l.hq_client(), "scans", 100..100 + n, 100_000).await;
     let name = format!("backlog ({} kB, 24 kbit/s, 300 ms)", payload / 1000);
     catch_up(&name, l, payload, mins(60)).await;
 }

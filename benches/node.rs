@@ -15,7 +15,7 @@
 #[allow(dead_code)]
 mod common;
 
-use common::env;
+use common::{env, frontier};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use common::process::Node;
 
 use fedsync::client::{Client, ClientConfig};
-use fedsync::core::Frontier;
 use fedsync::local::{LocalFederation, NodeSpec};
 
 const QUIET: &str = "[sync]\nanti_entropy_secs = 3600\n";
@@ -47,10 +46,6 @@ fn client(config: &ClientConfig, node: &Node) -> Client {
     let mut c = config.clone();
     c.connect = node.addr.clone();
     Client::from_config(&c).unwrap()
-}
-
-async fn frontier(c: &mut Client) -> Frontier {
-    c.frontier().await.unwrap().3
 }
 
 /// Median and largest of `n` Status calls on one connection, ms.

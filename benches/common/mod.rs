@@ -13,6 +13,11 @@ pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// What the node `c` is connected to holds.
+pub async fn frontier(c: &mut fedsync::client::Client) -> fedsync::core::Frontier {
+    c.frontier().await.unwrap().3
+}
+
 use fedsync::core::{DeltaBody, DeltaHash, Head, HlcClock, Op, Replica};
 use fedsync::identity::NodeKey;
 use fedsync::local::LocalFederation;
