@@ -82,7 +82,8 @@ impl Client {
             trust,
             SyncConfig::default(),
             crate::config::LimitsConfig::default().message_bytes_max,
-        )?;
+        )?
+        .0;
         // The node bounds what it sends; the largest a node may be
         // configured for is accepted here.
         let inner = pb::client_client::ClientClient::new(channel)

@@ -221,6 +221,7 @@ impl LocalFederation {
             config.sync,
             config.limits.message_bytes_max,
         )
+        .map(|(channel, _)| channel)
     }
 
     pub fn config_path(&self, name: &str) -> PathBuf {

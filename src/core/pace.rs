@@ -38,6 +38,32 @@ const SAMPLE_TTL_MS: u64 = 30_000;
 /// Smallest catch-up batch, whatever the window.
 pub const BATCH_MIN: usize = 4 * 1024;
 
+/// The delivery rate assumed before an ack has measured one, and the
+/// least ever assumed: 8 kbit/s, below any line fedsync is meant for.
+pub const RATE_FLOOR: f64 = 1000.0;
+
+/// How long a link's peer may go unheard before the link counts as dead,
+/// in ms: a keepalive interval for a PING to go out, the configured
+/// timeout for its answer, and twice the time the line needs, at the
+/// rate last measured, to drain what was sent and not yet acknowledged,
+/// since the answer waits behind whatever of that is still below HTTP/2.
+///
+/// Why: a fixed timeout ends a link that is slow but alive as soon as
+/// more is queued than the line moves in that time. Bytes arriving from
+/// the peer (data, acks, PING answers) reset the silence, so a healthy
+/// slow link never comes near this; a dead one is noticed once even the
+/// slowest drain would have finished.
+pub fn silence_allowed_ms(
+    keepalive_ms: u64,
+    timeout_ms: u64,
+    unacked_bytes: u64,
+    rate: Option<f64>,
+) -> u64 {
+    let rate = rate.unwrap_or(RATE_FLOOR).max(RATE_FLOOR);
+    let drain_ms = (unacked_bytes as f64 * 2.0 * 1000.0 / rate) as u64;
+    keepalive_ms + timeout_ms + drain_ms
+}
+
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     /// Its place among the batches sent on this link.
@@ -220,6 +246,24 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silence_allowed_grows_with_what_the_line_must_drain() {
+        // Nothing unacknowledged: the configured keepalive and timeout.
+        assert_eq!(silence_allowed_ms(10_000, 20_000, 0, Some(1e6)), 30_000);
+        // 900 KB at 64 kbit/s (8 kB/s): twice its 112.5 s drain on top.
+        assert_eq!(
+            silence_allowed_ms(10_000, 20_000, 900_000, Some(8_000.0)),
+            255_000
+        );
+        // No rate yet, or an implausibly low one: the floor's.
+        let unknown = silence_allowed_ms(10_000, 20_000, 50_000, None);
+        assert_eq!(unknown, 130_000);
+        assert_eq!(
+            silence_allowed_ms(10_000, 20_000, 50_000, Some(3.0)),
+            unknown
+        );
+    }
 
     /// A line of `rate` bytes/s and `rtt` ms, the sender keeping the
     /// window full with batches as `batch_bytes` says: returns the pace

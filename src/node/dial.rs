@@ -128,7 +128,7 @@ impl Dialer {
     /// `Ok` with why the link ended once it synced, `Err` if it never got
     /// that far.
     async fn link(&self) -> Result<String, Failure> {
-        let channel = net::connect(
+        let (channel, alive) = net::connect(
             self.net.clone(),
             self.peer.address.clone(),
             Some(self.peer.name.clone()),
@@ -181,7 +181,8 @@ impl Dialer {
             }
         };
         tracing::info!("link up");
-        Ok(link::read(self.ctx.clone(), open, self.peer.name.clone(), inbound).await)
+        let name = self.peer.name.clone();
+        Ok(link::read(self.ctx.clone(), open, name, inbound, alive).await)
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
@@ -17,7 +18,9 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Status};
 
 use super::actor::{Command, LinkId};
+use super::net::Liveness;
 use super::ApiError;
+use crate::core::pace;
 use crate::core::{Admission, Admitted, Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::{self, Incoming};
 use crate::rpc::pack::{self, PackError};
@@ -38,6 +41,10 @@ pub struct LinkStats {
     /// Of those sent, what the peer acknowledged: delivered, unlike
     /// bytes merely queued on a connection that then dropped.
     pub delta_bytes_acked: AtomicU64,
+    /// The delivery rate the peer's acks last measured, in delta bytes
+    /// per second (0 until one has): the watchdog allows for draining
+    /// what is unacknowledged at this rate.
+    pub rate_bytes_per_sec: AtomicU64,
     /// The peer announced it reads compressed batches, and we send them.
     pub packing: AtomicBool,
     /// `InSync` replies received: completed idle checks.
@@ -104,6 +111,10 @@ pub(crate) struct LinkContext {
     pub message_bytes_max: usize,
     /// Send compressed batches to peers that read them (`sync.compress`).
     pub compress: bool,
+    /// `sync.keepalive_secs` and `sync.keepalive_timeout_secs`: the
+    /// silence a link's watchdog allows before it allows for draining.
+    pub keepalive: Duration,
+    pub keepalive_timeout: Duration,
 }
 
 /// Who a link is with.
@@ -233,15 +244,25 @@ pub(crate) async fn open(
     Ok((OpenLink { id, stats, end }, outbound))
 }
 
-/// Reads the peer's messages until the stream ends or breaks the protocol,
-/// then tells the actor the link is gone. A refused stream ends with a
-/// status saying why, counted by code.
-pub(crate) async fn read<S>(ctx: LinkContext, link: OpenLink, peer: String, inbound: S) -> String
+/// Reads the peer's messages until the stream ends, breaks the protocol,
+/// or the connection under it (`alive`) stays silent too long; then tells
+/// the actor the link is gone. A refused stream ends with a status saying
+/// why, counted by code.
+pub(crate) async fn read<S>(
+    ctx: LinkContext,
+    link: OpenLink,
+    peer: String,
+    inbound: S,
+    alive: Arc<Liveness>,
+) -> String
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
     let OpenLink { id, stats, end } = link;
-    let ending = read_until_end(&ctx, id, &stats, &peer, inbound).await;
+    let ending = tokio::select! {
+        ending = read_until_end(&ctx, id, &stats, &peer, inbound) => ending,
+        ending = watch(&ctx, &stats, &alive) => ending,
+    };
     let why = match ending {
         Ending::Closed(why) => why,
         Ending::Refused(code, status) => {
@@ -254,6 +275,47 @@ where
     };
     let _ = ctx.actor.send(Command::LinkClosed { link: id }).await;
     why
+}
+
+/// How often a link's watchdog looks at its connection's silence.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Ends the link once its peer has been silent for longer than
+/// [`pace::silence_allowed_ms`] allows, and cuts the connection, so that
+/// nothing waits on it any longer (HTTP/2's own timeout is only a
+/// backstop: see `net::h2_keepalive_timeout`).
+async fn watch(ctx: &LinkContext, stats: &LinkStats, alive: &Liveness) -> Ending {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let sent = stats.delta_bytes_sent.load(Ordering::Relaxed);
+        let unacked = sent.saturating_sub(stats.delta_bytes_acked.load(Ordering::Relaxed));
+        let rate = match stats.rate_bytes_per_sec.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(r as f64),
+        };
+        let (keepalive, timeout) = (ctx.keepalive, ctx.keepalive_timeout);
+        let allowed = Duration::from_millis(pace::silence_allowed_ms(
+            keepalive.as_millis() as u64,
+            timeout.as_millis() as u64,
+            unacked,
+            rate,
+        ));
+        let silence = alive.silence();
+        if silence > allowed {
+            alive.cut();
+            return Ending::Closed(format!(
+                "keepalive: ended by this node, nothing heard from the peer for {}s \
+                 (allowed {}s: keepalive {}s, timeout {}s, and draining {unacked} \
+                 unacknowledged bytes)",
+                silence.as_secs(),
+                allowed.as_secs(),
+                keepalive.as_secs(),
+                timeout.as_secs(),
+            ));
+        }
+    }
 }
 
 enum Ending {

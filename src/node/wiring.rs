@@ -202,6 +202,8 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         ingest_bytes_max: config.limits.ingest_bytes_max,
         message_bytes_max: config.limits.message_bytes_max,
         compress: config.sync.compress,
+        keepalive: config.sync.keepalive(),
+        keepalive_timeout: config.sync.keepalive_timeout(),
         clock: env.clock.clone(),
         blocking: env.blocking,
     };
@@ -290,7 +292,7 @@ fn serve(
             .initial_stream_window_size(Some(window(message_max)))
             .initial_connection_window_size(Some(window(message_max)))
             .http2_keepalive_interval(Some(config.sync.keepalive()))
-            .http2_keepalive_timeout(Some(config.sync.keepalive_timeout()))
+            .http2_keepalive_timeout(Some(net::h2_keepalive_timeout(&config.sync)))
             .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
             .add_service(peer_svc)
             .add_service(client_svc)

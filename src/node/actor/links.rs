@@ -112,8 +112,11 @@ impl Link {
         match msg {
             PeerMsg::Ack(_) => {
                 self.pace.acked(now_ms);
-                let acked = self.pace.view(now_ms).acked_bytes;
-                (self.stats.delta_bytes_acked).store(acked, Ordering::Relaxed);
+                let view = self.pace.view(now_ms);
+                (self.stats.delta_bytes_acked).store(view.acked_bytes, Ordering::Relaxed);
+                if let Some(rate) = view.rate_bytes_per_sec {
+                    (self.stats.rate_bytes_per_sec).store(rate.max(1), Ordering::Relaxed);
+                }
             }
             PeerMsg::InSync(_) | PeerMsg::Frontier(_) => self.pace.digest_answered(now_ms),
             _ => {}

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
+use super::alive::{Alive, Liveness};
 use crate::identity::tls::{Fingerprint, Peer, TrustStore, WakerSlot};
 use crate::node::env::BoxIo;
 
@@ -26,6 +27,9 @@ pub struct ConnInfo {
     /// Set when the peer already has its limit of connections open: every
     /// call on this one is refused with this reason.
     pub over_limit: Option<String>,
+    /// When the connection last heard from the peer: a link over it is
+    /// judged alive by this.
+    pub alive: Arc<Liveness>,
 }
 
 /// Open connections per peer certificate, each held by a [`PeerSlot`].
@@ -73,7 +77,7 @@ impl Drop for PeerSlot {
 /// roster change stops trusting its certificate: a revoked peer's open
 /// connections close at once, not at its next handshake.
 pub(crate) struct TlsConn {
-    io: tokio_rustls::server::TlsStream<BoxIo>,
+    io: Alive<tokio_rustls::server::TlsStream<BoxIo>>,
     info: ConnInfo,
     trust: TrustStore,
     /// The trust epoch this connection last checked itself against.
@@ -90,7 +94,7 @@ impl TlsConn {
         peer_slot: PeerSlot,
     ) -> TlsConn {
         TlsConn {
-            io,
+            io: Alive::new(io, info.alive.clone()),
             info,
             waker: trust.watch(),
             seen: trust.epoch(),

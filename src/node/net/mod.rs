@@ -13,8 +13,11 @@
 //! - `conn.rs`: an authenticated connection, bounded per member, that
 //!   fails once a roster change stops trusting its certificate;
 //! - `refusals.rs`: refused connections counted by reason, logged at a
-//!   bounded rate.
+//!   bounded rate;
+//! - `alive.rs`: when a connection last heard from its peer, and the
+//!   switch that cuts it.
 
+mod alive;
 mod conn;
 mod door;
 mod listen;
@@ -32,6 +35,7 @@ use super::env::Network;
 use crate::config::SyncConfig;
 use crate::identity::tls::{peer_of, TrustStore};
 
+pub use alive::{Alive, Liveness};
 pub use conn::ConnInfo;
 pub(crate) use door::DoorLimits;
 pub(crate) use listen::{incoming, Incoming, ListenLimits, OnMemberRefused};
@@ -48,9 +52,22 @@ pub const TLS_SERVER_NAME: &str = "fedsync";
 /// acks first, but only into the buffers below it.
 pub(crate) const TLS_SEND_BUFFER: usize = 16 * 1024;
 
+/// How long HTTP/2 waits for a PING's answer before it gives up on a
+/// connection: a backstop only. A PING waits behind what is queued below
+/// HTTP/2 (TLS's [`TLS_SEND_BUFFER`], the socket's `NOTSENT_LOWAT`, the
+/// line's own buffer), a few seconds on most lines but more than the
+/// configured timeout on a slow one, so peer links are judged by their
+/// watchdog instead (`node::link`), which allows for that.
+pub(crate) fn h2_keepalive_timeout(sync: &SyncConfig) -> std::time::Duration {
+    sync.keepalive_timeout().max(H2_KEEPALIVE_TIMEOUT_MIN)
+}
+const H2_KEEPALIVE_TIMEOUT_MIN: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Dials `address`, completes mutual TLS, and checks the server is a roster
 /// node, and the one named `expected` when given (a peer link must reach
-/// the member it was configured for, not merely some member).
+/// the member it was configured for, not merely some member). The
+/// [`Liveness`] returned hears every byte the channel's connection
+/// receives.
 pub fn connect(
     net: Arc<dyn Network>,
     address: String,
@@ -59,7 +76,7 @@ pub fn connect(
     trust: TrustStore,
     sync: SyncConfig,
     message_bytes_max: usize,
-) -> Result<Channel, String> {
+) -> Result<(Channel, Arc<Liveness>), String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address {address:?}: {e}"))?
         // Ours below bounds the TCP connect and says "timed out" as an
@@ -67,15 +84,18 @@ pub fn connect(
         // also bounds the TLS handshake after it.
         .connect_timeout(sync.connect_timeout() * 2)
         .http2_keep_alive_interval(sync.keepalive())
-        .keep_alive_timeout(sync.keepalive_timeout())
+        .keep_alive_timeout(h2_keepalive_timeout(&sync))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(super::window(message_bytes_max))
         .initial_connection_window_size(super::window(message_bytes_max))
         .tcp_nodelay(true);
     let tcp_timeout = sync.connect_timeout();
+    let alive = Liveness::new();
+    let heard = alive.clone();
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (address, expected) = (address.clone(), expected.clone());
         let (tls, trust, net) = (tls.clone(), trust.clone(), net.clone());
+        let live = heard.clone();
         async move {
             let tcp = tokio::time::timeout(tcp_timeout, net.connect(address.clone()))
                 .await
@@ -91,7 +111,8 @@ pub fn connect(
             let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
             match found {
                 Some(p) if p.node.is_some() && expected.as_ref().is_none_or(|e| &p.name == e) => {
-                    Ok(TokioIo::new(io))
+                    live.heard();
+                    Ok(TokioIo::new(Alive::new(io, live)))
                 }
                 other => Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
@@ -107,7 +128,7 @@ pub fn connect(
     // Lazy: the first call connects (and reports a failure). The eager
     // variant's future borrows the endpoint, which rustc cannot prove
     // `Send` for every lifetime once spawned.
-    Ok(endpoint.connect_with_connector_lazy(connector))
+    Ok((endpoint.connect_with_connector_lazy(connector), alive))
 }
 
 /// An error and its causes on one line: tonic's top-level message alone
