@@ -146,8 +146,12 @@ pub struct SyncConfig {
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
     pub connect_timeout_secs: u64,
-    /// HTTP/2 ping interval.
+    /// HTTP/2 ping interval: an idle link still hears from its peer
+    /// this often.
     pub keepalive_secs: u64,
+    /// Silence allowed on a link beyond the ping interval, before the
+    /// time to drain what the peer has not yet acknowledged (at the rate
+    /// its acks show) is added: a slow link that is alive is not ended.
     pub keepalive_timeout_secs: u64,
     /// A peer behind (either way) with no progress this long is stalled.
     pub stall_after_secs: u64,

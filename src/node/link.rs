@@ -268,7 +268,7 @@ where
         Ending::Refused(code, status) => {
             ctx.refusals.count(code);
             tracing::warn!(%peer, code, reason = status.message(), "peer stream refused");
-            let why = format!("refused: {}", status.message());
+            let why = format!("ended by this node, refused: {}", status.message());
             end.set(status);
             why
         }
@@ -339,7 +339,36 @@ fn stream_failure(e: Status) -> Ending {
             "malformed_message",
             Status::invalid_argument(format!("malformed message: {msg}")),
         ),
-        _ => Ending::Closed(format!("stream failed: {}", super::net::error_chain(&e))),
+        _ => Ending::Closed(ended_elsewhere(&e)),
+    }
+}
+
+/// Which end ended a link whose stream failed, and why, in an operator's
+/// words: a status from the peer names the peer and its reason; a
+/// connection that merely stopped means the peer went (its process, its
+/// own watchdog, or the line); anything else is said as it came.
+fn ended_elsewhere(e: &Status) -> String {
+    let chain = super::net::error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    const GONE: [&str; 5] = [
+        "close_notify",
+        "connection reset",
+        "broken pipe",
+        "unexpected eof",
+        "connection closed",
+    ];
+    if GONE.iter().any(|g| lower.contains(g)) {
+        return format!(
+            "peer gone: the connection stopped without the peer ending the link \
+             (its process stopped, its keepalive gave up, or the line dropped it): {chain}"
+        );
+    }
+    match e.code() {
+        Code::ResourceExhausted
+        | Code::InvalidArgument
+        | Code::PermissionDenied
+        | Code::FailedPrecondition => format!("ended by the peer: {}", e.message()),
+        _ => format!("stream failed: {chain}"),
     }
 }
 
@@ -356,7 +385,7 @@ where
     let mut admitter = Admitter::new(ctx);
     loop {
         let msg = match inbound.next().await {
-            None => return Ending::Closed("peer closed the stream".into()),
+            None => return Ending::Closed("ended by the peer: it closed the stream".into()),
             Some(Err(e)) => return stream_failure(e),
             Some(Ok(m)) => m,
         };
@@ -505,5 +534,25 @@ impl Admitter {
                 Err(Ending::Refused("malformed_message", status))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_stream_says_which_end_ended_it() {
+        let limit = Status::resource_exhausted("hq closed this link: queue full");
+        assert_eq!(
+            ended_elsewhere(&limit),
+            "ended by the peer: hq closed this link: queue full"
+        );
+        let tls = "peer closed connection without sending TLS close_notify";
+        let gone = ended_elsewhere(&Status::unknown(format!("h2 protocol error: {tls}")));
+        assert!(gone.starts_with("peer gone: "), "{gone}");
+        assert!(gone.contains(tls), "the cause is kept: {gone}");
+        let other = ended_elsewhere(&Status::internal("h2 protocol error: frame too big"));
+        assert!(other.starts_with("stream failed: "), "{other}");
     }
 }
