@@ -4,7 +4,7 @@
 //! HTTP/2's keepalive judges a link by one PING's answer within a fixed
 //! time, but on a slow line the PING waits behind what is queued below
 //! HTTP/2 (TLS, the socket, the line itself), and a link that is slow but
-//! alive is ended. A link's watchdog (`node::link`) asks this instead how
+//! alive is ended. A link's watchdog (`node::link::ending`) asks this instead how
 //! long the peer has been silent, and allows for what it still has to
 //! drain; HTTP/2's own timeout stays only as a backstop.
 

@@ -57,7 +57,7 @@ pub(crate) const TLS_SEND_BUFFER: usize = 16 * 1024;
 /// HTTP/2 (TLS's [`TLS_SEND_BUFFER`], the socket's `NOTSENT_LOWAT`, the
 /// line's own buffer), a few seconds on most lines but more than the
 /// configured timeout on a slow one, so peer links are judged by their
-/// watchdog instead (`node::link`), which allows for that.
+/// watchdog instead (`node::link::ending`), which allows for that.
 pub(crate) fn h2_keepalive_timeout(sync: &SyncConfig) -> std::time::Duration {
     sync.keepalive_timeout().max(H2_KEEPALIVE_TIMEOUT_MIN)
 }
