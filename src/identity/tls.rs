@@ -217,6 +217,15 @@ pub struct TrustStore {
 /// Where an open connection leaves the waker of its last poll.
 pub type WakerSlot = Mutex<Option<Waker>>;
 
+/// Leaves `waker` in `slot`, unless the one there already wakes the same
+/// task (a clone on every poll would cost more than the poll).
+pub fn leave_waker(slot: &WakerSlot, waker: &Waker) {
+    let mut slot = slot.lock().expect("waker slot poisoned");
+    if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        *slot = Some(waker.clone());
+    }
+}
+
 impl TrustStore {
     pub fn new(entries: impl IntoIterator<Item = (Fingerprint, Peer)>) -> Self {
         let s = TrustStore::default();

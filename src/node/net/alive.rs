@@ -12,11 +12,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::identity::tls::{leave_waker, WakerSlot};
 
 /// When a connection last heard from its peer, and whether it was cut.
 #[derive(Debug)]
@@ -26,7 +28,7 @@ pub struct Liveness {
     heard_ms: AtomicU64,
     cut: AtomicBool,
     /// The task that polls the connection, woken by [`Liveness::cut`].
-    waker: Mutex<Option<Waker>>,
+    waker: WakerSlot,
 }
 
 impl Liveness {
@@ -60,17 +62,14 @@ impl Liveness {
         }
     }
 
-    pub fn is_cut(&self) -> bool {
+    fn is_cut(&self) -> bool {
         self.cut.load(Ordering::Acquire)
     }
 
     /// `Err` once cut; otherwise leaves the task's waker for [`cut`].
     fn check(&self, cx: &Context<'_>) -> io::Result<()> {
         if !self.is_cut() {
-            let mut slot = self.waker.lock().expect("liveness waker poisoned");
-            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *slot = Some(cx.waker().clone());
-            }
+            leave_waker(&self.waker, cx.waker());
         }
         // Checked again after the waker is in place: a cut between the
         // first check and storing it would otherwise wake nobody.

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
 use super::alive::{Alive, Liveness};
-use crate::identity::tls::{Fingerprint, Peer, TrustStore, WakerSlot};
+use crate::identity::tls::{leave_waker, Fingerprint, Peer, TrustStore, WakerSlot};
 use crate::node::env::BoxIo;
 
 /// Who is on the other end of a served connection.
@@ -119,10 +119,7 @@ impl TlsConn {
             }
             self.seen = epoch;
         }
-        let mut slot = self.waker.lock().expect("waker slot poisoned");
-        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *slot = Some(cx.waker().clone());
-        }
+        leave_waker(&self.waker, cx.waker());
         Ok(())
     }
 }

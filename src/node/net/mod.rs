@@ -35,7 +35,8 @@ use super::env::Network;
 use crate::config::SyncConfig;
 use crate::identity::tls::{peer_of, TrustStore};
 
-pub use alive::{Alive, Liveness};
+use alive::Alive;
+pub use alive::Liveness;
 pub use conn::ConnInfo;
 pub(crate) use door::DoorLimits;
 pub(crate) use listen::{incoming, Incoming, ListenLimits, OnMemberRefused};
