@@ -213,3 +213,66 @@ async fn report_rows_catch_up_over_a_slow_line_compressed() {
     );
     l.stop().await;
 }
+
+/// An office's only line, with sync capped to a share of it: the office
+/// keeps to its `[[peers]] rate_kbit` and asks HQ, which has no cap of
+/// its own for the office, to keep to it too. Both ways, the values
+/// take the time the cap allows, not the line's, and both ends show the
+/// cap in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_cap_holds_both_ways_on_a_faster_line() {
+    let mut l = hq_behind_line(LinkSpec::kbit(1000, 20), "").await;
+    let config = l.fed.config_path("office-fr");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let capped = text.replace("name = \"hq\"\n", "name = \"hq\"\nrate_kbit = 64\n");
+    assert_ne!(text, capped, "the office's config names its peer hq");
+    std::fs::write(&config, capped).unwrap();
+    let cap_bytes = 64_000 / 8;
+
+    let each = 48_000;
+    let value = incompressible(each, 1);
+    let down = vec![l.hq.write("hq/files/0", Op::Put, &value).await.unwrap()];
+    let started = Instant::now();
+    l.start_office().await;
+    let value = incompressible(each, 2);
+    let up = vec![l
+        .office()
+        .write("regions/fr/files/0", Op::Put, &value)
+        .await
+        .unwrap()];
+    let (down, up) = (frontier_of(&down), frontier_of(&up));
+    let (took_down, took_up) = tokio::join!(
+        secs_until(l.office(), &down, started),
+        secs_until(&l.hq, &up, started)
+    );
+    let at_cap = each as f64 / cap_bytes as f64;
+    eprintln!(
+        "{each} bytes down in {took_down:.1} s, up in {took_up:.1} s: {at_cap:.1} s at the cap, \
+         {:.1} s at the line's rate",
+        LinkSpec::kbit(1000, 20).secs_for(each as u64)
+    );
+    for (way, took) in [("down", took_down), ("up", took_up)] {
+        assert!(
+            took > at_cap * 0.8,
+            "{way} in {took:.1} s: faster than the cap"
+        );
+    }
+
+    for (node, peer) in [(&l.hq, "office-fr"), (l.office(), "hq")] {
+        let st = node.status().await.unwrap();
+        let p = st.peers.into_iter().find(|p| p.name == peer).unwrap();
+        let cap = p.pace.and_then(|pace| pace.rate_cap_bytes_per_sec);
+        assert_eq!(cap, Some(cap_bytes), "the cap on the link to {peer}");
+    }
+    l.stop().await;
+}
+
+/// Seconds from `started` until `node` holds `target`.
+async fn secs_until(node: &NodeHandle, target: &fedsync::core::Frontier, started: Instant) -> f64 {
+    let within = Duration::from_secs(60);
+    assert!(
+        node.wait_for(target, within).await,
+        "not there in {within:?}"
+    );
+    started.elapsed().as_secs_f64()
+}

@@ -204,6 +204,7 @@ mod tests {
                     pace: Some(LinkPace {
                         rtt_ms: Some(612),
                         rate_bytes_per_sec: Some(7_900),
+                        rate_cap_bytes_per_sec: Some(8_000),
                         in_flight_bytes: 24_000,
                         compressed: true,
                         catch_up_eta_secs: Some(180),
@@ -250,7 +251,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             link,
-            "  link: rtt 612ms · 7.9 kB/s · 24 kB in flight · zstd 0.31x · 123456 to send, ~3m"
+            "  link: rtt 612ms · 7.9 kB/s (cap 8.0) · 24 kB in flight · zstd 0.31x · 123456 to send, ~3m"
         );
         let first_peer = text
             .lines()

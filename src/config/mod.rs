@@ -134,6 +134,24 @@ pub struct PeerConfig {
     pub name: String,
     /// Where to dial it, `host:port`.
     pub address: String,
+    /// The most this link may use of the line, each way, in kbit/s
+    /// (1000 bits): an office's only line keeps room for its other
+    /// traffic. This node sends no faster, and asks the peer to send no
+    /// faster (a peer of an older release does not hear it). Unset: the
+    /// line's own rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_kbit: Option<u64>,
+}
+
+/// The lowest `[[peers]] rate_kbit`, and the lowest cap a peer may ask
+/// this node to keep to: 8 kbit/s, 1000 bytes a second.
+pub const RATE_KBIT_MIN: u64 = 8;
+
+impl PeerConfig {
+    /// `rate_kbit` in bytes per second, 0 for none.
+    pub fn rate_bytes_per_sec(&self) -> u64 {
+        self.rate_kbit.map_or(0, |k| k * 1000 / 8)
+    }
 }
 
 /// `[sync]`: timing and batching of peer links.
@@ -365,6 +383,13 @@ impl NodeConfig {
                 let rule = "must be host:port with a numeric port";
                 return Err(format!("peers[{i}].address ({address:?}) {rule}"));
             }
+            if let Some(k) = peer.rate_kbit {
+                if !(RATE_KBIT_MIN..=100_000_000).contains(&k) {
+                    return Err(format!(
+                        "peers[{i}].rate_kbit ({k}) must be between {RATE_KBIT_MIN} and 100000000"
+                    ));
+                }
+            }
         }
         let (s, l) = (&self.sync, &self.limits);
         let (any, mib64) = (u64::MAX, 64 * MIB as u64);
@@ -500,6 +525,7 @@ mod tests {
         let hq_peer = PeerConfig {
             name: "hq".into(),
             address: "127.0.0.1:7100".into(),
+            rate_kbit: None,
         };
         for (text, name, listen, admin, dir, peers) in [
             (HQ, "hq", "127.0.0.1:7100", "127.0.0.1:7180", "hq", vec![]),
@@ -638,6 +664,7 @@ mod tests {
             (doc("n", &peer("a", "h:port")), "peers[0].address"),
             (doc("n", &peer("a", ":7100")), "peers[0].address"),
             (doc("n", &peer("a", "::1:7100")), "peers[0].address"),
+            (doc("n", &(peer("a", "h:1") + "rate_kbit = 7\n")), "peers[0].rate_kbit (7) must be between 8"),
             (doc("n", min_max), "sync.reconnect_min_ms (5000) must not exceed sync.reconnect_max_ms (1000)"),
             (doc("n", "[limits]\nhello_timeout_ms = 6000\nhandshake_timeout_secs = 5"), "limits.hello_timeout_ms (6000) must not exceed"),
         ];
@@ -682,8 +709,10 @@ mod tests {
         // IPv6 in brackets and names are fine.
         let ok = doc(
             "n",
-            &(peer("a", "[::1]:7100") + &peer("b", "hq.example:7100")),
+            &(peer("a", "[::1]:7100") + &peer("b", "hq.example:7100") + "rate_kbit = 64\n"),
         );
-        NodeConfig::parse(&ok, Path::new("/")).unwrap();
+        let cfg = NodeConfig::parse(&ok, Path::new("/")).unwrap();
+        assert_eq!(cfg.peers[0].rate_bytes_per_sec(), 0);
+        assert_eq!(cfg.peers[1].rate_bytes_per_sec(), 8000);
     }
 }

@@ -128,7 +128,7 @@ impl Dialer {
     /// `Ok` with why the link ended once it synced, `Err` if it never got
     /// that far.
     async fn link(&self) -> Result<String, Failure> {
-        let (channel, alive) = net::connect(
+        let (channel, line) = net::connect(
             self.net.clone(),
             self.peer.address.clone(),
             Some(self.peer.name.clone()),
@@ -182,7 +182,7 @@ impl Dialer {
         };
         tracing::info!("link up");
         let name = self.peer.name.clone();
-        Ok(link::read(self.ctx.clone(), open, name, inbound, alive).await)
+        Ok(link::read(self.ctx.clone(), open, name, inbound, line).await)
     }
 }
 

@@ -204,6 +204,12 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         compress: config.sync.compress,
         keepalive: config.sync.keepalive(),
         keepalive_timeout: config.sync.keepalive_timeout(),
+        rate_caps: Arc::new(
+            (config.peers.iter())
+                .filter(|p| p.rate_kbit.is_some())
+                .map(|p| (p.name.clone(), p.rate_bytes_per_sec()))
+                .collect(),
+        ),
         clock: env.clock.clone(),
         blocking: env.blocking,
     };

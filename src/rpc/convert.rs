@@ -198,6 +198,7 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         rebuilding,
         rebuild_waiting_for: waiting,
         features: Vec::new(),
+        rate_bytes_per_sec_max: 0,
     }
 }
 

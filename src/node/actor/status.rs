@@ -111,6 +111,14 @@ impl Actor {
                 LinkPace {
                     rtt_ms: v.rtt_ms,
                     rate_bytes_per_sec: v.rate_bytes_per_sec,
+                    rate_cap_bytes_per_sec: match l
+                        .stats
+                        .rate_cap_bytes_per_sec
+                        .load(Ordering::Relaxed)
+                    {
+                        0 => None,
+                        c => Some(c),
+                    },
                     in_flight_bytes: v.in_flight_bytes,
                     compressed: l.stats.packing.load(Ordering::Relaxed),
                     catch_up_eta_secs: lags.and_then(|g| v.eta_secs(g.they_lack.deltas)),

@@ -314,6 +314,7 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
     let delta_bytes = Family::<Labels, Counter>::default();
     let rtt = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let rate = Family::<Labels, Gauge>::default();
+    let cap = Family::<Labels, Gauge>::default();
     let in_flight = Family::<Labels, Gauge>::default();
     let eta = Family::<Labels, Gauge>::default();
     // Operators are members, not peers: nothing to sync with them.
@@ -358,6 +359,9 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
             }
             if let Some(r) = pace.rate_bytes_per_sec {
                 rate.get_or_create(&peer()).set(clamp(r));
+            }
+            if let Some(c) = pace.rate_cap_bytes_per_sec {
+                cap.get_or_create(&peer()).set(clamp(c));
             }
             in_flight
                 .get_or_create(&peer())
@@ -426,6 +430,11 @@ fn peers(reg: &mut Registry, s: &NodeStatus) {
         "peer_delivery_rate_bytes",
         "Delta bytes per second the peer acknowledges on the open link",
         rate,
+    );
+    reg.register(
+        "peer_rate_cap_bytes",
+        "Bytes per second the open link's connection may send (`[[peers]] rate_kbit`)",
+        cap,
     );
     reg.register_with_unit(
         "peer_in_flight",

@@ -21,7 +21,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use super::actor::{Command, LinkId};
-use super::net::Liveness;
+use super::net::Line;
 use super::ApiError;
 use crate::core::{Admission, Admitted, Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::{self, Incoming};
@@ -52,6 +52,9 @@ pub struct LinkStats {
     pub rate_bytes_per_sec: AtomicU64,
     /// The peer announced it reads compressed batches, and we send them.
     pub packing: AtomicBool,
+    /// The cap this link's connection sends under, in bytes per second
+    /// (0: none): the lower of ours for the peer and the one it asked for.
+    pub rate_cap_bytes_per_sec: AtomicU64,
     /// `InSync` replies received: completed idle checks.
     pub in_sync_received: AtomicU64,
     /// Deltas the peer reported it did not apply (its `Refused` notes,
@@ -120,6 +123,16 @@ pub(crate) struct LinkContext {
     /// silence a link's watchdog allows before it allows for draining.
     pub keepalive: Duration,
     pub keepalive_timeout: Duration,
+    /// `[[peers]] rate_kbit` in bytes per second, by peer name.
+    pub rate_caps: Arc<BTreeMap<String, u64>>,
+}
+
+impl LinkContext {
+    /// The cap this node keeps to, and asks for, on a link to `peer`
+    /// (0: none).
+    fn rate_cap(&self, peer: &str) -> u64 {
+        self.rate_caps.get(peer).copied().unwrap_or(0)
+    }
 }
 
 /// Who a link is with.
@@ -166,6 +179,8 @@ pub(crate) struct Outbound {
     actor: mpsc::Sender<Command>,
     stats: Arc<LinkStats>,
     end: EndSlot,
+    /// The cap announced in each digest: what this node wants to receive.
+    asks: u64,
 }
 
 impl Outbound {
@@ -181,6 +196,13 @@ impl Outbound {
                     return convert::pb_packed(ds);
                 }
                 pb::PeerMessage::from(msg)
+            }
+            PeerMsg::Digest { .. } => {
+                let mut m = pb::PeerMessage::from(msg);
+                if let Some(pb::peer_message::Body::Digest(d)) = &mut m.body {
+                    d.rate_bytes_per_sec_max = self.asks;
+                }
+                m
             }
             _ => pb::PeerMessage::from(msg),
         }
@@ -226,6 +248,7 @@ pub(crate) async fn open(
     let (reply, id) = oneshot::channel();
     let actor = ctx.actor.clone();
     let end = EndSlot::default();
+    let name = peer.name.clone();
     actor
         .send(Command::LinkOpen {
             peer,
@@ -239,6 +262,7 @@ pub(crate) async fn open(
         .map_err(|_| ApiError::ShuttingDown)?;
     let id = id.await.map_err(|_| ApiError::ShuttingDown)??;
     let outbound = Outbound {
+        asks: ctx.rate_cap(&name),
         id,
         rx,
         room,
@@ -250,7 +274,7 @@ pub(crate) async fn open(
 }
 
 /// Reads the peer's messages until the stream ends, breaks the protocol,
-/// or the connection under it (`alive`) stays silent too long; then tells
+/// or the connection under it (`line`) stays silent too long; then tells
 /// the actor the link is gone. A refused stream ends with a status saying
 /// why, counted by code.
 pub(crate) async fn read<S>(
@@ -258,15 +282,21 @@ pub(crate) async fn read<S>(
     link: OpenLink,
     peer: String,
     inbound: S,
-    alive: Arc<Liveness>,
+    line: Line,
 ) -> String
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
     let OpenLink { id, stats, end } = link;
+    let cap = RateCap {
+        ours: ctx.rate_cap(&peer),
+        line: &line,
+        stats: &stats,
+    };
+    cap.apply(0);
     let ending = tokio::select! {
-        ending = read_until_end(&ctx, id, &stats, &peer, inbound) => ending,
-        ending = watch(&ctx, &stats, &alive) => ending,
+        ending = read_until_end(&ctx, id, &stats, &peer, inbound, &cap) => ending,
+        ending = watch(&ctx, &stats, &line.alive) => ending,
     };
     let why = match ending {
         Ending::Closed(why) => why,
@@ -288,6 +318,7 @@ async fn read_until_end<S>(
     stats: &LinkStats,
     peer: &str,
     mut inbound: S,
+    cap: &RateCap<'_>,
 ) -> Ending
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
@@ -303,6 +334,7 @@ where
         if let Some(pb::peer_message::Body::Digest(d)) = &msg.body {
             let packing = ctx.compress && convert::reads_packed(d);
             stats.packing.store(packing, Ordering::Relaxed);
+            cap.apply(d.rate_bytes_per_sec_max);
         }
         let batch = match Incoming::try_from(msg) {
             Err(e) => {
@@ -338,6 +370,30 @@ where
         if ctx.actor.send(cmd).await.is_err() {
             return Ending::Closed(format!("node shutting down (link to {peer})"));
         }
+    }
+}
+
+/// The send cap of one link's connection.
+struct RateCap<'a> {
+    /// Ours for this peer (`[[peers]] rate_kbit`), 0 for none.
+    ours: u64,
+    line: &'a Line,
+    stats: &'a LinkStats,
+}
+
+impl RateCap<'_> {
+    /// Sends under the lower of our cap and `asked`, the one the peer's
+    /// digest asked for (0: none). A peer may slow its own link, but not
+    /// below [`RATE_KBIT_MIN`](crate::config::RATE_KBIT_MIN).
+    fn apply(&self, asked: u64) {
+        let floor = crate::config::RATE_KBIT_MIN * 1000 / 8;
+        let asked = if asked == 0 { 0 } else { asked.max(floor) };
+        let cap = match (self.ours, asked) {
+            (0, c) | (c, 0) => c,
+            (a, b) => a.min(b),
+        };
+        self.line.cap.set(cap);
+        (self.stats.rate_cap_bytes_per_sec).store(cap, Ordering::Relaxed);
     }
 }
 

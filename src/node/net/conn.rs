@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
-use super::alive::{Alive, Liveness};
+use super::alive::Alive;
+use super::cap::Capped;
+use super::Line;
 use crate::identity::tls::{leave_waker, Fingerprint, Peer, TrustStore, WakerSlot};
 use crate::node::env::BoxIo;
 
@@ -27,9 +29,9 @@ pub struct ConnInfo {
     /// Set when the peer already has its limit of connections open: every
     /// call on this one is refused with this reason.
     pub over_limit: Option<String>,
-    /// When the connection last heard from the peer: a link over it is
-    /// judged alive by this.
-    pub alive: Arc<Liveness>,
+    /// When the connection last heard from the peer (a link over it is
+    /// judged alive by this), and its send cap.
+    pub line: Line,
 }
 
 /// Open connections per peer certificate, each held by a [`PeerSlot`].
@@ -77,7 +79,7 @@ impl Drop for PeerSlot {
 /// roster change stops trusting its certificate: a revoked peer's open
 /// connections close at once, not at its next handshake.
 pub(crate) struct TlsConn {
-    io: Alive<tokio_rustls::server::TlsStream<BoxIo>>,
+    io: Alive<Capped<tokio_rustls::server::TlsStream<BoxIo>>>,
     info: ConnInfo,
     trust: TrustStore,
     /// The trust epoch this connection last checked itself against.
@@ -94,7 +96,10 @@ impl TlsConn {
         peer_slot: PeerSlot,
     ) -> TlsConn {
         TlsConn {
-            io: Alive::new(io, info.alive.clone()),
+            io: Alive::new(
+                Capped::new(io, info.line.cap.clone()),
+                info.line.alive.clone(),
+            ),
             info,
             waker: trust.watch(),
             seen: trust.epoch(),

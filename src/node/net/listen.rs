@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::alive::Liveness;
 use super::conn::{ConnInfo, PeerConns, TlsConn};
 use super::door::{Admitted, Door, DoorLimits, Full};
 use super::refusals::{ConnRefusal, ConnRefusals, LOG_INTERVAL};
@@ -211,7 +210,7 @@ async fn serve(
         fingerprint,
         remote,
         over_limit,
-        alive: Liveness::new(),
+        line: super::Line::default(),
     };
     Some(TlsConn::new(io, info, inc.trust.clone(), slot))
 }

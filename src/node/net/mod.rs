@@ -15,9 +15,11 @@
 //! - `refusals.rs`: refused connections counted by reason, logged at a
 //!   bounded rate;
 //! - `alive.rs`: when a connection last heard from its peer, and the
-//!   switch that cuts it.
+//!   switch that cuts it;
+//! - `cap.rs`: the most a connection may send per second.
 
 mod alive;
+mod cap;
 mod conn;
 mod door;
 mod listen;
@@ -37,6 +39,8 @@ use crate::identity::tls::{peer_of, TrustStore};
 
 use alive::Alive;
 pub use alive::Liveness;
+use cap::Capped;
+pub use cap::SendCap;
 pub use conn::ConnInfo;
 pub(crate) use door::DoorLimits;
 pub(crate) use listen::{incoming, Incoming, ListenLimits, OnMemberRefused};
@@ -64,11 +68,28 @@ pub(crate) fn h2_keepalive_timeout(sync: &SyncConfig) -> std::time::Duration {
 }
 const H2_KEEPALIVE_TIMEOUT_MIN: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// The connection under a link, as the link sees it: whether the peer is
+/// still heard from, and how fast the connection may send.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub alive: Arc<Liveness>,
+    pub cap: Arc<SendCap>,
+}
+
+impl Default for Line {
+    fn default() -> Line {
+        Line {
+            alive: Liveness::new(),
+            cap: SendCap::new(),
+        }
+    }
+}
+
 /// Dials `address`, completes mutual TLS, and checks the server is a roster
 /// node, and the one named `expected` when given (a peer link must reach
 /// the member it was configured for, not merely some member). The
-/// [`Liveness`] returned hears every byte the channel's connection
-/// receives.
+/// [`Line`] returned hears every byte the channel's connection receives,
+/// and caps what it sends.
 pub fn connect(
     net: Arc<dyn Network>,
     address: String,
@@ -77,7 +98,7 @@ pub fn connect(
     trust: TrustStore,
     sync: SyncConfig,
     message_bytes_max: usize,
-) -> Result<(Channel, Arc<Liveness>), String> {
+) -> Result<(Channel, Line), String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address {address:?}: {e}"))?
         // Ours below bounds the TCP connect and says "timed out" as an
@@ -91,12 +112,12 @@ pub fn connect(
         .initial_connection_window_size(super::window(message_bytes_max))
         .tcp_nodelay(true);
     let tcp_timeout = sync.connect_timeout();
-    let alive = Liveness::new();
-    let heard = alive.clone();
+    let line = Line::default();
+    let under = line.clone();
     let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
         let (address, expected) = (address.clone(), expected.clone());
         let (tls, trust, net) = (tls.clone(), trust.clone(), net.clone());
-        let live = heard.clone();
+        let line = under.clone();
         async move {
             let tcp = tokio::time::timeout(tcp_timeout, net.connect(address.clone()))
                 .await
@@ -112,8 +133,9 @@ pub fn connect(
             let found = peer_of(&trust, io.get_ref().1.peer_certificates()).map(|(p, _)| p);
             match found {
                 Some(p) if p.node.is_some() && expected.as_ref().is_none_or(|e| &p.name == e) => {
-                    live.heard();
-                    Ok(TokioIo::new(Alive::new(io, live)))
+                    line.alive.heard();
+                    let capped = Capped::new(io, line.cap);
+                    Ok(TokioIo::new(Alive::new(capped, line.alive)))
                 }
                 other => Err(io::Error::new(
                     io::ErrorKind::PermissionDenied,
@@ -129,7 +151,7 @@ pub fn connect(
     // Lazy: the first call connects (and reports a failure). The eager
     // variant's future borrows the endpoint, which rustc cannot prove
     // `Send` for every lifetime once spawned.
-    Ok((endpoint.connect_with_connector_lazy(connector), alive))
+    Ok((endpoint.connect_with_connector_lazy(connector), line))
 }
 
 /// An error and its causes on one line: tonic's top-level message alone

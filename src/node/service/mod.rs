@@ -120,12 +120,12 @@ impl pb::peer_server::Peer for PeerService {
         let (open, outbound) = link::open(self.ctx.clone(), peer).await.map_err(status)?;
         let ctx = self.ctx.clone();
         let name = who.peer.name.clone();
-        let alive = who.alive.clone();
+        let line = who.line.clone();
         let span = tracing::info_span!("link", peer = %name, address = %who.remote, dir = "in");
         tokio::spawn(
             async move {
                 let actor = ctx.actor.clone();
-                let why = link::read(ctx, open, name.clone(), req.into_inner(), alive).await;
+                let why = link::read(ctx, open, name.clone(), req.into_inner(), line).await;
                 tracing::info!(%why, "inbound link ended");
                 let text = format!("link ended: {why}");
                 let _ = actor.send(Command::PeerError { name, text }).await;

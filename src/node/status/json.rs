@@ -82,6 +82,7 @@ fn peer(p: &PeerStatus, now_ms: u64) -> Value {
         "pace": p.pace.map(|l| json!({
             "rtt_ms": l.rtt_ms,
             "rate_bytes_per_sec": l.rate_bytes_per_sec,
+            "rate_cap_bytes_per_sec": l.rate_cap_bytes_per_sec,
             "in_flight_bytes": l.in_flight_bytes,
             "compressed": l.compressed,
             "catch_up_eta_secs": l.catch_up_eta_secs,

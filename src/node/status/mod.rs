@@ -99,6 +99,9 @@ pub struct LinkPace {
     pub rtt_ms: Option<u64>,
     /// Delta bytes per second the peer acknowledged (the estimate).
     pub rate_bytes_per_sec: Option<u64>,
+    /// The cap the link's connection sends under (`[[peers]] rate_kbit`,
+    /// ours or the one the peer asked for, whichever is lower).
+    pub rate_cap_bytes_per_sec: Option<u64>,
     /// Delta bytes sent and not yet acknowledged.
     pub in_flight_bytes: u64,
     /// Batches to the peer are compressed (it announced it reads them).
@@ -225,15 +228,19 @@ pub fn age(ms: u64) -> String {
 }
 
 /// An open link in one line, for the table and the page:
-/// `rtt 612ms · 7.9 kB/s · 24 kB in flight · zstd 0.31x · 1204 to send, ~3m`.
+/// `rtt 612ms · 7.9 kB/s (cap 8.0) · 24 kB in flight · zstd 0.31x · 1204 to send, ~3m`.
 pub fn describe_link(p: &PeerStatus) -> Option<String> {
     let pace = p.pace?;
     let mut parts = Vec::new();
     if let Some(rtt) = pace.rtt_ms {
         parts.push(format!("rtt {rtt}ms"));
     }
-    if let Some(rate) = pace.rate_bytes_per_sec {
-        parts.push(format!("{:.1} kB/s", rate as f64 / 1000.0));
+    let kb = |b: u64| b as f64 / 1000.0;
+    match (pace.rate_bytes_per_sec, pace.rate_cap_bytes_per_sec) {
+        (Some(r), Some(c)) => parts.push(format!("{:.1} kB/s (cap {:.1})", kb(r), kb(c))),
+        (Some(r), None) => parts.push(format!("{:.1} kB/s", kb(r))),
+        (None, Some(c)) => parts.push(format!("cap {:.1} kB/s", kb(c))),
+        (None, None) => {}
     }
     parts.push(format!(
         "{:.0} kB in flight",

@@ -72,6 +72,7 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         pace_known: p.pace.is_some(),
         rtt_ms: pace.rtt_ms,
         rate_bytes_per_sec: pace.rate_bytes_per_sec,
+        rate_cap_bytes_per_sec: pace.rate_cap_bytes_per_sec,
         in_flight_bytes: pace.in_flight_bytes,
         compressed: pace.compressed,
         catch_up_eta_secs: pace.catch_up_eta_secs,
@@ -198,6 +199,7 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
         pace: p.pace_known.then_some(LinkPace {
             rtt_ms: p.rtt_ms,
             rate_bytes_per_sec: p.rate_bytes_per_sec,
+            rate_cap_bytes_per_sec: p.rate_cap_bytes_per_sec,
             in_flight_bytes: p.in_flight_bytes,
             compressed: p.compressed,
             catch_up_eta_secs: p.catch_up_eta_secs,
