@@ -276,3 +276,42 @@ async fn secs_until(node: &NodeHandle, target: &fedsync::core::Frontier, started
     );
     started.elapsed().as_secs_f64()
 }
+
+/// A value that takes longer to cross than the line stays up: cut every
+/// 8 s at 32 kbit/s, each connection moves about 25 kB of a 100 kB
+/// value. Sent whole, it would start again after every cut and never
+/// arrive; in pieces, each connection starts after what the office
+/// already holds, and the line carries the value about once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_longer_than_the_line_stays_up_arrives_in_pieces() {
+    let spec = LinkSpec::kbit(32, 100);
+    let l = line(spec, "[sync]\nanti_entropy_secs = 3600\n").await;
+    let value = incompressible(100_000, 3);
+    let written = vec![l.hq.write("hq/files/big", Op::Put, &value).await.unwrap()];
+    let target = frontier_of(&written);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !l.office().wait_for(&target, Duration::from_secs(8)).await {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered; {} connections, {} bytes on the line",
+            l.shaper.connections(),
+            l.shaper.bytes()
+        );
+        l.shaper.cut();
+    }
+    let (wire, conns) = (l.shaper.bytes(), l.shaper.connections());
+    eprintln!(
+        "{} bytes delivered over {conns} connections, {wire} bytes on the line",
+        value.len()
+    );
+    assert!(
+        conns >= 4,
+        "the line was cut on the way ({conns} connections)"
+    );
+    assert!(
+        (wire as f64) < 1.4 * value.len() as f64,
+        "{wire} bytes on the line for a {} byte value",
+        value.len()
+    );
+    l.stop().await;
+}

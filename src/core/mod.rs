@@ -21,6 +21,7 @@ pub mod report;
 pub mod roster;
 pub mod session;
 pub mod signed_roster;
+pub mod staging;
 pub mod store;
 pub mod validate;
 pub mod verify;

@@ -204,6 +204,7 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         compress: config.sync.compress,
         keepalive: config.sync.keepalive(),
         keepalive_timeout: config.sync.keepalive_timeout(),
+        staging: Arc::new(std::sync::Mutex::new(staging(&config.limits))),
         rate_caps: Arc::new(
             (config.peers.iter())
                 .filter(|p| p.rate_kbit.is_some())
@@ -394,4 +395,12 @@ async fn anti_entropy(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Where deltas received in pieces wait to be whole: room for four of the
+/// largest a delta may be (`limits.value_bytes_max` plus its key and
+/// header), 4 MiB by default.
+fn staging(l: &crate::config::LimitsConfig) -> crate::core::staging::Staging {
+    let delta_max = l.value_bytes_max + l.key_len_max + 1024;
+    crate::core::staging::Staging::new(delta_max, 4 * delta_max)
 }

@@ -14,6 +14,7 @@ const NOTE_CHARS_MAX: usize = 512;
 /// Peers a rebuilding node may say it waits for: more than any roster.
 const REBUILD_WAITING_MAX: usize = 65_536;
 
+use super::fragment::FragmentIn;
 use super::pb;
 
 /// Why a peer message could not be understood.
@@ -39,6 +40,10 @@ pub enum ProtoError {
     TooManyWaiting { got: usize, max: usize },
     #[error("a batch carries deltas both plain and compressed")]
     MixedBatch,
+    #[error("a fragment carries its data both plain and compressed, or none")]
+    BadFragment,
+    #[error("a digest lists {got} deltas held in part; at most {max} are allowed")]
+    TooManyStaged { got: usize, max: usize },
 }
 
 /// A peer message as the runtime receives it: deltas still undecoded.
@@ -51,6 +56,8 @@ pub enum Incoming {
         frame: Vec<u8>,
         raw_len: usize,
     },
+    /// One piece of a delta (`fragment.rs`).
+    Fragment(FragmentIn),
 }
 
 fn array32(field: &'static str, b: &[u8]) -> Result<[u8; 32], ProtoError> {
@@ -135,6 +142,10 @@ impl TryFrom<pb::PeerMessage> for Incoming {
             Body::Roster(r) => Incoming::Msg(PeerMsg::Roster(r.signed)),
             Body::Refused(r) => Incoming::Msg(PeerMsg::Refused(notes(r)?)),
             Body::Ack(f) => Incoming::Msg(PeerMsg::Ack(frontier(f)?)),
+            Body::Fragment(f) => {
+                let hash = DeltaHash(array32("fragment.hash", &f.hash)?);
+                Incoming::Fragment(FragmentIn::new(hash, f).ok_or(ProtoError::BadFragment)?)
+            }
         })
     }
 }
@@ -175,7 +186,10 @@ pub fn pb_frontier(f: &Frontier) -> pb::Frontier {
 /// A digest as `Digest` sends it: with what this release can read.
 fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::Digest {
     pb::Digest {
-        features: vec![super::pack::FEATURE.to_string()],
+        features: vec![
+            super::pack::FEATURE.to_string(),
+            super::fragment::FEATURE.to_string(),
+        ],
         ..pb_digest(d, roster_version, rebuild)
     }
 }
@@ -183,6 +197,33 @@ fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> 
 /// Whether a peer's digest announced that it reads compressed batches.
 pub fn reads_packed(d: &pb::Digest) -> bool {
     d.features.iter().any(|f| f == super::pack::FEATURE)
+}
+
+/// Whether a peer's digest announced that it reads deltas in pieces.
+pub fn reads_fragments(d: &pb::Digest) -> bool {
+    d.features.iter().any(|f| f == super::fragment::FEATURE)
+}
+
+/// The deltas a peer's digest says it holds in part, with how many bytes
+/// of each, bounded as the peer's own staging is.
+pub fn staged(d: &pb::Digest) -> Result<Vec<(DeltaHash, u64)>, ProtoError> {
+    let (got, max) = (d.staged.len(), crate::core::staging::STAGED_MAX);
+    if got > max {
+        return Err(ProtoError::TooManyStaged { got, max });
+    }
+    (d.staged.iter())
+        .map(|s| Ok((DeltaHash(array32("staged.hash", &s.hash)?), s.have)))
+        .collect()
+}
+
+/// Our `prefixes` in a digest about to leave.
+pub fn set_staged(d: &mut pb::Digest, prefixes: &[(DeltaHash, u64)]) {
+    d.staged = (prefixes.iter())
+        .map(|(h, have)| pb::Staged {
+            hash: h.0.to_vec(),
+            have: *have,
+        })
+        .collect();
 }
 
 fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::Digest {
@@ -199,6 +240,7 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         rebuild_waiting_for: waiting,
         features: Vec::new(),
         rate_bytes_per_sec_max: 0,
+        staged: Vec::new(),
     }
 }
 
@@ -206,6 +248,13 @@ fn pb_deltas(deltas: &[SignedDelta]) -> pb::Deltas {
     pb::Deltas {
         deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
         ..Default::default()
+    }
+}
+
+/// `deltas` as a plain batch.
+pub fn pb_plain(deltas: &[SignedDelta]) -> pb::PeerMessage {
+    pb::PeerMessage {
+        body: Some(pb::peer_message::Body::Deltas(pb_deltas(deltas))),
     }
 }
 

@@ -2,6 +2,7 @@
 //! from domain types. Nothing past this module sees a prost type.
 
 pub mod convert;
+pub mod fragment;
 pub mod pack;
 
 /// Generated from `proto/fedsync/v1/fedsync.proto`.

@@ -2,8 +2,8 @@
 //! compressed batch is bounded before it is unpacked.
 
 use fedsync::core::Op;
-use fedsync::rpc::pack;
 use fedsync::rpc::pb::{self, peer_message::Body};
+use fedsync::rpc::{fragment, pack};
 use tonic::Code;
 
 use crate::common::{frontier_of, SYNC_TIMEOUT as WAIT};
@@ -111,6 +111,94 @@ async fn compressed_batches_are_applied_and_lying_ones_refused() {
     let status = link.ending().await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("malformed batch"), "{status:?}");
+    drop(link);
+    t.stop().await;
+}
+
+/// A delta too large for one message on a slow line goes in pieces only
+/// to a peer that announced it reads them; an older peer gets it in a
+/// plain batch, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_delta_goes_in_pieces_only_to_a_peer_that_reads_them() {
+    let t = Target::start().await;
+    let value = "a row of a large report\n".repeat(4000);
+    let d = t.hq.write("hq/files/big", Op::Put, value.as_bytes());
+    let written = d.await.unwrap().as_bytes().to_vec();
+    assert!(written.len() > fragment::FRAGMENT_ABOVE);
+
+    let mut old = t.link_as("office-fr").await;
+    let plain = first_batch(&mut old).await;
+    assert_eq!(plain.deltas, vec![written.clone()], "whole, as signed");
+    drop(old);
+
+    let mut new = t.link_announcing("office-ke", &[fragment::FEATURE]).await;
+    let empty = pb::PeerMessage {
+        body: Some(Body::Frontier(pb::Frontier::default())),
+    };
+    new.send(empty).await;
+    let mut joined = Vec::new();
+    while joined.len() < written.len() {
+        let next = tokio::time::timeout(WAIT, new.replies.message()).await;
+        match next.expect("HQ sent the pieces").unwrap() {
+            Some(pb::PeerMessage {
+                body: Some(Body::Fragment(f)),
+            }) => {
+                assert_eq!(f.offset as usize, joined.len(), "in order");
+                assert_eq!(f.total_len as usize, written.len());
+                assert!(f.zstd.is_empty(), "not compressed: zstd not announced");
+                joined.extend(f.data);
+            }
+            Some(pb::PeerMessage {
+                body: Some(Body::Deltas(d)),
+            }) => panic!("a batch of {} deltas instead of pieces", d.deltas.len()),
+            Some(_) => continue,
+            None => panic!("the stream ended"),
+        }
+    }
+    assert_eq!(joined, written, "the signed bytes, in pieces");
+    drop(new);
+    t.stop().await;
+}
+
+/// Pieces from a peer are joined and the delta applied like any other;
+/// pieces whose bytes do not hash to the hash they came under are
+/// refused, and nothing of them is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_are_joined_and_applied_and_lying_ones_refused() {
+    let t = Target::start().await;
+    let mut chain = Chain::of(t.key("office-fr"));
+    let big = chain.next("regions/fr/report", &[7u8; 60_000]);
+    let pieces = |hash: Vec<u8>| {
+        let bytes = big.as_bytes();
+        (0..bytes.len())
+            .step_by(20_000)
+            .map(move |at| pb::PeerMessage {
+                body: Some(Body::Fragment(pb::Fragment {
+                    hash: hash.clone(),
+                    total_len: bytes.len() as u64,
+                    offset: at as u64,
+                    data: bytes[at..(at + 20_000).min(bytes.len())].to_vec(),
+                    ..Default::default()
+                })),
+            })
+    };
+
+    let before = t.stats().await;
+    let mut link = t.link_announcing("office-fr", &[fragment::FEATURE]).await;
+    for m in pieces(vec![9; 32]) {
+        link.send(m).await;
+    }
+    let status = link.ending().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("do not hash"), "{status:?}");
+    assert_unchanged(&before, &t.stats().await);
+
+    let link = t.link_announcing("office-fr", &[fragment::FEATURE]).await;
+    for m in pieces(big.hash().0.to_vec()) {
+        link.send(m).await;
+    }
+    let target = frontier_of(std::slice::from_ref(&big));
+    assert!(t.hq.wait_for(&target, WAIT).await, "joined and applied");
     drop(link);
     t.stop().await;
 }

@@ -10,7 +10,7 @@
 //! `ending.rs`: how a link ends (its watchdog, and which end ended it and
 //! why, in an operator's words).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,13 +23,16 @@ use tonic::Status;
 use super::actor::{Command, LinkId};
 use super::net::Line;
 use super::ApiError;
+use crate::core::staging::Staging;
 use crate::core::{Admission, Admitted, Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::{self, Incoming};
 use crate::rpc::pack::{self, PackError};
 use crate::rpc::pb;
 
 mod ending;
+mod pieces;
 use ending::{stream_failure, watch, Ending};
+use pieces::Announced;
 
 /// Traffic on one link, counted at the protobuf layer (encoded message
 /// sizes; TLS and HTTP/2 framing add a little).
@@ -125,6 +128,8 @@ pub(crate) struct LinkContext {
     pub keepalive_timeout: Duration,
     /// `[[peers]] rate_kbit` in bytes per second, by peer name.
     pub rate_caps: Arc<BTreeMap<String, u64>>,
+    /// Deltas received in part, from any link (`pieces.rs`).
+    pub staging: Arc<Mutex<Staging>>,
 }
 
 impl LinkContext {
@@ -168,6 +173,7 @@ pub(crate) struct OpenLink {
     pub id: LinkId,
     pub stats: Arc<LinkStats>,
     end: EndSlot,
+    announced: Arc<Announced>,
 }
 
 /// What tonic sends on a link: drained as HTTP/2 flow control allows, and
@@ -181,31 +187,48 @@ pub(crate) struct Outbound {
     end: EndSlot,
     /// The cap announced in each digest: what this node wants to receive.
     asks: u64,
+    announced: Arc<Announced>,
+    staging: Arc<Mutex<Staging>>,
+    /// Messages of one batch cut into pieces, still to go, and whether
+    /// tonic is to flush what it holds before the next.
+    pending: VecDeque<pb::PeerMessage>,
+    flush_first: bool,
 }
 
 impl Outbound {
-    /// `msg` on the wire: a batch compressed once the peer said it reads
-    /// that (its digest comes first on every link, so all but the first
-    /// batch or two are).
-    fn encode(&self, msg: &PeerMsg) -> pb::PeerMessage {
-        match msg {
+    /// `msg` on the wire, queued in `pending`: a batch compressed once the
+    /// peer said it reads that (its digest comes first on every link, so
+    /// all but the first batch or two are), its large deltas in pieces.
+    fn encode(&mut self, msg: &PeerMsg) {
+        let m = match msg {
             PeerMsg::Deltas(ds) => {
                 let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
                 (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
-                if self.stats.packing.load(Ordering::Relaxed) {
-                    return convert::pb_packed(ds);
-                }
-                pb::PeerMessage::from(msg)
+                let zstd = self.stats.packing.load(Ordering::Relaxed);
+                let batch = if zstd {
+                    convert::pb_packed
+                } else {
+                    convert::pb_plain
+                };
+                self.pending.extend(self.announced.encode(ds, zstd, batch));
+                return;
             }
             PeerMsg::Digest { .. } => {
                 let mut m = pb::PeerMessage::from(msg);
                 if let Some(pb::peer_message::Body::Digest(d)) = &mut m.body {
                     d.rate_bytes_per_sec_max = self.asks;
+                    let held = self
+                        .staging
+                        .lock()
+                        .expect("staging lock poisoned")
+                        .prefixes();
+                    convert::set_staged(d, &held);
                 }
                 m
             }
             _ => pb::PeerMessage::from(msg),
-        }
+        };
+        self.pending.push_back(m);
     }
 }
 
@@ -216,6 +239,21 @@ impl Stream for Outbound {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
+        if !self.pending.is_empty() {
+            if std::mem::take(&mut self.flush_first) {
+                // Pending, and polled again at once: tonic hands what it
+                // has encoded so far to HTTP/2 as one chunk, and so each
+                // piece travels in a frame of its own. Frames are read
+                // whole; a 16 KiB frame of several pieces would take four
+                // seconds of a 32 kbit/s line to give up its first.
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            let m = self.pending.pop_front().expect("not empty");
+            self.flush_first = !self.pending.is_empty();
+            self.stats.sent(m.encoded_len());
+            return std::task::Poll::Ready(Some(Ok(m)));
+        }
         let msg = match self.rx.poll_recv(cx) {
             std::task::Poll::Ready(Some(m)) => m,
             std::task::Poll::Ready(None) => {
@@ -230,7 +268,12 @@ impl Stream for Outbound {
             let (actor, link) = (self.actor.clone(), self.id);
             tokio::spawn(async move { actor.send(Command::LinkRoom { link }).await });
         }
-        let m = self.encode(&msg);
+        self.encode(&msg);
+        let m = self
+            .pending
+            .pop_front()
+            .expect("every message encodes to one or more");
+        self.flush_first = !self.pending.is_empty();
         self.stats.sent(m.encoded_len());
         std::task::Poll::Ready(Some(Ok(m)))
     }
@@ -261,8 +304,13 @@ pub(crate) async fn open(
         .await
         .map_err(|_| ApiError::ShuttingDown)?;
     let id = id.await.map_err(|_| ApiError::ShuttingDown)??;
+    let announced = Arc::new(Announced::default());
     let outbound = Outbound {
         asks: ctx.rate_cap(&name),
+        announced: announced.clone(),
+        staging: ctx.staging.clone(),
+        pending: VecDeque::new(),
+        flush_first: false,
         id,
         rx,
         room,
@@ -270,7 +318,13 @@ pub(crate) async fn open(
         stats: stats.clone(),
         end: end.clone(),
     };
-    Ok((OpenLink { id, stats, end }, outbound))
+    let open = OpenLink {
+        id,
+        stats,
+        end,
+        announced,
+    };
+    Ok((open, outbound))
 }
 
 /// Reads the peer's messages until the stream ends, breaks the protocol,
@@ -287,7 +341,12 @@ pub(crate) async fn read<S>(
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
-    let OpenLink { id, stats, end } = link;
+    let OpenLink {
+        id,
+        stats,
+        end,
+        announced,
+    } = link;
     let cap = RateCap {
         ours: ctx.rate_cap(&peer),
         line: &line,
@@ -295,7 +354,7 @@ where
     };
     cap.apply(0);
     let ending = tokio::select! {
-        ending = read_until_end(&ctx, id, &stats, &peer, inbound, &cap) => ending,
+        ending = read_until_end(&ctx, id, &stats, &peer, inbound, (&cap, &announced)) => ending,
         ending = watch(&ctx, &stats, &line.alive) => ending,
     };
     let why = match ending {
@@ -318,7 +377,7 @@ async fn read_until_end<S>(
     stats: &LinkStats,
     peer: &str,
     mut inbound: S,
-    cap: &RateCap<'_>,
+    (cap, announced): (&RateCap<'_>, &Announced),
 ) -> Ending
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
@@ -335,6 +394,9 @@ where
             let packing = ctx.compress && convert::reads_packed(d);
             stats.packing.store(packing, Ordering::Relaxed);
             cap.apply(d.rate_bytes_per_sec_max);
+            if let Err(ending) = announced.heard(d) {
+                return ending;
+            }
         }
         let batch = match Incoming::try_from(msg) {
             Err(e) => {
@@ -357,6 +419,11 @@ where
             }
             Ok(Incoming::Deltas(raw)) => Batch::Plain(raw),
             Ok(Incoming::Packed { frame, raw_len }) => Batch::Packed { frame, raw_len },
+            Ok(Incoming::Fragment(f)) => match pieces::join(ctx, f) {
+                Ok(Some(delta)) => Batch::Plain(vec![delta]),
+                Ok(None) => continue,
+                Err(ending) => return ending,
+            },
         };
         let (admitted, budget) = match admitter.admit(ctx, stats, batch).await {
             Ok(done) => done,
