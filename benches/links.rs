@@ -19,6 +19,11 @@
 //!   over 200 ms one way (20 writes).
 //! - `backlog`: 5 MB that does not compress over 24 kbit/s, 300 ms: about
 //!   30 minutes of a slow but live link.
+//! - `pieces`: 2 values of 300 KB that do not compress, 64 kbit/s, 300 ms,
+//!   the line cut every 20 s: each value takes longer than the line stays
+//!   up, so it arrives only because each connection resumes inside it.
+//! - `cap`: a 1 Mbit/s line with the office's `rate_kbit = 128`: 500 kB
+//!   each way at once; the rate each way against the cap.
 //!
 //! `cargo bench --bench links`; `FEDSYNC_BENCH_LINKS` picks scenarios
 //! (comma-separated; default all). Each runs on its own line, so two
@@ -263,6 +268,98 @@ async fn flaps() {
     l.stop();
 }
 
+async fn pieces() {
+    let spec = LinkSpec::kbit(64, 300);
+    let mut l = Line::new(spec, "");
+    let payload = put_incompressible(&mut l.hq_client(), "files", 0..2, 300_000).await;
+    let target = frontier(&mut l.hq_client()).await;
+    l.start_office();
+    let mut office = l.office_client();
+    let done = with_cuts(&mut l, &mut office, &target, mins(15)).await;
+    let wire = l.shaper.bytes();
+    println!(
+        "pieces (2 x 300 KB, cut every 20 s, 64 kbit/s, 300 ms): {} in {:.1} s (ideal {:.1} s for \
+         the payload), {} cuts; {} received twice; {wire} bytes on the line = {:.3}x the payload",
+        if done.is_some() {
+            "complete"
+        } else {
+            "NOT complete"
+        },
+        done.map_or(f64::NAN, |d| d.as_secs_f64()),
+        spec.secs_for(payload),
+        l.drops(),
+        duplicates(&mut office).await,
+        wire as f64 / payload as f64,
+    );
+    l.stop();
+}
+
+/// Cuts the line every 20 s until `office` holds `target`: the time it took.
+async fn with_cuts(
+    l: &mut Line,
+    office: &mut Client,
+    target: &Frontier,
+    within: Duration,
+) -> Option<Duration> {
+    let t = Instant::now();
+    let mut next_cut = Duration::from_secs(20);
+    loop {
+        if covers(&frontier(office).await, target) {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() > within {
+            return None;
+        }
+        if t.elapsed() >= next_cut {
+            l.shaper.cut();
+            next_cut += Duration::from_secs(20);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn cap() {
+    let (cap_kbit, each) = (128u64, 500_000);
+    let mut l = Line::new(LinkSpec::kbit(1000, 50), "");
+    let config = l.fed.config_path("office-fr");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let capped = text.replace(
+        "name = \"hq\"\n",
+        &format!("name = \"hq\"\nrate_kbit = {cap_kbit}\n"),
+    );
+    std::fs::write(&config, capped).unwrap();
+    put_incompressible(&mut l.hq_client(), "files", 0..5, each / 5).await;
+    let down = frontier(&mut l.hq_client()).await;
+    let t = Instant::now();
+    l.start_office();
+    let mut office = l.office_client();
+    for seed in 10..15 {
+        let v = incompressible(each / 5, seed);
+        office
+            .put(&format!("regions/fr/files/{seed}"), &v)
+            .await
+            .unwrap();
+    }
+    let up = frontier(&mut office).await;
+    let hq = l.hq_client();
+    let (down_s, up_s) = tokio::join!(secs_from(t, office, down), secs_from(t, hq, up));
+    let kbit = |s: Option<f64>| s.map_or(f64::NAN, |s| each as f64 * 8.0 / 1000.0 / s);
+    println!(
+        "cap ({cap_kbit} kbit/s on a 1 Mbit/s line, {} kB each way): down {:.0} kbit/s, up {:.0} \
+         kbit/s (delta bytes over the time from the office's start; TLS and HTTP/2 add ~3 %)",
+        each / 1000,
+        kbit(down_s),
+        kbit(up_s),
+    );
+    l.stop();
+}
+
+/// Seconds from `t` until `c`'s node holds `f`.
+async fn secs_from(t: Instant, mut c: Client, f: Frontier) -> Option<f64> {
+    wait_covers(&mut c, &f, mins(5)).await?;
+    Some(t.elapsed().as_secs_f64())
+}
+
 async fn blackout() {
     let mut l = Line::new(LinkSpec::kbit(128, 150), "");
     let mut hq = l.hq_client();
@@ -338,7 +435,7 @@ fn mins(n: u64) -> Duration {
 
 fn main() {
     let picked = std::env::var("FEDSYNC_BENCH_LINKS")
-        .unwrap_or_else(|_| "rows,flaps,blackout,idle,large,backlog".into());
+        .unwrap_or_else(|_| "rows,flaps,blackout,idle,cap,pieces,large,backlog".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -353,6 +450,8 @@ fn main() {
                 "blackout" => blackout().await,
                 "idle" => idle().await,
                 "backlog" => backlog().await,
+                "pieces" => pieces().await,
+                "cap" => cap().await,
                 other => panic!("no scenario {other:?}"),
             }
         });

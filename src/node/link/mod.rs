@@ -7,8 +7,11 @@
 //! batch, the next is being verified. The actor still decides everything;
 //! admission only saves it the CPU work.
 //!
-//! `ending.rs`: how a link ends (its watchdog, and which end ended it and
-//! why, in an operator's words).
+//! - `outbound.rs`: the stream tonic sends, encoded for this peer;
+//! - `admit.rs`: a received batch checked, unpacked and admitted;
+//! - `pieces.rs`: large deltas cut into pieces and joined again;
+//! - `ending.rs`: how a link ends (its watchdog, and which end ended it
+//!   and why, in an operator's words).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
@@ -24,14 +27,17 @@ use super::actor::{Command, LinkId};
 use super::net::Line;
 use super::ApiError;
 use crate::core::staging::Staging;
-use crate::core::{Admission, Admitted, Frontier, Limits, NodeId, PeerMsg, Roster};
+use crate::core::{Frontier, Limits, NodeId, PeerMsg, Roster};
 use crate::rpc::convert::{self, Incoming};
-use crate::rpc::pack::{self, PackError};
 use crate::rpc::pb;
 
+mod admit;
 mod ending;
+mod outbound;
 mod pieces;
+use admit::{Admitter, Batch};
 use ending::{stream_failure, watch, Ending};
+pub(crate) use outbound::Outbound;
 use pieces::Announced;
 
 /// Traffic on one link, counted at the protobuf layer (encoded message
@@ -174,109 +180,6 @@ pub(crate) struct OpenLink {
     pub stats: Arc<LinkStats>,
     end: EndSlot,
     announced: Arc<Announced>,
-}
-
-/// What tonic sends on a link: drained as HTTP/2 flow control allows, and
-/// ended with the reader's status when it refused the peer's stream.
-pub(crate) struct Outbound {
-    id: LinkId,
-    rx: mpsc::Receiver<PeerMsg>,
-    room: Arc<AtomicBool>,
-    actor: mpsc::Sender<Command>,
-    stats: Arc<LinkStats>,
-    end: EndSlot,
-    /// The cap announced in each digest: what this node wants to receive.
-    asks: u64,
-    announced: Arc<Announced>,
-    staging: Arc<Mutex<Staging>>,
-    /// Messages of one batch cut into pieces, still to go, and whether
-    /// tonic is to flush what it holds before the next.
-    pending: VecDeque<pb::PeerMessage>,
-    flush_first: bool,
-}
-
-impl Outbound {
-    /// `msg` on the wire, queued in `pending`: a batch compressed once the
-    /// peer said it reads that (its digest comes first on every link, so
-    /// all but the first batch or two are), its large deltas in pieces.
-    fn encode(&mut self, msg: &PeerMsg) {
-        let m = match msg {
-            PeerMsg::Deltas(ds) => {
-                let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
-                (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
-                let zstd = self.stats.packing.load(Ordering::Relaxed);
-                let batch = if zstd {
-                    convert::pb_packed
-                } else {
-                    convert::pb_plain
-                };
-                self.pending.extend(self.announced.encode(ds, zstd, batch));
-                return;
-            }
-            PeerMsg::Digest { .. } => {
-                let mut m = pb::PeerMessage::from(msg);
-                if let Some(pb::peer_message::Body::Digest(d)) = &mut m.body {
-                    d.rate_bytes_per_sec_max = self.asks;
-                    let held = self
-                        .staging
-                        .lock()
-                        .expect("staging lock poisoned")
-                        .prefixes();
-                    convert::set_staged(d, &held);
-                }
-                m
-            }
-            _ => pb::PeerMessage::from(msg),
-        };
-        self.pending.push_back(m);
-    }
-}
-
-impl Stream for Outbound {
-    type Item = Result<pb::PeerMessage, Status>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        if !self.pending.is_empty() {
-            if std::mem::take(&mut self.flush_first) {
-                // Pending, and polled again at once: tonic hands what it
-                // has encoded so far to HTTP/2 as one chunk, and so each
-                // piece travels in a frame of its own. Frames are read
-                // whole; a 16 KiB frame of several pieces would take four
-                // seconds of a 32 kbit/s line to give up its first.
-                cx.waker().wake_by_ref();
-                return std::task::Poll::Pending;
-            }
-            let m = self.pending.pop_front().expect("not empty");
-            self.flush_first = !self.pending.is_empty();
-            self.stats.sent(m.encoded_len());
-            return std::task::Poll::Ready(Some(Ok(m)));
-        }
-        let msg = match self.rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some(m)) => m,
-            std::task::Poll::Ready(None) => {
-                // Whoever ended the link set its status before the actor
-                // dropped the channel, so it is there now if there is one.
-                return std::task::Poll::Ready(self.end.take().map(Err));
-            }
-            std::task::Poll::Pending => return std::task::Poll::Pending,
-        };
-        if self.room.swap(false, Ordering::AcqRel) {
-            // The actor found the queue full; there is room again now.
-            let (actor, link) = (self.actor.clone(), self.id);
-            tokio::spawn(async move { actor.send(Command::LinkRoom { link }).await });
-        }
-        self.encode(&msg);
-        let m = self
-            .pending
-            .pop_front()
-            .expect("every message encodes to one or more");
-        self.flush_first = !self.pending.is_empty();
-        self.stats.sent(m.encoded_len());
-        std::task::Poll::Ready(Some(Ok(m)))
-    }
 }
 
 /// Registers a link to `peer` with the actor. The actor queues the opening
@@ -461,111 +364,5 @@ impl RateCap<'_> {
         };
         self.line.cap.set(cap);
         (self.stats.rate_cap_bytes_per_sec).store(cap, Ordering::Relaxed);
-    }
-}
-
-/// A received batch, still as it came: plain deltas or one frame.
-enum Batch {
-    Plain(Vec<Vec<u8>>),
-    Packed { frame: Vec<u8>, raw_len: usize },
-}
-
-impl Batch {
-    /// Refused before any work if it claims more than a batch may hold.
-    fn check(&self, ctx: &LinkContext) -> Result<(), Ending> {
-        let why = match self {
-            Batch::Plain(raw) if raw.len() > ctx.batch_deltas_max => format!(
-                "batch of {} deltas exceeds the limit of {}",
-                raw.len(),
-                ctx.batch_deltas_max
-            ),
-            Batch::Packed { raw_len, .. } if *raw_len > ctx.message_bytes_max => format!(
-                "a compressed batch of {raw_len} bytes exceeds the message limit of {}",
-                ctx.message_bytes_max
-            ),
-            _ => return Ok(()),
-        };
-        Err(Ending::Refused(
-            "batch_too_large",
-            Status::resource_exhausted(why),
-        ))
-    }
-
-    /// What it will hold in memory once unpacked, at most.
-    fn bytes(&self) -> usize {
-        match self {
-            Batch::Plain(raw) => raw.iter().map(Vec::len).sum(),
-            Batch::Packed { raw_len, .. } => *raw_len,
-        }
-    }
-
-    fn unpack(self, bytes_max: usize, count_max: usize) -> Result<Vec<Vec<u8>>, PackError> {
-        match self {
-            Batch::Plain(raw) => Ok(raw),
-            Batch::Packed { frame, raw_len } => pack::unpack(&frame, raw_len, bytes_max, count_max),
-        }
-    }
-}
-
-/// Admission for one link, following the roster in force. It moves to a
-/// blocking thread for each batch and comes back with the result.
-struct Admitter {
-    roster: watch::Receiver<Arc<Roster>>,
-    admission: Option<Admission>,
-}
-
-impl Admitter {
-    fn new(ctx: &LinkContext) -> Admitter {
-        let mut roster = ctx.roster.clone();
-        let current = roster.borrow_and_update().as_ref().clone();
-        Admitter {
-            roster,
-            admission: Some(Admission::new(current, ctx.limits.clone())),
-        }
-    }
-
-    /// Unpacks (if compressed) and admits `batch` once the ingest budget
-    /// has room for it; the budget's permit travels with the result.
-    async fn admit(
-        &mut self,
-        ctx: &LinkContext,
-        stats: &LinkStats,
-        batch: Batch,
-    ) -> Result<(Admitted, OwnedSemaphorePermit), Ending> {
-        batch.check(ctx)?;
-        let share = batch.bytes().clamp(1, ctx.ingest_bytes_max) as u32;
-        let Ok(budget) = ctx.ingest_budget.clone().acquire_many_owned(share).await else {
-            return Err(Ending::Closed("node shutting down".into()));
-        };
-        let known = ctx.frontier.borrow().clone();
-        let mut a = self.admission.take().expect("returned after every batch");
-        if self.roster.has_changed().unwrap_or(false) {
-            a.roster = self.roster.borrow_and_update().as_ref().clone();
-        }
-        let clock = ctx.clock.clone();
-        let (bytes_max, count_max) = (ctx.message_bytes_max, ctx.batch_deltas_max);
-        let job = ctx.blocking.run(move || {
-            let raw = match batch.unpack(bytes_max, count_max) {
-                Ok(raw) => raw,
-                Err(e) => return (a, Err(e)),
-            };
-            let bytes = raw.iter().map(Vec::len).sum::<usize>();
-            let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, clock.now_ms());
-            (a, Ok((admitted, bytes)))
-        });
-        let (a, admitted) = job
-            .await
-            .map_err(|e| Ending::Closed(format!("admission failed: {e}")))?;
-        self.admission = Some(a);
-        match admitted {
-            Ok((admitted, bytes)) => {
-                (stats.delta_bytes_received).fetch_add(bytes as u64, Ordering::Relaxed);
-                Ok((admitted, budget))
-            }
-            Err(e) => {
-                let status = Status::invalid_argument(format!("malformed batch: {e}"));
-                Err(Ending::Refused("malformed_message", status))
-            }
-        }
     }
 }

@@ -1,0 +1,122 @@
+//! What tonic sends on a link: the actor's messages encoded for this peer
+//! (batches compressed, large deltas in pieces, our digest with our rate
+//! cap and what we hold in part), drained as HTTP/2 flow control allows.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::Status;
+
+use super::pieces::Announced;
+use super::{EndSlot, LinkStats};
+use crate::core::staging::Staging;
+use crate::core::PeerMsg;
+use crate::node::actor::{Command, LinkId};
+use crate::rpc::{convert, pb};
+
+/// What tonic sends on a link: drained as HTTP/2 flow control allows, and
+/// ended with the reader's status when it refused the peer's stream.
+pub(crate) struct Outbound {
+    pub(super) id: LinkId,
+    pub(super) rx: mpsc::Receiver<PeerMsg>,
+    pub(super) room: Arc<AtomicBool>,
+    pub(super) actor: mpsc::Sender<Command>,
+    pub(super) stats: Arc<LinkStats>,
+    pub(super) end: EndSlot,
+    /// The cap announced in each digest: what this node wants to receive.
+    pub(super) asks: u64,
+    pub(super) announced: Arc<Announced>,
+    pub(super) staging: Arc<Mutex<Staging>>,
+    /// Messages of one batch cut into pieces, still to go, and whether
+    /// tonic is to flush what it holds before the next.
+    pub(super) pending: VecDeque<pb::PeerMessage>,
+    pub(super) flush_first: bool,
+}
+
+impl Outbound {
+    /// `msg` on the wire, queued in `pending`: a batch compressed once the
+    /// peer said it reads that (its digest comes first on every link, so
+    /// all but the first batch or two are), its large deltas in pieces.
+    fn encode(&mut self, msg: &PeerMsg) {
+        let m = match msg {
+            PeerMsg::Deltas(ds) => {
+                let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
+                (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
+                let zstd = self.stats.packing.load(Ordering::Relaxed);
+                let batch = if zstd {
+                    convert::pb_packed
+                } else {
+                    convert::pb_plain
+                };
+                self.pending.extend(self.announced.encode(ds, zstd, batch));
+                return;
+            }
+            PeerMsg::Digest { .. } => {
+                let mut m = pb::PeerMessage::from(msg);
+                if let Some(pb::peer_message::Body::Digest(d)) = &mut m.body {
+                    d.rate_bytes_per_sec_max = self.asks;
+                    let held = self
+                        .staging
+                        .lock()
+                        .expect("staging lock poisoned")
+                        .prefixes();
+                    convert::set_staged(d, &held);
+                }
+                m
+            }
+            _ => pb::PeerMessage::from(msg),
+        };
+        self.pending.push_back(m);
+    }
+}
+
+impl Stream for Outbound {
+    type Item = Result<pb::PeerMessage, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if !self.pending.is_empty() {
+            if std::mem::take(&mut self.flush_first) {
+                // Pending, and polled again at once: tonic hands what it
+                // has encoded so far to HTTP/2 as one chunk, and so each
+                // piece travels in a frame of its own. Frames are read
+                // whole; a 16 KiB frame of several pieces would take four
+                // seconds of a 32 kbit/s line to give up its first.
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            let m = self.pending.pop_front().expect("not empty");
+            self.flush_first = !self.pending.is_empty();
+            self.stats.sent(m.encoded_len());
+            return std::task::Poll::Ready(Some(Ok(m)));
+        }
+        let msg = match self.rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(m)) => m,
+            std::task::Poll::Ready(None) => {
+                // Whoever ended the link set its status before the actor
+                // dropped the channel, so it is there now if there is one.
+                return std::task::Poll::Ready(self.end.take().map(Err));
+            }
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        };
+        if self.room.swap(false, Ordering::AcqRel) {
+            // The actor found the queue full; there is room again now.
+            let (actor, link) = (self.actor.clone(), self.id);
+            tokio::spawn(async move { actor.send(Command::LinkRoom { link }).await });
+        }
+        self.encode(&msg);
+        let m = self
+            .pending
+            .pop_front()
+            .expect("every message encodes to one or more");
+        self.flush_first = !self.pending.is_empty();
+        self.stats.sent(m.encoded_len());
+        std::task::Poll::Ready(Some(Ok(m)))
+    }
+}
