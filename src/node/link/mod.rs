@@ -214,6 +214,7 @@ pub(crate) async fn open(
         staging: ctx.staging.clone(),
         pending: VecDeque::new(),
         flush_first: false,
+        opened: false,
         id,
         rx,
         room,
@@ -286,6 +287,7 @@ where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
     let mut admitter = Admitter::new(ctx);
+    let mut first_digest = true;
     loop {
         let msg = match inbound.next().await {
             None => return Ending::Closed("ended by the peer: it closed the stream".into()),
@@ -296,7 +298,11 @@ where
         if let Some(pb::peer_message::Body::Digest(d)) = &msg.body {
             let packing = ctx.compress && convert::reads_packed(d);
             stats.packing.store(packing, Ordering::Relaxed);
-            cap.apply(d.rate_bytes_per_sec_max);
+            if std::mem::take(&mut first_digest) {
+                // The link's terms: its first digest says them.
+                cap.apply(d.rate_bytes_per_sec_max);
+                announced.reads_fragments(d);
+            }
             if let Err(ending) = announced.heard(d) {
                 return ending;
             }

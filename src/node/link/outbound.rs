@@ -16,7 +16,7 @@ use super::{EndSlot, LinkStats};
 use crate::core::staging::Staging;
 use crate::core::PeerMsg;
 use crate::node::actor::{Command, LinkId};
-use crate::rpc::{convert, pb};
+use crate::rpc::{convert, pack, pb};
 
 /// What tonic sends on a link: drained as HTTP/2 flow control allows, and
 /// ended with the reader's status when it refused the peer's stream.
@@ -35,6 +35,8 @@ pub(crate) struct Outbound {
     /// tonic is to flush what it holds before the next.
     pub(super) pending: VecDeque<pb::PeerMessage>,
     pub(super) flush_first: bool,
+    /// The first digest, with the link's terms, has gone.
+    pub(super) opened: bool,
 }
 
 impl Outbound {
@@ -58,7 +60,15 @@ impl Outbound {
             PeerMsg::Digest { .. } => {
                 let mut m = pb::PeerMessage::from(msg);
                 if let Some(pb::peer_message::Body::Digest(d)) = &mut m.body {
-                    d.rate_bytes_per_sec_max = self.asks;
+                    if std::mem::replace(&mut self.opened, true) {
+                        // The link's terms go in its first digest only:
+                        // an idle check costs its bytes on every line. A
+                        // release before "fragments" reads "zstd" from
+                        // every digest, so that one stays.
+                        d.features.retain(|f| f == pack::FEATURE);
+                    } else {
+                        d.rate_bytes_per_sec_max = self.asks;
+                    }
                     let held = self
                         .staging
                         .lock()

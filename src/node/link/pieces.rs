@@ -27,13 +27,17 @@ pub(super) struct Announced {
 }
 
 impl Announced {
-    /// Takes in what `d`, the peer's digest, says.
+    /// Whether the peer reads pieces, from its first digest.
+    pub(super) fn reads_fragments(&self, d: &pb::Digest) {
+        (self.fragments).store(convert::reads_fragments(d), Ordering::Relaxed);
+    }
+
+    /// Takes in what `d`, the peer's digest, says it holds in part.
     pub(super) fn heard(&self, d: &pb::Digest) -> Result<(), Ending> {
         let staged = convert::staged(d).map_err(|e| {
             let status = Status::invalid_argument(format!("protocol violation: {e}"));
             Ending::Refused("protocol_violation", status)
         })?;
-        (self.fragments).store(convert::reads_fragments(d), Ordering::Relaxed);
         *self.staged.lock().expect("staged lock poisoned") = staged.into_iter().collect();
         Ok(())
     }
