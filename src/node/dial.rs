@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::actor::Command;
-use super::link::{self, LinkContext, LinkPeer};
+use super::link::{self, LinkContext};
+use super::link_info::LinkPeer;
 use super::net;
 use crate::config::{PeerConfig, SyncConfig};
 use crate::identity::tls::TrustStore;

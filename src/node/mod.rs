@@ -13,6 +13,7 @@ mod dial;
 pub mod env;
 mod health;
 mod link;
+mod link_info;
 pub mod net;
 mod quarantine;
 pub mod service;
@@ -30,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use actor::{LinkSnapshot, Stats};
 pub use env::{Blocking, Clock, Env, Listener, Network};
-pub use link::LinkStats;
+pub use link_info::LinkStats;
 pub(crate) use setup::trust_entries;
 pub use setup::{trust_from, Setup};
 pub use wiring::start_in;

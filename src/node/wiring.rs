@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::actor::{self, Actor, Command};
-use super::link::{self, LinkContext};
+use super::link::LinkContext;
 use super::setup::{check_identity, trust_from};
 use super::{admin, dial, health, net, service};
 use super::{Blocking, Env, Listener, NodeHandle, Setup, StartError};
@@ -153,7 +153,7 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
     let server_tls = Arc::new(tls::server_config(&identity, &trust)?);
     let client_tls = Arc::new(tls::client_config(&identity, &trust)?);
 
-    let refusals = Arc::new(link::MessageRefusals::default());
+    let refusals = Arc::new(super::link_info::MessageRefusals::default());
     let conn_refusals = net::ConnRefusals::default();
     let wiring = actor::Wiring {
         name: config.name.clone(),

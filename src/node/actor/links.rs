@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::core::pace::Pace;
 use crate::core::{Note, PeerMsg, Replica, Session};
-use crate::node::link::{EndSlot, LinkPeer, LinkStats};
+use crate::node::link_info::{EndSlot, LinkPeer, LinkStats};
 use crate::store::KvStore;
 
 /// Messages queued per link beyond its channel before the link is judged

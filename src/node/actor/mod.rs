@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::link::{EndSlot, LinkPeer, LinkStats, MessageRefusals};
+use super::link_info::{EndSlot, LinkPeer, LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
     Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, Page, PeerMsg, Reaction, Replica,

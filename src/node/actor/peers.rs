@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use crate::core::{Frontier, PeerView, Progress};
-use crate::node::link::LinkStats;
+use crate::node::link_info::LinkStats;
 use crate::node::status::{TimedText, Traffic};
 
 #[derive(Debug, Default)]

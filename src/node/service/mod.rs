@@ -15,7 +15,8 @@ use tracing::Instrument;
 mod reports;
 
 use super::actor::{Command, Reply, WATCH_QUEUE_MAX};
-use super::link::{self, LinkContext, LinkPeer};
+use super::link::{self, LinkContext};
+use super::link_info::LinkPeer;
 use super::net::ConnInfo;
 use super::ApiError;
 use crate::core::{Op, RosterOffer, SignedDelta};
