@@ -33,11 +33,14 @@
 //! together into one flush. A crash leaves each batch whole or not at all.
 
 mod codec;
+mod error;
 pub mod kv;
 mod log;
 mod mark;
 mod mem;
 mod migrate;
+mod open;
+mod quarantine;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -45,13 +48,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::core::{
-    Commit, DeltaHash, Frontier, Head, NodeId, Quarantined, RecordRef, SeqRange, SignedDelta, Store,
+    Commit, DeltaHash, Frontier, Head, NodeId, RecordRef, SeqRange, SignedDelta, Store,
 };
 pub use codec::CodecError;
 use codec::{frame, unframe};
+use error::corrupt;
+pub use error::StoreError;
 use kv::prefix_bounds;
 pub use kv::{Batch, Kv, SledKv};
 pub use mem::MemKv;
+pub use open::{open_db, StoreOptions};
+pub use quarantine::QuarantineView;
+use quarantine::{QuarantineCounters, Q_DROPPED, Q_FIRST, Q_NEXT};
 
 pub const LAYOUT_VERSION: u32 = 3;
 pub const TREE: &str = "fedsync/v3";
@@ -67,9 +75,6 @@ mod prefix {
 }
 
 const LAYOUT: &str = "layout";
-const Q_FIRST: &str = "quarantine.first";
-const Q_NEXT: &str = "quarantine.next";
-const Q_DROPPED: &str = "quarantine.dropped";
 const ROSTER: &str = "roster";
 const REBUILDING: &str = "rebuilding";
 const RECORDS: &str = "records";
@@ -79,60 +84,6 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     k.push(prefix);
     k.extend_from_slice(rest);
     k
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store: {0}")]
-    Sled(sled::Error),
-    #[error("store corrupt: entry {key}: {why} (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
-    Corrupt { key: String, why: CodecError },
-    #[error("store layout version {found} is not supported (this build reads {LAYOUT_VERSION})")]
-    Layout { found: u32 },
-    #[error("store corrupt: {0} (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
-    Damaged(String),
-    #[error("store corrupt: this node's own log ends at seq {held}, but it had written up to seq {written}: the store lost its latest writes, and a write now would fork the log (stop the node, move its data directory aside and start it with `fedsync run --rebuild`: it recovers everything from its peers)")]
-    Truncated { held: u64, written: u64 },
-    #[error("disk: {0}")]
-    Disk(String),
-}
-
-impl StoreError {
-    /// The store is held by another process (a running node): sled allows
-    /// one. Tools that open a stopped node's store say so in words.
-    pub fn is_locked(&self) -> bool {
-        // sled 0.34 reports it as an `Other` I/O error with this message.
-        matches!(self, StoreError::Sled(sled::Error::Io(e)) if e.to_string().starts_with("could not acquire lock"))
-    }
-}
-
-/// sled's own findings of damage read as the documented corrupt-store
-/// error, with what to do; anything else (a full disk, a held lock) as
-/// sled says it.
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> StoreError {
-        match e {
-            sled::Error::Corruption { at, .. } => StoreError::Damaged(match at {
-                Some(at) => format!("sled found damaged data at {at:?}"),
-                None => "sled found damaged data".into(),
-            }),
-            sled::Error::ReportableBug(why) => {
-                StoreError::Damaged(format!("sled could not read it back: {why}"))
-            }
-            other => StoreError::Sled(other),
-        }
-    }
-}
-
-/// The newest quarantine entries, newest first, and how many were dropped
-/// to bound it.
-#[derive(Debug, Clone, Default)]
-pub struct QuarantineView {
-    pub entries: Vec<Quarantined>,
-    /// Entries in the quarantine now (`entries` may be fewer).
-    pub kept: u64,
-    /// Entries dropped, oldest first, to stay within the bound.
-    pub dropped: u64,
 }
 
 /// Measures a store from any thread, without holding up the node's
@@ -153,14 +104,6 @@ impl StoreSizes {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         self.kv.size_on_disk()
     }
-}
-
-/// Quarantine bookkeeping, kept in memory and written with each commit.
-#[derive(Debug, Clone, Copy)]
-struct QuarantineCounters {
-    first: u64,
-    next: u64,
-    dropped: u64,
 }
 
 /// The node's store: the layout above, on sled ([`KvStore::open`]) or on
@@ -216,66 +159,6 @@ fn decode_mark(bytes: &[u8]) -> Result<(NodeId, Head), StoreError> {
         hash: DeltaHash(hash),
     };
     Ok((NodeId(author), head))
-}
-
-fn corrupt(key: &[u8], why: CodecError) -> StoreError {
-    let shown = match key.split_first() {
-        Some((p, rest)) => match std::str::from_utf8(rest) {
-            Ok(text) => format!("{}/{text}", *p as char),
-            Err(_) => format!("{}/{}", *p as char, hex::encode(rest)),
-        },
-        None => String::new(),
-    };
-    StoreError::Corrupt { key: shown, why }
-}
-
-/// How long to wait for a just-closed store's file lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// How a sled store is opened: the `[store]` section of a node's config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// Refused deltas kept, at most (oldest dropped first).
-    pub quarantine_max: u64,
-    /// sled's page cache, bytes: most of what the store holds in memory.
-    pub cache_bytes: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            quarantine_max: 100_000,
-            cache_bytes: 32 << 20,
-        }
-    }
-}
-
-/// Opens sled in `dir`. sled releases its directory lock only when its
-/// background flusher lets go of the database, a moment after the last
-/// handle is dropped; so a store reopened at once (a node restarted in the
-/// same process) retries briefly on a held lock. A lock held by another
-/// live process is still refused once the wait is over.
-pub fn open_db(dir: &Path, opts: &StoreOptions) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    // No background flusher: every commit flushes, and a thread of sled's
-    // own that fails is one the node cannot hear of.
-    let config = sled::Config::new()
-        .path(dir)
-        .cache_capacity(opts.cache_bytes)
-        .flush_every_ms(None);
-
-    loop {
-        match config.open() {
-            // sled reports it as `Other` with this message (sled 0.34).
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.map_err(StoreError::from),
-        }
-    }
 }
 
 impl KvStore {
@@ -468,22 +351,6 @@ impl KvStore {
         self.kv.flush()
     }
 
-    /// The newest `limit` quarantine entries, newest first.
-    pub fn quarantine(&self, limit: usize) -> Result<QuarantineView, StoreError> {
-        let mut entries = Vec::new();
-        let (from, to) = prefix_bounds(&[prefix::QUARANTINE]);
-        for item in self.kv.scan(from, to, true).take(limit) {
-            let (k, v) = item?;
-            let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
-            entries.push(codec::decode_quarantined(payload).map_err(|e| corrupt(&k, e))?);
-        }
-        Ok(QuarantineView {
-            entries,
-            kept: self.q.next - self.q.first,
-            dropped: self.q.dropped,
-        })
-    }
-
     fn meta_u64(&self, name: &str) -> Result<u64, StoreError> {
         Ok(self.meta(name)?.unwrap_or(0))
     }
@@ -499,31 +366,6 @@ impl KvStore {
             .try_into()
             .map_err(|_| corrupt(&k, CodecError::Shape))?;
         Ok(Some(u64::from_be_bytes(bytes)))
-    }
-
-    /// Adds quarantine entries to `batch`, dropping the oldest beyond the
-    /// bound. Returns the counters to adopt once the batch is durable.
-    fn quarantine_into(&self, batch: &mut Batch, entries: &[Quarantined]) -> QuarantineCounters {
-        let mut q = self.q;
-        if entries.is_empty() {
-            return q;
-        }
-        for e in entries {
-            batch.insert(
-                key(prefix::QUARANTINE, &q.next.to_be_bytes()),
-                frame(&codec::encode_quarantined(e)),
-            );
-            q.next += 1;
-        }
-        while q.next - q.first > self.quarantine_max {
-            batch.remove(key(prefix::QUARANTINE, &q.first.to_be_bytes()));
-            q.first += 1;
-            q.dropped += 1;
-        }
-        for (name, v) in [(Q_FIRST, q.first), (Q_NEXT, q.next), (Q_DROPPED, q.dropped)] {
-            batch.insert(key(prefix::META, name.as_bytes()), frame(&v.to_be_bytes()));
-        }
-        q
     }
 }
 
