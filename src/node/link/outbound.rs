@@ -27,7 +27,8 @@ pub(crate) struct Outbound {
     pub(super) actor: mpsc::Sender<Command>,
     pub(super) stats: Arc<LinkStats>,
     pub(super) end: EndSlot,
-    /// The cap announced in each digest: what this node wants to receive.
+    /// The cap asked of the peer in the link's first digest: the most
+    /// this node wants to receive (`[[peers]] rate_kbit`, 0 for none).
     pub(super) asks: u64,
     pub(super) announced: Arc<Announced>,
     pub(super) staging: Arc<Mutex<Staging>>,
