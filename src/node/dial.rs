@@ -196,7 +196,7 @@ const HERD_SPREAD_MAX: Duration = Duration::from_secs(15);
 
 /// How often a peer that is not there is dialled again (jittered down
 /// to half): the delay between a line's return and its link.
-const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
+const PROBE_INTERVAL: Duration = Duration::from_millis(1500);
 /// While a peer stays unreachable, a line says so this often, not at
 /// every probe.
 const AWAY_LOG_EVERY: Duration = Duration::from_secs(300);
