@@ -10,7 +10,7 @@
 
 use crate::core::{DeltaHash, SignedDelta};
 
-use super::pack::PackError;
+use super::pack::{self, PackError};
 use super::pb;
 
 /// The feature a node announces in its digests when it reads pieces.
@@ -86,22 +86,10 @@ impl FragmentIn {
     /// The piece's bytes, decompressed if need be; no more than
     /// `bytes_max` are allocated.
     pub fn data(self, bytes_max: usize) -> Result<Vec<u8>, PackError> {
-        let Some(len) = self.zstd_len else {
-            return Ok(self.data);
-        };
-        if len > bytes_max {
-            return Err(PackError::TooLarge {
-                got: len,
-                max: bytes_max,
-            });
+        match self.zstd_len {
+            None => Ok(self.data),
+            Some(len) => pack::decompress_exact(&self.data, len, bytes_max),
         }
-        let frame_error = |why: String| PackError::Frame { expected: len, why };
-        let raw =
-            zstd::bulk::decompress(&self.data, len).map_err(|e| frame_error(e.to_string()))?;
-        if raw.len() != len {
-            return Err(frame_error(format!("got {}", raw.len())));
-        }
-        Ok(raw)
     }
 }
 

@@ -70,6 +70,25 @@ pub fn pack(deltas: &[SignedDelta]) -> (Vec<u8>, u32) {
     (frame, raw.len() as u32)
 }
 
+/// `frame` decompressed, which must come to exactly `len` bytes; nothing
+/// is allocated for a `len` over `bytes_max`, nor beyond `len`. Batches
+/// and pieces of a delta (`fragment.rs`) are both unpacked by this.
+pub fn decompress_exact(frame: &[u8], len: usize, bytes_max: usize) -> Result<Vec<u8>, PackError> {
+    if len > bytes_max {
+        return Err(PackError::TooLarge {
+            got: len,
+            max: bytes_max,
+        });
+    }
+    let frame_error = |why: String| PackError::Frame { expected: len, why };
+    // `bulk` refuses output beyond the capacity it was given.
+    let raw = zstd::bulk::decompress(frame, len).map_err(|e| frame_error(e.to_string()))?;
+    if raw.len() != len {
+        return Err(frame_error(format!("got {}", raw.len())));
+    }
+    Ok(raw)
+}
+
 /// The deltas in `frame`, which must decompress to exactly `raw_len`
 /// bytes. Nothing larger than `bytes_max` (before or after `prev` is put
 /// back) is allocated, nor more than `count_max` deltas accepted.
@@ -79,21 +98,7 @@ pub fn unpack(
     bytes_max: usize,
     count_max: usize,
 ) -> Result<Vec<Vec<u8>>, PackError> {
-    if raw_len > bytes_max {
-        return Err(PackError::TooLarge {
-            got: raw_len,
-            max: bytes_max,
-        });
-    }
-    let frame_error = |why: String| PackError::Frame {
-        expected: raw_len,
-        why,
-    };
-    // `bulk` refuses output beyond the capacity it was given.
-    let raw = zstd::bulk::decompress(frame, raw_len).map_err(|e| frame_error(e.to_string()))?;
-    if raw.len() != raw_len {
-        return Err(frame_error(format!("got {}", raw.len())));
-    }
+    let raw = decompress_exact(frame, raw_len, bytes_max)?;
     let mut out: Vec<Vec<u8>> = Vec::new();
     let (mut at, mut total) = (0usize, 0usize);
     while at < raw.len() {
