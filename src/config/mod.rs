@@ -148,10 +148,15 @@ pub struct PeerConfig {
 /// this node to keep to: 8 kbit/s, 1000 bytes a second.
 pub const RATE_KBIT_MIN: u64 = 8;
 
+/// `kbit` kbit/s (1000 bits) in bytes per second.
+pub fn kbit_bytes_per_sec(kbit: u64) -> u64 {
+    kbit * 1000 / 8
+}
+
 impl PeerConfig {
     /// `rate_kbit` in bytes per second, 0 for none.
     pub fn rate_bytes_per_sec(&self) -> u64 {
-        self.rate_kbit.map_or(0, |k| k * 1000 / 8)
+        self.rate_kbit.map_or(0, kbit_bytes_per_sec)
     }
 }
 
@@ -260,6 +265,14 @@ pub struct LimitsConfig {
     /// Bytes of received deltas being verified or waiting to be stored, on
     /// all links together; a link waits for its share before it reads on.
     pub ingest_bytes_max: usize,
+}
+
+impl LimitsConfig {
+    /// The largest a delta may be encoded: its value and key, and 1 KiB
+    /// for its header and signature. A batch must hold one.
+    pub fn delta_bytes_max(&self) -> usize {
+        self.value_bytes_max + self.key_len_max + 1024
+    }
 }
 
 impl Default for LimitsConfig {

@@ -110,7 +110,7 @@ impl NodeConfig {
                 s.batch_bytes_max, l.message_bytes_max
             ));
         }
-        if l.value_bytes_max + l.key_len_max + 1024 > s.batch_bytes_max {
+        if l.delta_bytes_max() > s.batch_bytes_max {
             return Err(format!(
                 "limits.value_bytes_max ({}) plus limits.key_len_max ({}) plus 1024 must not \
                  exceed sync.batch_bytes_max ({}): one delta must fit in a batch",

@@ -401,6 +401,6 @@ async fn anti_entropy(
 /// largest a delta may be (`limits.value_bytes_max` plus its key and
 /// header), 4 MiB by default.
 fn staging(l: &crate::config::LimitsConfig) -> crate::core::staging::Staging {
-    let delta_max = l.value_bytes_max + l.key_len_max + 1024;
+    let delta_max = l.delta_bytes_max();
     crate::core::staging::Staging::new(delta_max, 4 * delta_max)
 }

@@ -272,7 +272,7 @@ impl RateCap<'_> {
     /// digest asked for (0: none). A peer may slow its own link, but not
     /// below [`RATE_KBIT_MIN`](crate::config::RATE_KBIT_MIN).
     fn apply(&self, asked: u64) {
-        let floor = crate::config::RATE_KBIT_MIN * 1000 / 8;
+        let floor = crate::config::kbit_bytes_per_sec(crate::config::RATE_KBIT_MIN);
         let asked = if asked == 0 { 0 } else { asked.max(floor) };
         let cap = match (self.ours, asked) {
             (0, c) | (c, 0) => c,
