@@ -21,12 +21,17 @@ async fn hq_writes(t: &Target, n: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// Tells HQ the link holds nothing, and returns the batch HQ answers with.
-async fn first_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
+/// Tells HQ the link holds nothing: HQ answers with all it has.
+async fn ask_for_everything(link: &PeerLink<pb::PeerMessage>) {
     let empty = pb::PeerMessage {
         body: Some(Body::Frontier(pb::Frontier::default())),
     };
     link.send(empty).await;
+}
+
+/// Asks HQ for everything, and returns the first batch it answers with.
+async fn first_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
+    ask_for_everything(link).await;
     let next = async {
         loop {
             match link.replies.message().await {
@@ -132,10 +137,7 @@ async fn a_large_delta_goes_in_pieces_only_to_a_peer_that_reads_them() {
     drop(old);
 
     let mut new = t.link_announcing("office-ke", &[fragment::FEATURE]).await;
-    let empty = pb::PeerMessage {
-        body: Some(Body::Frontier(pb::Frontier::default())),
-    };
-    new.send(empty).await;
+    ask_for_everything(&new).await;
     let mut joined = Vec::new();
     while joined.len() < written.len() {
         let next = tokio::time::timeout(WAIT, new.replies.message()).await;
