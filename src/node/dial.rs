@@ -165,20 +165,31 @@ impl Dialer {
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max);
-        let inbound = match client.sync(outbound).await {
-            Ok(r) => r.into_inner(),
-            Err(status) => {
+        let failure = match link::answered(&self.ctx, &open, &line, client.sync(outbound)).await {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => {
+                let why = format!("sync failed: {}", net::error_chain(&status));
+                Err(match status.code() {
+                    tonic::Code::ResourceExhausted => Failure::Refused(why),
+                    _ if nobody_there(&status) => Failure::Unreachable(why),
+                    _ => Failure::Other(why),
+                })
+            }
+            // Silent since the handshake: nobody answering, as far as
+            // redialling goes, so it probes again soon.
+            Err(why) => Err(Failure::Unreachable(format!(
+                "no answer to the link request: {why}"
+            ))),
+        };
+        let inbound = match failure {
+            Ok(inbound) => inbound,
+            Err(failure) => {
                 let _ = self
                     .ctx
                     .actor
                     .send(Command::LinkClosed { link: open.id })
                     .await;
-                let why = format!("sync failed: {}", net::error_chain(&status));
-                return Err(match status.code() {
-                    tonic::Code::ResourceExhausted => Failure::Refused(why),
-                    _ if nobody_there(&status) => Failure::Unreachable(why),
-                    _ => Failure::Other(why),
-                });
+                return Err(failure);
             }
         };
         tracing::info!("link up");
@@ -196,7 +207,7 @@ const HERD_SPREAD_MAX: Duration = Duration::from_secs(15);
 
 /// How often a peer that is not there is dialled again (jittered down
 /// to half): the delay between a line's return and its link.
-const PROBE_INTERVAL: Duration = Duration::from_millis(1500);
+const PROBE_INTERVAL: Duration = Duration::from_millis(1000);
 /// While a peer stays unreachable, a line says so this often, not at
 /// every probe.
 const AWAY_LOG_EVERY: Duration = Duration::from_secs(300);

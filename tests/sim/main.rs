@@ -6,7 +6,9 @@
 //!
 //! `cargo test --test sim` runs seeds 0..200. More:
 //! `FEDSYNC_SIM_SEEDS=10000 FEDSYNC_SIM_FIRST_SEED=200 cargo test --release --test sim`.
-//! One seed, with its event trace: `FEDSYNC_SIM_SEED=N cargo test --test sim -- --nocapture`.
+//! One seed, with its event trace: `FEDSYNC_SIM_SEED=N cargo test --test sim -- --nocapture`;
+//! add `FEDSYNC_SIM_LOG=info` (any tracing filter) for every node's log,
+//! each line stamped with simulated time and the node's name.
 
 mod checker;
 mod faults;
@@ -23,10 +25,27 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// Log lines stamped with simulated time, to set beside the trace.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let t = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>8.3}s", t.as_secs_f64())
+    }
+}
+
 #[test]
 fn every_seed_keeps_every_acknowledged_write_and_converges() {
     let fed = host::Federation::create();
     if let Some(seed) = env_u64("FEDSYNC_SIM_SEED") {
+        if let Ok(filter) = std::env::var("FEDSYNC_SIM_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_timer(SimTime)
+                .with_ansi(false)
+                .init();
+        }
         match world::run(seed, &fed) {
             Ok(o) => println!("seed {seed} passed:\n{}", o.trace.join("\n")),
             Err(e) => panic!("seed {seed} failed: {e}"),

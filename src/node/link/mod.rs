@@ -141,6 +141,26 @@ pub(crate) async fn open(
     Ok((open, outbound))
 }
 
+/// Waits for the peer's answer to the request that opens a link, under
+/// the link's watchdog: a connection that goes silent between its TLS
+/// handshake and the answer is cut (`Err` says why) as a silent link
+/// would be. Without it, the attempt would wait for HTTP/2's backstop,
+/// minutes in which the peer is neither linked nor probed again.
+pub(crate) async fn answered<F: std::future::Future>(
+    ctx: &LinkContext,
+    link: &OpenLink,
+    line: &Line,
+    answer: F,
+) -> Result<F::Output, String> {
+    tokio::select! {
+        answer = answer => Ok(answer),
+        ending = watch(ctx, &link.stats, &line.alive) => Err(match ending {
+            Ending::Closed(why) => why,
+            Ending::Refused(_, status) => status.message().to_string(),
+        }),
+    }
+}
+
 /// Reads the peer's messages until the stream ends, breaks the protocol,
 /// or the connection under it (`line`) stays silent too long; then tells
 /// the actor the link is gone. A refused stream ends with a status saying
