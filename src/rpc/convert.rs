@@ -15,6 +15,7 @@ const NOTE_CHARS_MAX: usize = 512;
 const REBUILD_WAITING_MAX: usize = 65_536;
 
 use super::fragment::FragmentIn;
+use super::pack::Context;
 use super::pb;
 
 /// Why a peer message could not be understood.
@@ -55,6 +56,7 @@ pub enum Incoming {
     Packed {
         frame: Vec<u8>,
         raw_len: usize,
+        context_len: usize,
     },
     /// One piece of a delta (`fragment.rs`).
     Fragment(FragmentIn),
@@ -137,6 +139,7 @@ impl TryFrom<pb::PeerMessage> for Incoming {
             Body::Deltas(d) if d.deltas.is_empty() => Incoming::Packed {
                 frame: d.zstd,
                 raw_len: d.zstd_len as usize,
+                context_len: d.zstd_context as usize,
             },
             Body::Deltas(_) => return Err(ProtoError::MixedBatch),
             Body::Roster(r) => Incoming::Msg(PeerMsg::Roster(r.signed)),
@@ -189,6 +192,7 @@ fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> 
         features: vec![
             super::pack::FEATURE.to_string(),
             super::fragment::FEATURE.to_string(),
+            super::pack::CONTEXT_FEATURE.to_string(),
         ],
         ..pb_digest(d, roster_version, rebuild)
     }
@@ -197,6 +201,12 @@ fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> 
 /// Whether a peer's digest announced that it reads compressed batches.
 pub fn reads_packed(d: &pb::Digest) -> bool {
     d.features.iter().any(|f| f == super::pack::FEATURE)
+}
+
+/// Whether a peer's digest announced that it reads frames after their
+/// context.
+pub fn reads_context(d: &pb::Digest) -> bool {
+    d.features.iter().any(|f| f == super::pack::CONTEXT_FEATURE)
 }
 
 /// Whether a peer's digest announced that it reads deltas in pieces.
@@ -258,14 +268,16 @@ pub fn pb_plain(deltas: &[SignedDelta]) -> pb::PeerMessage {
     }
 }
 
-/// `deltas` as one compressed frame, for a peer that reads them.
-pub fn pb_packed(deltas: &[SignedDelta]) -> pb::PeerMessage {
-    let (zstd, zstd_len) = super::pack::pack(deltas);
+/// `deltas` as one compressed frame, for a peer that reads them, after
+/// the link's `context` if it reads that too.
+pub fn pb_packed(deltas: &[SignedDelta], context: Option<&mut Context>) -> pb::PeerMessage {
+    let p = super::pack::pack(deltas, context);
     pb::PeerMessage {
         body: Some(pb::peer_message::Body::Deltas(pb::Deltas {
             deltas: Vec::new(),
-            zstd,
-            zstd_len,
+            zstd: p.frame,
+            zstd_len: p.raw_len,
+            zstd_context: p.context_len,
         })),
     }
 }

@@ -88,7 +88,7 @@ impl FragmentIn {
     pub fn data(self, bytes_max: usize) -> Result<Vec<u8>, PackError> {
         match self.zstd_len {
             None => Ok(self.data),
-            Some(len) => pack::decompress_exact(&self.data, len, bytes_max),
+            Some(len) => pack::decompress_exact(&self.data, len, bytes_max, &[]),
         }
     }
 }

@@ -32,6 +32,10 @@ async fn ask_for_everything(link: &PeerLink<pb::PeerMessage>) {
 /// Asks HQ for everything, and returns the first batch it answers with.
 async fn first_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
     ask_for_everything(link).await;
+    next_batch(link).await
+}
+
+async fn next_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
     let next = async {
         loop {
             match link.replies.message().await {
@@ -46,6 +50,12 @@ async fn first_batch(link: &mut PeerLink<pb::PeerMessage>) -> pb::Deltas {
     tokio::time::timeout(WAIT, next)
         .await
         .expect("no batch from HQ")
+}
+
+/// `d` unpacked by a receiver whose context is `context`.
+fn unpacked(d: &pb::Deltas, context: &mut pack::Context) -> Vec<Vec<u8>> {
+    let lens = (d.zstd_len as usize, d.zstd_context as usize);
+    pack::unpack(&d.zstd, lens, context, MESSAGE_BYTES_MAX, 10_000).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +78,8 @@ async fn a_peer_that_announces_nothing_gets_plain_batches_and_one_that_reads_zst
         packed.deltas.is_empty(),
         "compressed, not beside plain ones"
     );
-    let limit = MESSAGE_BYTES_MAX;
-    let back = pack::unpack(&packed.zstd, packed.zstd_len as usize, limit, 1000).unwrap();
+    assert_eq!(packed.zstd_context, 0, "no context to one that did not ask");
+    let back = unpacked(&packed, &mut pack::Context::default());
     assert_eq!(back, written, "the same signed bytes come out");
     let plain_bytes: usize = written.iter().map(Vec::len).sum();
     assert!(
@@ -78,6 +88,36 @@ async fn a_peer_that_announces_nothing_gets_plain_batches_and_one_that_reads_zst
         packed.zstd.len()
     );
     drop(new);
+    t.stop().await;
+}
+
+/// Frames refer to the batch before them only on a link whose peer said it
+/// reads that; a peer of the release before gets frames that stand alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_refer_to_the_batch_before_only_for_a_peer_that_reads_that() {
+    let t = Target::start().await;
+    // More than one batch before the first ack (half of a 64 KiB window).
+    let written = hq_writes(&t, 400).await;
+    for (peer, features) in [
+        ("office-fr", &[pack::FEATURE][..]),
+        ("office-ke", &[pack::FEATURE, pack::CONTEXT_FEATURE]),
+    ] {
+        let chains = features.len() == 2;
+        let mut link = t.link_announcing(peer, features).await;
+        let mut context = pack::Context::default();
+        let first = first_batch(&mut link).await;
+        let second = next_batch(&mut link).await;
+        assert_eq!(first.zstd_context, 0, "nothing before the first");
+        assert_eq!(second.zstd_context > 0, chains, "{peer}");
+        let mut back = unpacked(&first, &mut context);
+        back.extend(unpacked(&second, &mut context));
+        assert_eq!(
+            back,
+            written[..back.len()],
+            "{peer}: the signed bytes, in order"
+        );
+        drop(link);
+    }
     t.stop().await;
 }
 
@@ -91,7 +131,11 @@ async fn compressed_batches_are_applied_and_lying_ones_refused() {
     let ds: Vec<_> = (0..5)
         .map(|i| chain.next(&format!("regions/fr/r{i}"), b"{}"))
         .collect();
-    let (zstd, zstd_len) = pack::pack(&ds);
+    let pack::Packed {
+        frame: zstd,
+        raw_len: zstd_len,
+        ..
+    } = pack::pack(&ds, None);
     let packed = |zstd: Vec<u8>, zstd_len: u32| pb::PeerMessage {
         body: Some(Body::Deltas(pb::Deltas {
             zstd,
@@ -112,10 +156,22 @@ async fn compressed_batches_are_applied_and_lying_ones_refused() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     let mut link = t.link_announcing("office-fr", &[pack::FEATURE]).await;
-    link.send(packed(zstd, zstd_len + 1)).await;
+    link.send(packed(zstd.clone(), zstd_len + 1)).await;
     let status = link.ending().await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("malformed batch"), "{status:?}");
+    drop(link);
+
+    // A frame that claims context the link never carried.
+    let mut link = t.link_announcing("office-fr", &[pack::FEATURE]).await;
+    let mut claims = packed(zstd, zstd_len);
+    if let Some(Body::Deltas(d)) = &mut claims.body {
+        d.zstd_context = 100;
+    }
+    link.send(claims).await;
+    let status = link.ending().await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("context"), "{status:?}");
     drop(link);
     t.stop().await;
 }

@@ -16,7 +16,12 @@ use crate::rpc::pack::{self, PackError};
 /// A received batch, still as it came: plain deltas or one frame.
 pub(super) enum Batch {
     Plain(Vec<Vec<u8>>),
-    Packed { frame: Vec<u8>, raw_len: usize },
+    /// Its length unpacked, and the bytes of the link's context it refers
+    /// to.
+    Packed {
+        frame: Vec<u8>,
+        lens: (usize, usize),
+    },
 }
 
 impl Batch {
@@ -28,7 +33,9 @@ impl Batch {
                 raw.len(),
                 ctx.batch_deltas_max
             ),
-            Batch::Packed { raw_len, .. } if *raw_len > ctx.message_bytes_max => format!(
+            Batch::Packed {
+                lens: (raw_len, _), ..
+            } if *raw_len > ctx.message_bytes_max => format!(
                 "a compressed batch of {raw_len} bytes exceeds the message limit of {}",
                 ctx.message_bytes_max
             ),
@@ -44,23 +51,31 @@ impl Batch {
     fn bytes(&self) -> usize {
         match self {
             Batch::Plain(raw) => raw.iter().map(Vec::len).sum(),
-            Batch::Packed { raw_len, .. } => *raw_len,
+            Batch::Packed { lens, .. } => lens.0,
         }
     }
 
-    fn unpack(self, bytes_max: usize, count_max: usize) -> Result<Vec<Vec<u8>>, PackError> {
+    fn unpack(
+        self,
+        context: &mut pack::Context,
+        bytes_max: usize,
+        count_max: usize,
+    ) -> Result<Vec<Vec<u8>>, PackError> {
         match self {
             Batch::Plain(raw) => Ok(raw),
-            Batch::Packed { frame, raw_len } => pack::unpack(&frame, raw_len, bytes_max, count_max),
+            Batch::Packed { frame, lens } => {
+                pack::unpack(&frame, lens, context, bytes_max, count_max)
+            }
         }
     }
 }
 
-/// Admission for one link, following the roster in force. It moves to a
-/// blocking thread for each batch and comes back with the result.
+/// Admission for one link, following the roster in force, and the link's
+/// compression context as received. Both move to a blocking thread for
+/// each batch and come back with the result, so batches unpack in order.
 pub(super) struct Admitter {
     roster: watch::Receiver<Arc<Roster>>,
-    admission: Option<Admission>,
+    admission: Option<(Admission, pack::Context)>,
 }
 
 impl Admitter {
@@ -69,7 +84,10 @@ impl Admitter {
         let current = roster.borrow_and_update().as_ref().clone();
         Admitter {
             roster,
-            admission: Some(Admission::new(current, ctx.limits.clone())),
+            admission: Some((
+                Admission::new(current, ctx.limits.clone()),
+                pack::Context::default(),
+            )),
         }
     }
 
@@ -87,25 +105,25 @@ impl Admitter {
             return Err(Ending::Closed("node shutting down".into()));
         };
         let known = ctx.frontier.borrow().clone();
-        let mut a = self.admission.take().expect("returned after every batch");
+        let (mut a, mut context) = self.admission.take().expect("returned after every batch");
         if self.roster.has_changed().unwrap_or(false) {
             a.roster = self.roster.borrow_and_update().as_ref().clone();
         }
         let clock = ctx.clock.clone();
         let (bytes_max, count_max) = (ctx.message_bytes_max, ctx.batch_deltas_max);
         let job = ctx.blocking.run(move || {
-            let raw = match batch.unpack(bytes_max, count_max) {
+            let raw = match batch.unpack(&mut context, bytes_max, count_max) {
                 Ok(raw) => raw,
-                Err(e) => return (a, Err(e)),
+                Err(e) => return ((a, context), Err(e)),
             };
             let bytes = raw.iter().map(Vec::len).sum::<usize>();
             let admitted = a.admit(raw.iter().map(Vec::as_slice), &known, clock.now_ms());
-            (a, Ok((admitted, bytes)))
+            ((a, context), Ok((admitted, bytes)))
         });
-        let (a, admitted) = job
+        let (state, admitted) = job
             .await
             .map_err(|e| Ending::Closed(format!("admission failed: {e}")))?;
-        self.admission = Some(a);
+        self.admission = Some(state);
         match admitted {
             Ok((admitted, bytes)) => {
                 (stats.delta_bytes_received).fetch_add(bytes as u64, Ordering::Relaxed);

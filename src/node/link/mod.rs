@@ -30,7 +30,7 @@ use super::ApiError;
 use crate::core::staging::Staging;
 use crate::core::{Frontier, Limits, PeerMsg, Roster};
 use crate::rpc::convert::{self, Incoming};
-use crate::rpc::pb;
+use crate::rpc::{pack, pb};
 
 mod admit;
 mod ending;
@@ -123,6 +123,7 @@ pub(crate) async fn open(
         announced: announced.clone(),
         staging: ctx.staging.clone(),
         pending: VecDeque::new(),
+        context: pack::Context::default(),
         flush_first: false,
         opened: false,
         id,
@@ -231,7 +232,7 @@ where
             if std::mem::take(&mut first_digest) {
                 // The link's terms: its first digest says them.
                 cap.apply(d.rate_bytes_per_sec_max);
-                announced.reads_fragments(d);
+                announced.terms(d);
             }
             if let Err(ending) = announced.heard(d) {
                 return ending;
@@ -257,7 +258,14 @@ where
                 continue;
             }
             Ok(Incoming::Deltas(raw)) => Batch::Plain(raw),
-            Ok(Incoming::Packed { frame, raw_len }) => Batch::Packed { frame, raw_len },
+            Ok(Incoming::Packed {
+                frame,
+                raw_len,
+                context_len,
+            }) => Batch::Packed {
+                frame,
+                lens: (raw_len, context_len),
+            },
             Ok(Incoming::Fragment(f)) => match pieces::join(ctx, f) {
                 Ok(Some(delta)) => Batch::Plain(vec![delta]),
                 Ok(None) => continue,

@@ -35,6 +35,8 @@ pub(crate) struct Outbound {
     /// Messages of one batch cut into pieces, still to go, and whether
     /// tonic is to flush what it holds before the next.
     pub(super) pending: VecDeque<pb::PeerMessage>,
+    /// What our frames on this link may refer to (`rpc::pack`).
+    pub(super) context: pack::Context,
     pub(super) flush_first: bool,
     /// The first digest, with the link's terms, has gone.
     pub(super) opened: bool,
@@ -50,10 +52,12 @@ impl Outbound {
                 let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
                 (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
                 let zstd = self.stats.packing.load(Ordering::Relaxed);
-                let batch = if zstd {
-                    convert::pb_packed
-                } else {
-                    convert::pb_plain
+                let chained = zstd && self.announced.reads_context();
+                let context = &mut self.context;
+                let batch = |ds: &[_]| match (zstd, chained) {
+                    (false, _) => convert::pb_plain(ds),
+                    (true, false) => convert::pb_packed(ds, None),
+                    (true, true) => convert::pb_packed(ds, Some(&mut *context)),
                 };
                 self.pending.extend(self.announced.encode(ds, zstd, batch));
                 return;

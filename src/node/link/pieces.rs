@@ -22,14 +22,22 @@ use crate::rpc::{convert, pb};
 pub(super) struct Announced {
     /// It reads pieces.
     fragments: AtomicBool,
+    /// It reads frames after their context (`rpc::pack`).
+    context: AtomicBool,
     /// The deltas it holds in part, and how many bytes of each.
     staged: Mutex<HashMap<DeltaHash, u64>>,
 }
 
 impl Announced {
-    /// Whether the peer reads pieces, from its first digest.
-    pub(super) fn reads_fragments(&self, d: &pb::Digest) {
+    /// What the peer reads (pieces, frames after their context), from its
+    /// first digest.
+    pub(super) fn terms(&self, d: &pb::Digest) {
         (self.fragments).store(convert::reads_fragments(d), Ordering::Relaxed);
+        (self.context).store(convert::reads_context(d), Ordering::Relaxed);
+    }
+
+    pub(super) fn reads_context(&self) -> bool {
+        self.context.load(Ordering::Relaxed)
     }
 
     /// Takes in what `d`, the peer's digest, says it holds in part.
@@ -48,7 +56,7 @@ impl Announced {
         &self,
         ds: &[SignedDelta],
         zstd: bool,
-        batch: impl Fn(&[SignedDelta]) -> pb::PeerMessage,
+        mut batch: impl FnMut(&[SignedDelta]) -> pb::PeerMessage,
     ) -> Vec<pb::PeerMessage> {
         if !self.fragments.load(Ordering::Relaxed) {
             return vec![batch(ds)];
