@@ -7,22 +7,21 @@
 //! that link until the link's writer reports room ([`Command::LinkRoom`]).
 //! So one slow peer cannot stall the node, and no queue grows without bound.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::AtomicBool;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ed25519_dalek::SigningKey;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
-use super::link_info::{EndSlot, LinkPeer, LinkStats, MessageRefusals};
+use super::link_info::{LinkStats, MessageRefusals};
 use super::ApiError;
 use crate::core::{
-    Admitted, Counters, Frontier, FrontierDigest, NodeId, Op, Page, PeerMsg, Reaction, Replica,
-    Roster, RosterOffer, Session, SignedDelta,
+    Counters, Frontier, FrontierDigest, NodeId, Op, Replica, Roster, RosterOffer, SignedDelta,
 };
 use crate::identity::tls::TrustStore;
-use crate::store::{KvStore, QuarantineView, StoreError};
+use crate::store::KvStore;
 
+mod command;
 mod group;
 mod links;
 mod peers;
@@ -31,107 +30,11 @@ mod reports;
 mod roster;
 mod status;
 
-use crate::core::pace::Pace;
-use links::{peer_refused, Link};
+pub(crate) use command::{Command, LinkId, LinkIo, Reply, WATCH_QUEUE_MAX};
+use links::Link;
 use peers::Peers;
 pub(crate) use rebuild::rebuild_from;
 pub(crate) use reports::ReportCmd;
-
-pub(crate) type LinkId = u64;
-
-/// Changes buffered per watcher before it is judged too slow and dropped.
-pub(crate) const WATCH_QUEUE_MAX: usize = 1024;
-
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
-
-pub(crate) enum Command {
-    Write {
-        key: String,
-        op: Op,
-        value: Vec<u8>,
-        reply: Reply<SignedDelta>,
-    },
-    Get {
-        key: String,
-        reply: Reply<Option<SignedDelta>>,
-    },
-    List {
-        prefix: String,
-        after: Option<String>,
-        limit: usize,
-        bytes_max: usize,
-        reply: Reply<Page>,
-    },
-    Watch {
-        prefix: String,
-        tx: mpsc::Sender<SignedDelta>,
-    },
-    Stats {
-        reply: oneshot::Sender<Stats>,
-    },
-    /// The operator's view; the bytes on disk are left at 0 for the caller.
-    Status {
-        reply: oneshot::Sender<crate::node::status::NodeStatus>,
-    },
-    /// A peer link failed to open or ended: the operator sees why.
-    PeerError {
-        name: String,
-        text: String,
-    },
-    /// A member's connection was refused (by this node for its connection
-    /// limit, or by the member when we dialled it): it shows as refused
-    /// until a link with it opens.
-    PeerRefused {
-        name: String,
-        text: String,
-    },
-    Quarantine {
-        limit: usize,
-        reply: Reply<QuarantineView>,
-    },
-    /// A signed roster an operator hands in: adopted if valid and newer.
-    PublishRoster {
-        bytes: Vec<u8>,
-        reply: Reply<RosterOffer>,
-    },
-    LinkOpen {
-        peer: LinkPeer,
-        out: mpsc::Sender<PeerMsg>,
-        room: Arc<AtomicBool>,
-        stats: Arc<LinkStats>,
-        end: EndSlot,
-        reply: Reply<LinkId>,
-    },
-    LinkMsg {
-        link: LinkId,
-        msg: PeerMsg,
-    },
-    LinkDeltas {
-        link: LinkId,
-        admitted: Admitted,
-        /// Its share of the node's ingest budget, given back once handled.
-        budget: tokio::sync::OwnedSemaphorePermit,
-    },
-    LinkRoom {
-        link: LinkId,
-    },
-    LinkClosed {
-        link: LinkId,
-    },
-    AntiEntropy,
-    /// HQ reports: submit, history, schema, aggregate, verify.
-    Report(ReportCmd),
-    /// Stop: drop every link (ending their streams) and return the replica.
-    Shutdown,
-}
-
-/// What a link's tasks share with the actor's side of it.
-pub(crate) struct LinkIo {
-    pub out: mpsc::Sender<PeerMsg>,
-    pub room: Arc<AtomicBool>,
-    pub stats: Arc<LinkStats>,
-    pub end: EndSlot,
-}
 
 /// A snapshot for callers outside the actor (tests, the demo, later the
 /// status call).
@@ -415,193 +318,6 @@ impl Actor {
         if let Ok(d) = outcome {
             self.applied(std::slice::from_ref(d), None);
         }
-    }
-
-    fn handle_link_open(&mut self, peer: LinkPeer, io: LinkIo, reply: Reply<LinkId>) {
-        // The handshake checked the certificate; the roster may have
-        // changed since.
-        if !self.is_active_node(&peer.id) {
-            let why = format!(
-                "{} is not an active node in roster version {}",
-                peer.name,
-                self.replica.roster().version
-            );
-            let _ = reply.send(Err(ApiError::NotAllowed(why)));
-            return;
-        }
-        if peer.inbound {
-            // A peer that redials after a network failure may find its old
-            // stream still open here: the newer one replaces it, so each
-            // peer holds at most one inbound link.
-            let old: Vec<LinkId> = self
-                .links
-                .iter()
-                .filter(|(_, l)| l.peer.inbound && l.peer.id == peer.id)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in old {
-                tracing::info!(peer = %peer.name, "newer inbound link replaces an older one");
-                self.remove_link(id);
-            }
-        }
-        let id = self.next_link;
-        self.next_link += 1;
-        self.peers.link_opened(&peer.name, &peer.address);
-        let mut session = Session::new();
-        session.set_announce(self.announce());
-        let opening = session.digest(&self.replica);
-        let mut link = Link {
-            peer,
-            session,
-            out: io.out,
-            pending: VecDeque::new(),
-            room: io.room,
-            stats: io.stats,
-            end: io.end,
-            pace: Pace::new(self.wiring.window_bytes_max as u64),
-        };
-        link.pending.push_back(opening);
-        tracing::info!(peer = %link.peer.name, inbound = link.peer.inbound, "link open");
-        self.links.insert(id, link);
-        self.pump(id);
-        let _ = reply.send(Ok(id));
-    }
-
-    fn handle_link_msg(&mut self, id: LinkId, msg: PeerMsg) {
-        let Some(link) = self.links.get_mut(&id) else {
-            return;
-        };
-        let now = self.wiring.clock.now_ms();
-        let digest = matches!(msg, PeerMsg::Digest { .. });
-        link.arrived(&msg, now);
-        let result = link
-            .session
-            .handle(msg, &mut self.replica, &link.peer.name, now);
-        let Some(reaction) = self.reacted(id, result, now) else {
-            return;
-        };
-        if digest {
-            self.rebuild_on_digest(id);
-        }
-        let link = self.links.get(&id).expect("reacted checked it");
-        if !reaction.peer_refused.is_empty() {
-            peer_refused(link, &reaction.peer_refused);
-        }
-        match reaction.roster {
-            Some(RosterOffer::Adopted(change)) => self.roster_adopted(&change, Some(id)),
-            Some(RosterOffer::Invalid(e)) => {
-                self.wiring.refusals.count("bad_roster");
-                tracing::warn!(peer = %link.peer.name, error = %e, "roster from peer refused");
-            }
-            _ => {}
-        }
-        self.pump(id);
-    }
-
-    fn handle_link_deltas(&mut self, id: LinkId, admitted: Admitted) {
-        let Some(link) = self.links.get_mut(&id) else {
-            return;
-        };
-        let now = self.wiring.clock.now_ms();
-        let result =
-            link.session
-                .handle_admitted(admitted, &mut self.replica, &link.peer.name, now);
-        let Some(reaction) = self.reacted(id, result, now) else {
-            return;
-        };
-        let link = self.links.get(&id).expect("reacted checked it");
-        if let Some(report) = reaction.ingest {
-            if let Some(first) = report.refused.first() {
-                // One line per batch, not per delta: a bad batch must not
-                // flood the log. The quarantine holds each one.
-                tracing::warn!(
-                    peer = %link.peer.name,
-                    refused = report.refused.len(),
-                    code = first.code(),
-                    reason = %first,
-                    "deltas refused (first reason shown)"
-                );
-            }
-            self.applied(&report.applied, Some(id));
-        }
-        // The batch's Ack says the deltas are held: it leaves after the
-        // group's flush has made them durable, with the rest of the reply.
-        self.group.replies.push(id);
-    }
-
-    /// What every handled peer message shares: a store failure is logged
-    /// and marks the node unhealthy (nothing else happens); otherwise the
-    /// replies are queued and what the peer showed it holds is noted.
-    fn reacted(
-        &mut self,
-        id: LinkId,
-        result: Result<Reaction, StoreError>,
-        now: u64,
-    ) -> Option<Reaction> {
-        let link = self.links.get_mut(&id)?;
-        let mut reaction = match result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(peer = %link.peer.name, error = %e, "store failed; message not applied");
-                self.store_health(false);
-                return None;
-            }
-        };
-        link.pending.extend(std::mem::take(&mut reaction.send));
-        if reaction.ingest.is_some() {
-            self.group.lazy = true;
-        }
-        if let Some(view) = &reaction.peer_view {
-            self.peers
-                .observed(&link.peer.name, view, self.replica.frontier(), now);
-            if view.whole {
-                self.rebuild_exchanged(id, view);
-            }
-        }
-        Some(reaction)
-    }
-
-    fn handle_anti_entropy(&mut self) {
-        let ids: Vec<LinkId> = self.links.keys().copied().collect();
-        for id in ids {
-            let link = self.links.get_mut(&id).expect("listed");
-            let digest = link.session.digest(&self.replica);
-            link.pending.push_back(digest);
-            self.pump(id);
-        }
-    }
-
-    /// Moves queued control messages, then catch-up batches, into the
-    /// link's channel while it has room.
-    fn pump(&mut self, id: LinkId) {
-        let Some(link) = self.links.get_mut(&id) else {
-            return;
-        };
-        let (count, bytes) = (self.wiring.batch_deltas_max, self.wiring.batch_bytes_max);
-        match link.fill(&self.replica, count, bytes, self.wiring.clock.now_ms()) {
-            Ok(()) => {}
-            Err(why) => {
-                tracing::warn!(peer = %link.peer.name, %why, "closing link");
-                // The peer hears why, once it reads to the end.
-                let text = format!("{} closed this link: {why}", self.wiring.name);
-                link.end.set(tonic::Status::resource_exhausted(text));
-                let name = link.peer.name.clone();
-                self.peers.error(
-                    &name,
-                    format!("link closed: {why}"),
-                    self.wiring.clock.now_ms(),
-                );
-                self.remove_link(id);
-            }
-        }
-    }
-
-    /// Ends a link (dropping its channel ends the stream), keeping its
-    /// traffic in the peer's totals.
-    fn remove_link(&mut self, id: LinkId) -> Option<Link> {
-        let link = self.links.remove(&id)?;
-        self.peers.link_closed(&link.peer.name, &link.stats);
-        Some(link)
     }
 
     /// Health follows the store: NOT_SERVING after a failed commit, back
