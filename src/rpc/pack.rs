@@ -43,7 +43,7 @@ const SMALL_RAW: usize = 256 * 1024;
 /// Bytes of the previous small batch a frame may refer to: with these
 /// rows, 32 KiB saves what 64 KiB does, and it is what each end of a link
 /// holds for it.
-pub const CONTEXT_BYTES: usize = 32 * 1024;
+const CONTEXT_BYTES: usize = 32 * 1024;
 
 const WHOLE: u8 = 0;
 const NO_PREV: u8 = 1;
