@@ -165,7 +165,7 @@ impl Dialer {
         let mut client = PeerClient::new(channel)
             .max_decoding_message_size(self.message_bytes_max)
             .max_encoding_message_size(self.message_bytes_max);
-        let failure = match link::answered(&self.ctx, &open, &line, client.sync(outbound)).await {
+        let answer = match link::answered(&self.ctx, &open, &line, client.sync(outbound)).await {
             Ok(Ok(r)) => Ok(r.into_inner()),
             Ok(Err(status)) => {
                 let why = format!("sync failed: {}", net::error_chain(&status));
@@ -181,7 +181,7 @@ impl Dialer {
                 "no answer to the link request: {why}"
             ))),
         };
-        let inbound = match failure {
+        let inbound = match answer {
             Ok(inbound) => inbound,
             Err(failure) => {
                 let _ = self

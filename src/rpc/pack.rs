@@ -117,27 +117,25 @@ pub fn pack(deltas: &[SignedDelta], context: Option<&mut Context>) -> Packed {
         before = Some(d);
     }
     let level = if raw.len() <= SMALL_RAW { 9 } else { 1 };
-    let raw_len = raw.len() as u32;
-    let Some(context) = context else {
-        let frame = zstd::bulk::compress(&raw, level).expect("compressing into memory");
-        return Packed {
-            frame,
-            raw_len,
-            context_len: 0,
-        };
+    let (frame, context_len) = match context {
+        None => (compress_after(&raw, &[], level), 0),
+        Some(c) => {
+            let frame = compress_after(&raw, &c.tail, level);
+            let used = c.tail.len() as u32;
+            c.keep(&raw);
+            (frame, used)
+        }
     };
-    let frame = compress_after(&raw, &context.tail, level);
-    let context_len = context.tail.len() as u32;
-    context.keep(&raw);
     Packed {
         frame,
-        raw_len,
+        raw_len: raw.len() as u32,
         context_len,
     }
 }
 
-/// `raw` as a frame that may refer to `prefix`, zstd's single-use raw
-/// dictionary (never parsed as a trained one, whatever its bytes).
+/// `raw` as a frame that may refer to `prefix` (empty for none), zstd's
+/// single-use raw dictionary (never parsed as a trained one, whatever its
+/// bytes).
 fn compress_after(raw: &[u8], prefix: &[u8], level: i32) -> Vec<u8> {
     use zstd::zstd_safe::{CCtx, CParameter};
     let mut cctx = CCtx::create();
