@@ -181,6 +181,11 @@ pub struct SyncConfig {
     pub stall_after_secs: u64,
     /// Send batches zstd-compressed to peers that announce they read them.
     pub compress: bool,
+    /// A link whose shortest round trip is below this many ms is a LAN's:
+    /// its small batches (a live write, a relayed one) go uncompressed,
+    /// since there the bytes cost less than the CPU that saves them, and
+    /// a hub pays that once per link. 0: every link compresses.
+    pub lan_rtt_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -197,6 +202,7 @@ impl Default for SyncConfig {
             keepalive_timeout_secs: 20,
             stall_after_secs: 120,
             compress: true,
+            lan_rtt_ms: 10,
         }
     }
 }

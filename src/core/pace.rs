@@ -73,6 +73,7 @@ struct InFlight {
     /// Bytes delivered, and the time of the latest ack, when it was sent.
     delivered: u64,
     delivered_ms: u64,
+    sent_ms: u64,
 }
 
 /// One link's pacing state.
@@ -96,6 +97,10 @@ pub struct Pace {
     digest_sent: Option<(u64, u64)>,
     /// Smoothed round trip, as TCP smooths it (7/8 old, 1/8 new).
     srtt_ms: Option<f64>,
+    /// The shortest round trip seen, from digests and from acks (a batch's
+    /// ack also waits for its bytes and the peer's commit, so only ever
+    /// makes a sample longer): the line's own, without its queues.
+    rtt_min_ms: Option<u64>,
 }
 
 /// What operators see of a link's pace.
@@ -138,6 +143,7 @@ impl Pace {
             window_max: window_max.max(WINDOW_MIN),
             digest_sent: None,
             srtt_ms: None,
+            rtt_min_ms: None,
         }
     }
 
@@ -154,6 +160,7 @@ impl Pace {
             deltas,
             delivered: self.delivered,
             delivered_ms: self.delivered_ms,
+            sent_ms: now_ms,
         });
         self.in_flight_bytes += bytes;
         self.sends += 1;
@@ -174,6 +181,16 @@ impl Pace {
             self.samples.pop_front();
         }
         self.samples.push_back((now_ms, rate));
+        self.round_trip(now_ms.saturating_sub(b.sent_ms));
+    }
+
+    fn round_trip(&mut self, ms: u64) {
+        self.rtt_min_ms = Some(self.rtt_min_ms.map_or(ms, |m| m.min(ms)));
+    }
+
+    /// The shortest round trip measured on this link, if any has been.
+    pub fn rtt_min_ms(&self) -> Option<u64> {
+        self.rtt_min_ms
     }
 
     pub fn digest_sent(&mut self, now_ms: u64) {
@@ -189,6 +206,7 @@ impl Pace {
         let Some((at, sends)) = self.digest_sent.take() else {
             return;
         };
+        self.round_trip(now_ms.saturating_sub(at));
         let sample = now_ms.saturating_sub(at) as f64;
         let srtt = self.srtt_ms.map_or(sample, |s| s * 0.875 + sample * 0.125);
         self.srtt_ms = Some(srtt);
@@ -374,5 +392,24 @@ mod tests {
         assert_eq!(pace.view(1_600).rtt_ms, Some(600));
         pace.digest_answered(1_700); // no digest outstanding: no sample
         assert_eq!(pace.view(1_700).rtt_ms, Some(600));
+    }
+
+    #[test]
+    fn the_shortest_round_trip_is_the_lines_without_its_queues() {
+        let mut pace = Pace::new(1 << 20);
+        assert_eq!(pace.rtt_min_ms(), None, "nothing measured yet");
+        pace.digest_sent(0);
+        pace.digest_answered(40); // a digest queued behind a busy peer
+        assert_eq!(pace.rtt_min_ms(), Some(40));
+        pace.sent(1_000, 1, 100);
+        pace.sent(1_000, 1, 100); // waits on the line behind the first
+        pace.acked(103);
+        pace.acked(160);
+        assert_eq!(pace.rtt_min_ms(), Some(3), "the ack that did not queue");
+        pace.digest_sent(200);
+        pace.digest_answered(290);
+        assert_eq!(pace.rtt_min_ms(), Some(3), "a longer one changes nothing");
+        // The smoothed round trip still follows the digests alone.
+        assert_eq!(pace.view(290).rtt_ms, Some(46));
     }
 }

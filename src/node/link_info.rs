@@ -31,6 +31,9 @@ pub struct LinkStats {
     pub rate_bytes_per_sec: AtomicU64,
     /// The peer announced it reads compressed batches, and we send them.
     pub packing: AtomicBool,
+    /// The shortest round trip measured on this link, in ms, at least 1
+    /// (0 until one is): whether the link is a LAN's (`sync.lan_rtt_ms`).
+    pub rtt_min_ms: AtomicU64,
     /// The cap this link's connection sends under, in bytes per second
     /// (0: none): the lower of ours for the peer and the one it asked for.
     pub rate_cap_bytes_per_sec: AtomicU64,

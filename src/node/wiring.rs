@@ -202,6 +202,7 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         ingest_bytes_max: config.limits.ingest_bytes_max,
         message_bytes_max: config.limits.message_bytes_max,
         compress: config.sync.compress,
+        lan_rtt_ms: config.sync.lan_rtt_ms,
         keepalive: config.sync.keepalive(),
         keepalive_timeout: config.sync.keepalive_timeout(),
         staging: Arc::new(std::sync::Mutex::new(staging(&config.limits))),

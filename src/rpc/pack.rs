@@ -83,6 +83,13 @@ impl Context {
     }
 }
 
+/// Whether `deltas` make a small batch, a slow line's (or a live write's):
+/// packed at the stronger level, and kept as the next frame's context.
+pub fn is_small(deltas: &[SignedDelta]) -> bool {
+    let raw: usize = deltas.iter().map(|d| d.as_bytes().len() + ENTRY_HEAD).sum();
+    raw <= SMALL_RAW
+}
+
 /// A batch packed: the frame, its length unpacked, and how many bytes of
 /// the link's context it refers to (0: none).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,6 +91,23 @@ async fn a_peer_that_announces_nothing_gets_plain_batches_and_one_that_reads_zst
     t.stop().await;
 }
 
+/// On a link whose round trip is a LAN's, a small batch goes plain even to
+/// a peer that reads zstd: the bytes cost less than compressing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lans_small_batches_go_plain() {
+    // Any loopback round trip counts as a LAN's.
+    let t = Target::start_with("lan_rtt_ms = 60000\n").await;
+    let written = hq_writes(&t, 50).await;
+    let features = [pack::FEATURE, pack::CONTEXT_FEATURE];
+    let mut link = t.link_announcing("office-ke", &features).await;
+    // The peer's answer to HQ's digest is the round trip HQ measures.
+    let plain = first_batch(&mut link).await;
+    assert!(plain.zstd.is_empty(), "not compressed on a LAN");
+    assert_eq!(plain.deltas, written, "every delta, exactly as signed");
+    drop(link);
+    t.stop().await;
+}
+
 /// Frames refer to the batch before them only on a link whose peer said it
 /// reads that; a peer of the release before gets frames that stand alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,14 +41,22 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// Every link compresses (`lan_rtt_ms = 0`), loopback as any other,
+    /// so that these tests see the frames a field link gets.
     pub(crate) async fn start() -> Target {
+        Target::start_with("lan_rtt_ms = 0\n").await
+    }
+
+    /// The same, `sync` (TOML) added to HQ's `[sync]` section.
+    pub(crate) async fn start_with(sync: &str) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let specs = [
             NodeSpec::hq("hq"),
             NodeSpec::region("office-fr", "fr", &[]),
             NodeSpec::region("office-ke", "ke", &[]),
         ];
-        let mut fed = LocalFederation::create(dir.path(), &specs, NO_ANTI_ENTROPY).unwrap();
+        let config = format!("{NO_ANTI_ENTROPY}{sync}");
+        let mut fed = LocalFederation::create(dir.path(), &specs, &config).unwrap();
         let hq = fed.start("hq").await.unwrap();
         Target { fed, hq, _dir: dir }
     }

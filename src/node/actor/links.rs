@@ -123,7 +123,10 @@ impl Link {
                 }
             }
             PeerMsg::InSync(_) | PeerMsg::Frontier(_) => self.pace.digest_answered(now_ms),
-            _ => {}
+            _ => return,
+        }
+        if let Some(rtt) = self.pace.rtt_min_ms() {
+            (self.stats.rtt_min_ms).store(rtt.max(1), Ordering::Relaxed);
         }
     }
 }

@@ -66,6 +66,9 @@ pub(crate) struct LinkContext {
     pub message_bytes_max: usize,
     /// Send compressed batches to peers that read them (`sync.compress`).
     pub compress: bool,
+    /// `sync.lan_rtt_ms`: a link whose shortest round trip is below this
+    /// is a LAN's, and its small batches go plain (`Outbound`).
+    pub lan_rtt_ms: u64,
     /// `sync.keepalive_secs` and `sync.keepalive_timeout_secs`: the
     /// silence a link's watchdog allows before it allows for draining.
     pub keepalive: Duration,
@@ -120,6 +123,7 @@ pub(crate) async fn open(
     let announced = Arc::new(Announced::default());
     let outbound = Outbound {
         asks: ctx.rate_cap(&name),
+        lan_rtt_ms: ctx.lan_rtt_ms,
         announced: announced.clone(),
         staging: ctx.staging.clone(),
         pending: VecDeque::new(),

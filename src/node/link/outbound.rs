@@ -30,6 +30,8 @@ pub(crate) struct Outbound {
     /// The cap asked of the peer in the link's first digest: the most
     /// this node wants to receive (`[[peers]] rate_kbit`, 0 for none).
     pub(super) asks: u64,
+    /// `sync.lan_rtt_ms`.
+    pub(super) lan_rtt_ms: u64,
     pub(super) announced: Arc<Announced>,
     pub(super) staging: Arc<Mutex<Staging>>,
     /// Messages of one batch cut into pieces, still to go, and whether
@@ -45,7 +47,8 @@ pub(crate) struct Outbound {
 impl Outbound {
     /// `msg` on the wire, queued in `pending`: a batch compressed once the
     /// peer said it reads that (its digest comes first on every link, so
-    /// all but the first batch or two are), its large deltas in pieces.
+    /// all but the first batch or two are), unless the batch is small and
+    /// the link a LAN's; its large deltas in pieces.
     fn encode(&mut self, msg: &PeerMsg) {
         let m = match msg {
             PeerMsg::Deltas(ds) => {
@@ -53,8 +56,10 @@ impl Outbound {
                 (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
                 let zstd = self.stats.packing.load(Ordering::Relaxed);
                 let chained = zstd && self.announced.reads_context();
+                let rtt = self.stats.rtt_min_ms.load(Ordering::Relaxed);
+                let lan = rtt > 0 && rtt < self.lan_rtt_ms;
                 let context = &mut self.context;
-                let batch = |ds: &[_]| match (zstd, chained) {
+                let batch = |ds: &[_]| match (zstd && !(lan && pack::is_small(ds)), chained) {
                     (false, _) => convert::pb_plain(ds),
                     (true, false) => convert::pb_packed(ds, None),
                     (true, true) => convert::pb_packed(ds, Some(&mut *context)),
