@@ -15,6 +15,9 @@ use super::verify::KeyCache;
 pub struct Admitted {
     pub(crate) deltas: Vec<(SignedDelta, Verdict)>,
     pub(crate) refused: Vec<(Refusal, Vec<u8>)>,
+    /// The batches it came in, each of which the peer expects an `Ack`
+    /// for (a link admits batches that arrived together as one).
+    pub(crate) batches: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,7 @@ impl Admitted {
                 .map(|d| (d, Verdict::Unchecked))
                 .collect(),
             refused: Vec::new(),
+            batches: 1,
         }
     }
 
@@ -79,7 +83,10 @@ impl Admission {
         known: &Frontier,
         now_ms: u64,
     ) -> Admitted {
-        let mut out = Admitted::default();
+        let mut out = Admitted {
+            batches: 1,
+            ..Admitted::default()
+        };
         let mut candidates = Vec::new();
         for bytes in raw {
             let d = match SignedDelta::decode(bytes) {

@@ -264,12 +264,18 @@ impl Session {
             *held = (*held).max(seq);
         }
         let mut r = Reaction::default();
+        let batches = admitted.batches.max(1);
         let report = replica.ingest_admitted(admitted, origin, now_ms)?;
         // Every batch is acked, even one that held nothing we could use:
-        // the sender paces its link by the acks (`core::pace`).
+        // the sender paces its link by the acks (`core::pace`). Batches
+        // admitted together are each acked with the heads after all of
+        // them.
         let mut ack = Frontier::new();
         for author in theirs.keys() {
             ack.set(*author, replica.frontier().head(author));
+        }
+        for _ in 1..batches {
+            r.send.push(PeerMsg::Ack(ack.clone()));
         }
         r.send.push(PeerMsg::Ack(ack));
         // Only what we now hold counts as proof the peer holds it: a forged

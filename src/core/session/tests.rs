@@ -157,3 +157,27 @@ fn an_older_roster_version_in_a_digest_gets_the_newer_roster() {
         .send;
     assert!(!reply.iter().any(|m| matches!(m, PeerMsg::Roster(_))));
 }
+
+#[test]
+fn batches_admitted_together_are_each_acknowledged_with_the_heads_after_all() {
+    let mut x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut b = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    let mut sb = Session::new();
+    let deltas: Vec<_> = (0..3).map(|i| x.put("k", &[i], NOW)).collect();
+    // Three batches of one delta each, gathered by the link into one.
+    let mut admitted = crate::core::Admitted::unverified(deltas);
+    admitted.batches = 3;
+    let reaction = sb.handle_admitted(admitted, &mut b, "a", NOW).unwrap();
+    let acks: Vec<u64> = (reaction.send.iter())
+        .filter_map(|m| match m {
+            PeerMsg::Ack(f) => Some(f.head(&x.id()).seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acks,
+        vec![3, 3, 3],
+        "one Ack per batch, each at the last head"
+    );
+}

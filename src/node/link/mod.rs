@@ -36,7 +36,7 @@ mod admit;
 mod ending;
 mod outbound;
 mod pieces;
-use admit::{Admitter, Batch};
+use admit::{gather, Admitter, Batch, Stash};
 use ending::{stream_failure, watch, Ending};
 pub(crate) use outbound::Outbound;
 use pieces::Announced;
@@ -223,8 +223,14 @@ where
 {
     let mut admitter = Admitter::new(ctx);
     let mut first_digest = true;
+    // A message read while gathering batches that was not one.
+    let mut stash: Stash = None;
     loop {
-        let msg = match inbound.next().await {
+        let next = match stash.take() {
+            Some(item) => item,
+            None => inbound.next().await,
+        };
+        let msg = match next {
             None => return Ending::Closed("ended by the peer: it closed the stream".into()),
             Some(Err(e)) => return stream_failure(e),
             Some(Ok(m)) => m,
@@ -243,10 +249,7 @@ where
             }
         }
         let batch = match Incoming::try_from(msg) {
-            Err(e) => {
-                let status = Status::invalid_argument(format!("protocol violation: {e}"));
-                return Ending::Refused("protocol_violation", status);
-            }
+            Err(e) => return violation(e),
             Ok(Incoming::Msg(m)) => {
                 if matches!(m, PeerMsg::InSync(_)) {
                     stats.in_sync_received.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +279,12 @@ where
                 Err(ending) => return ending,
             },
         };
-        let (admitted, budget) = match admitter.admit(ctx, stats, batch).await {
+        let mut batches = vec![batch];
+        stash = match gather(&mut inbound, stats, &mut batches) {
+            Ok(next) => next,
+            Err(ending) => return ending,
+        };
+        let (admitted, budget) = match admitter.admit(ctx, stats, batches).await {
             Ok(done) => done,
             Err(ending) => return ending,
         };
@@ -289,6 +297,11 @@ where
             return Ending::Closed(format!("node shutting down (link to {peer})"));
         }
     }
+}
+
+fn violation(e: impl std::fmt::Display) -> Ending {
+    let status = Status::invalid_argument(format!("protocol violation: {e}"));
+    Ending::Refused("protocol_violation", status)
 }
 
 /// The send cap of one link's connection.
