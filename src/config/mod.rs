@@ -297,7 +297,7 @@ impl Default for LimitsConfig {
             handshakes_per_source_max: 256,
             hello_timeout_ms: 5000,
             handshake_timeout_secs: 10,
-            ingest_bytes_max: 16 * MIB,
+            ingest_bytes_max: 8 * MIB,
             requests_in_flight_max: 32,
             batch_deltas_max: 10_000,
         }

@@ -20,7 +20,7 @@ use crate::core::SignedDelta;
 pub(super) const GROUP_COMMANDS_MAX: usize = 64;
 /// Deltas applied in one group, at most, before it ends: a bound on what
 /// a crash can take back (from a node whose peers hold it anyway).
-pub(super) const GROUP_DELTAS_MAX: usize = 20_000;
+pub(super) const GROUP_DELTAS_MAX: usize = 8_000;
 
 /// What the group in progress applied, each with the link it came from.
 #[derive(Default)]
