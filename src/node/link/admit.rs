@@ -12,7 +12,6 @@ use prost::Message;
 use tokio_stream::Stream;
 
 use super::ending::Ending;
-use super::violation;
 use super::{LinkContext, LinkStats};
 use crate::core::{Admission, Admitted, Roster};
 use crate::rpc::convert::Incoming;
@@ -155,34 +154,49 @@ impl Admitter {
 /// Raw bytes of batches admitted as one, at most: about 4,000 of the field's
 /// deltas, so HQ's store writes a catch-up in commits of that size.
 const GATHER_BYTES_MAX: usize = 2 << 20;
+/// Batches admitted as one, at most. Each is acked on its own, so this also
+/// bounds the acks one admission queues for the link (far below what the
+/// link lets wait for a peer that reads), and with the limits of one batch
+/// it bounds what a peer's batches of empty deltas make the node hold.
+const GATHER_BATCHES_MAX: usize = 8;
 
 /// Adds to `batches` the delta batches the connection has already
-/// received, without waiting, up to [`GATHER_BYTES_MAX`]. Each commit costs
-/// the store its own log writes, and sled keeps more of a store written in
+/// received, without waiting, while they stay within [`GATHER_BATCHES_MAX`]
+/// and `bytes_max` (at most [`GATHER_BYTES_MAX`]). Each commit costs the
+/// store its own log writes, and sled keeps more of a store written in
 /// small commits as garbage (1.55x the deltas in commits of 1,000 against
 /// 1.3x in commits of 10,000), so what a busy link queued goes to the
 /// store as one commit. It never waits: a lone push is admitted at once.
-/// Returns the first message read that is not a delta batch, to be handled
-/// next as it came.
+/// Returns the first message read that it did not take (not a batch, a
+/// malformed one, or one over the bound), to be handled next as it came.
 pub(super) fn gather<S>(
     inbound: &mut S,
     stats: &LinkStats,
     batches: &mut Vec<Batch>,
-) -> Result<Stash, Ending>
+    bytes_max: usize,
+) -> Stash
 where
     S: Stream<Item = Result<pb::PeerMessage, Status>> + Unpin,
 {
+    let bytes_max = bytes_max.min(GATHER_BYTES_MAX);
     let mut bytes: usize = batches.iter().map(Batch::bytes).sum();
-    while bytes < GATHER_BYTES_MAX {
+    while batches.len() < GATHER_BATCHES_MAX {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let msg = match std::pin::Pin::new(&mut *inbound).poll_next(&mut cx) {
-            std::task::Poll::Pending => return Ok(None),
-            std::task::Poll::Ready(Some(Ok(msg)))
-                if matches!(msg.body, Some(pb::peer_message::Body::Deltas(_))) =>
-            {
-                msg
-            }
-            std::task::Poll::Ready(item) => return Ok(Some(item)),
+        let item = match std::pin::Pin::new(&mut *inbound).poll_next(&mut cx) {
+            std::task::Poll::Pending => return None,
+            std::task::Poll::Ready(item) => item,
+        };
+        let more = match &item {
+            Some(Ok(pb::PeerMessage {
+                body: Some(pb::peer_message::Body::Deltas(d)),
+            })) => unpacked_len(d).filter(|n| bytes + n <= bytes_max),
+            _ => None,
+        };
+        let Some(more) = more else {
+            return Some(item);
+        };
+        let Some(Ok(msg)) = item else {
+            return None; // matched above as a batch
         };
         stats.received(msg.encoded_len());
         let batch = match Incoming::try_from(msg) {
@@ -195,13 +209,22 @@ where
                 frame,
                 lens: (raw_len, context_len),
             },
-            Ok(_) => return Err(violation("a batch that holds no deltas")),
-            Err(e) => return Err(violation(e)),
+            _ => return None, // a well-formed batch, checked above
         };
-        bytes += batch.bytes();
+        bytes += more;
         batches.push(batch);
     }
-    Ok(None)
+    None
+}
+
+/// What a well-formed batch holds once unpacked (as [`Batch::bytes`]);
+/// `None` for one that mixes plain deltas and a frame.
+fn unpacked_len(d: &pb::Deltas) -> Option<usize> {
+    match (d.deltas.is_empty(), d.zstd.is_empty()) {
+        (_, true) => Some(d.deltas.iter().map(Vec::len).sum()),
+        (true, false) => Some(d.zstd_len as usize),
+        (false, false) => None,
+    }
 }
 
 /// A message read ahead (the stream's next item, `None` its end), or none.
@@ -211,12 +234,18 @@ pub(super) type Stash = Option<Option<Result<pb::PeerMessage, Status>>>;
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
     fn deltas(n: usize, len: usize) -> Result<pb::PeerMessage, Status> {
         let body = pb::peer_message::Body::Deltas(pb::Deltas {
             deltas: vec![vec![7; len]; n],
             ..Default::default()
         });
         Ok(pb::PeerMessage { body: Some(body) })
+    }
+
+    fn first() -> Vec<Batch> {
+        vec![Batch::Plain(vec![vec![1; 100]])]
     }
 
     fn bytes(batches: &[Batch]) -> Vec<usize> {
@@ -235,8 +264,8 @@ mod tests {
             deltas(1, 100),
         ]);
         let stats = LinkStats::default();
-        let mut batches = vec![Batch::Plain(vec![vec![1; 100]])];
-        let stash = gather(&mut inbound, &stats, &mut batches).unwrap();
+        let mut batches = first();
+        let stash = gather(&mut inbound, &stats, &mut batches, MIB);
         assert_eq!(bytes(&batches), vec![100, 200, 300]);
         assert!(
             matches!(stash, Some(Some(Ok(m))) if m == digest),
@@ -245,48 +274,59 @@ mod tests {
         assert_eq!(stats.messages_received.load(Ordering::Relaxed), 2);
         // The end of the stream is kept for the reader too.
         let mut ended = tokio_stream::iter(vec![deltas(1, 10)]);
-        let stash = gather(&mut ended, &stats, &mut batches).unwrap();
-        assert!(matches!(stash, Some(None)));
+        assert!(matches!(
+            gather(&mut ended, &stats, &mut batches, MIB),
+            Some(None)
+        ));
     }
 
     #[test]
-    fn gathering_never_waits_and_stops_at_its_bytes() {
+    fn gathering_never_waits_and_stops_at_its_bounds() {
         let stats = LinkStats::default();
         let mut quiet = tokio_stream::pending::<Result<pb::PeerMessage, Status>>();
-        let mut batches = vec![Batch::Plain(vec![vec![1; 10]])];
-        assert!(gather(&mut quiet, &stats, &mut batches).unwrap().is_none());
+        let mut batches = first();
+        assert!(gather(&mut quiet, &stats, &mut batches, MIB).is_none());
         assert_eq!(batches.len(), 1);
 
-        let mut inbound = tokio_stream::iter(vec![deltas(1, 1 << 20), deltas(1, 1 << 20)]);
-        let mut batches = vec![Batch::Plain(vec![vec![1; 1 << 20]])];
-        assert!(gather(&mut inbound, &stats, &mut batches)
-            .unwrap()
-            .is_none());
+        // Bytes: 2 MiB at most, and never past the ingest budget.
+        let mut inbound = tokio_stream::iter((0..3).map(|_| deltas(1, MIB - 100)));
+        let mut batches = first();
+        let stash = gather(&mut inbound, &stats, &mut batches, usize::MAX);
+        assert_eq!(batches.len(), 3, "two of almost 1 MiB after the first");
+        assert!(
+            matches!(stash, Some(Some(Ok(_)))),
+            "the third waits for the next"
+        );
+        let mut inbound = tokio_stream::iter((0..3).map(|_| deltas(1, 1000)));
+        let mut batches = first();
+        gather(&mut inbound, &stats, &mut batches, 2100);
         assert_eq!(
             bytes(&batches),
-            vec![1 << 20, 1 << 20],
-            "2 MiB, and no more"
+            vec![100, 1000, 1000],
+            "within a budget of 2,100"
         );
-        assert!(
-            std::pin::Pin::new(&mut inbound).size_hint().0 == 1,
-            "one left"
-        );
+
+        // Batches: each is acked on its own, so a few at most, empty or not.
+        let mut inbound = tokio_stream::iter((0..100).map(|_| deltas(0, 0)));
+        let mut batches = first();
+        assert!(gather(&mut inbound, &stats, &mut batches, MIB).is_none());
+        assert_eq!(batches.len(), GATHER_BATCHES_MAX);
     }
 
     #[test]
-    fn a_malformed_batch_met_while_gathering_ends_the_link() {
-        let mixed = pb::peer_message::Body::Deltas(pb::Deltas {
-            deltas: vec![vec![1]],
-            zstd: vec![2],
-            zstd_len: 1,
-            ..Default::default()
-        });
-        let mut inbound = tokio_stream::iter(vec![Ok(pb::PeerMessage { body: Some(mixed) })]);
-        let mut batches = vec![Batch::Plain(vec![vec![1; 10]])];
-        let ending = gather(&mut inbound, &LinkStats::default(), &mut batches);
-        assert!(matches!(
-            ending,
-            Err(Ending::Refused("protocol_violation", _))
-        ));
+    fn a_malformed_batch_is_left_for_the_reader_to_refuse_after_the_good_ones() {
+        let mixed = pb::PeerMessage {
+            body: Some(pb::peer_message::Body::Deltas(pb::Deltas {
+                deltas: vec![vec![1]],
+                zstd: vec![2],
+                zstd_len: 1,
+                ..Default::default()
+            })),
+        };
+        let mut inbound = tokio_stream::iter(vec![deltas(1, 10), Ok(mixed.clone())]);
+        let mut batches = first();
+        let stash = gather(&mut inbound, &LinkStats::default(), &mut batches, MIB);
+        assert_eq!(bytes(&batches), vec![100, 10]);
+        assert!(matches!(stash, Some(Some(Ok(m))) if m == mixed));
     }
 }

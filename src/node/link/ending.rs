@@ -53,7 +53,6 @@ pub(super) async fn watch(ctx: &LinkContext, stats: &LinkStats, alive: &Liveness
     }
 }
 
-#[derive(Debug)]
 pub(super) enum Ending {
     Closed(String),
     /// A message was refused: count it by code, end with the status.

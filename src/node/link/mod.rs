@@ -249,7 +249,10 @@ where
             }
         }
         let batch = match Incoming::try_from(msg) {
-            Err(e) => return violation(e),
+            Err(e) => {
+                let status = Status::invalid_argument(format!("protocol violation: {e}"));
+                return Ending::Refused("protocol_violation", status);
+            }
             Ok(Incoming::Msg(m)) => {
                 if matches!(m, PeerMsg::InSync(_)) {
                     stats.in_sync_received.fetch_add(1, Ordering::Relaxed);
@@ -280,10 +283,7 @@ where
             },
         };
         let mut batches = vec![batch];
-        stash = match gather(&mut inbound, stats, &mut batches) {
-            Ok(next) => next,
-            Err(ending) => return ending,
-        };
+        stash = gather(&mut inbound, stats, &mut batches, ctx.ingest_bytes_max);
         let (admitted, budget) = match admitter.admit(ctx, stats, batches).await {
             Ok(done) => done,
             Err(ending) => return ending,
@@ -297,11 +297,6 @@ where
             return Ending::Closed(format!("node shutting down (link to {peer})"));
         }
     }
-}
-
-fn violation(e: impl std::fmt::Display) -> Ending {
-    let status = Status::invalid_argument(format!("protocol violation: {e}"));
-    Ending::Refused("protocol_violation", status)
 }
 
 /// The send cap of one link's connection.
