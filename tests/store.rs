@@ -179,12 +179,61 @@ fn framed(payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// A store as the previous release wrote it (layout 2, tree `fedsync/v2`:
-/// one `l` entry per delta, no chunks, no record count) opens in this
-/// release: migrated once, every delta, record and head kept, the old tree
-/// gone; and it opens again as layout 3.
+/// Writes `deltas` into `tree` as layouts 2 and 3 kept them: each delta an
+/// `l` entry, each key (written once) an `r` record, each author's last
+/// delta its `h` head.
+fn write_old_entries(tree: &sled::Tree, deltas: &[fedsync::core::SignedDelta]) {
+    for d in deltas {
+        let mut k = b"l".to_vec();
+        k.extend_from_slice(&d.author().0);
+        k.extend_from_slice(&d.seq().to_be_bytes());
+        tree.insert(k, framed(d.as_bytes())).unwrap();
+        let mut rec = d.hlc().wall_ms.to_be_bytes().to_vec();
+        rec.extend_from_slice(&d.hlc().logical.to_be_bytes());
+        rec.extend_from_slice(&d.author().0);
+        rec.extend_from_slice(&d.seq().to_be_bytes());
+        rec.push(0);
+        tree.insert([b"r", d.key().as_bytes()].concat(), framed(&rec))
+            .unwrap();
+        let last = deltas.iter().rfind(|e| e.author() == d.author());
+        if last == Some(d) {
+            let head = [&d.seq().to_be_bytes()[..], &d.hash().0].concat();
+            tree.insert([b"h", &d.author().0[..]].concat(), framed(&head))
+                .unwrap();
+        }
+    }
+}
+
+/// Reopens a migrated store twice: every delta, record and head is there.
+fn assert_migrated(
+    dir: &std::path::Path,
+    r: &fedsync::core::Roster,
+    deltas: &[fedsync::core::SignedDelta],
+) {
+    for _ in 0..2 {
+        let store = KvStore::open(dir, &opts(10)).unwrap();
+        let rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
+        for d in deltas {
+            assert_eq!(
+                rep.store().delta(&d.author(), d.seq()).unwrap().as_ref(),
+                Some(d)
+            );
+            assert_eq!(rep.get(d.key()).unwrap().as_ref(), Some(d));
+            let head = rep.frontier().head(&d.author()).seq;
+            assert!(head >= d.seq(), "{head} < {}", d.seq());
+        }
+        assert_eq!(rep.store().record_count(), deltas.len() as u64);
+        let listed = rep.store().records("", None, usize::MAX).unwrap();
+        assert_eq!(listed.len(), deltas.len());
+    }
+}
+
+/// A store as the release before last wrote it (layout 2, tree
+/// `fedsync/v2`: one `l` entry per delta, no chunks, no record count)
+/// opens in this release: migrated once, every delta, record and head
+/// kept, the old tree gone; and it opens again as layout 4.
 #[test]
-fn a_store_of_the_previous_layout_is_migrated_once_on_open() {
+fn a_store_of_layout_2_is_migrated_once_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let mut fr = Author::region(1, "fr");
     let mut hq = Author::hq(2);
@@ -200,46 +249,15 @@ fn a_store_of_the_previous_layout_is_migrated_once_on_open() {
         let db = fedsync::store::open_db(dir.path(), &opts(10)).unwrap();
         let old = db.open_tree("fedsync/v2").unwrap();
         old.insert(b"mlayout", framed(&2u32.to_be_bytes())).unwrap();
-        for d in &deltas {
-            let mut k = b"l".to_vec();
-            k.extend_from_slice(&d.author().0);
-            k.extend_from_slice(&d.seq().to_be_bytes());
-            old.insert(k, framed(d.as_bytes())).unwrap();
-            // Every key is written once: its delta is its record.
-            let mut rec = d.hlc().wall_ms.to_be_bytes().to_vec();
-            rec.extend_from_slice(&d.hlc().logical.to_be_bytes());
-            rec.extend_from_slice(&d.author().0);
-            rec.extend_from_slice(&d.seq().to_be_bytes());
-            rec.push(0);
-            old.insert([b"r", d.key().as_bytes()].concat(), framed(&rec))
-                .unwrap();
-        }
-        for (a, last) in [(fr.id(), 150u64), (hq.id(), 10)] {
-            let d = deltas
-                .iter()
-                .find(|d| d.author() == a && d.seq() == last)
-                .unwrap();
-            let head = [&last.to_be_bytes()[..], &d.hash().0].concat();
-            old.insert([b"h", &a.0[..]].concat(), framed(&head))
-                .unwrap();
-        }
+        write_old_entries(&old, &deltas);
         db.flush().unwrap();
     }
-    for _ in 0..2 {
-        let store = KvStore::open(dir.path(), &opts(10)).unwrap();
-        let rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
-        assert_eq!(rep.frontier().head(&fr.id()).seq, 150);
-        assert_eq!(rep.frontier().head(&fr.id()).hash, fr.head_hash());
-        assert_eq!(rep.frontier().head(&hq.id()).seq, 10);
-        for d in &deltas {
-            assert_eq!(
-                rep.store().delta(&d.author(), d.seq()).unwrap().as_ref(),
-                Some(d)
-            );
-            assert_eq!(rep.get(d.key()).unwrap().as_ref(), Some(d));
-        }
-        assert_eq!(rep.store().record_count(), 160, "counted once on the way");
-    }
+    assert_migrated(dir.path(), &r, &deltas);
+    let store = KvStore::open(dir.path(), &opts(10)).unwrap();
+    let rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
+    assert_eq!(rep.frontier().head(&fr.id()).hash, fr.head_hash());
+    assert_eq!(rep.frontier().head(&hq.id()).seq, 10);
+    drop(rep);
     let db = fedsync::store::open_db(dir.path(), &opts(10)).unwrap();
     let names: Vec<String> = (db.tree_names().iter())
         .map(|n| String::from_utf8_lossy(n).into_owned())
@@ -248,11 +266,55 @@ fn a_store_of_the_previous_layout_is_migrated_once_on_open() {
     let tree = db.open_tree(fedsync::store::TREE).unwrap();
     assert_eq!(
         tree.get(b"mlayout").unwrap().unwrap().as_ref(),
-        framed(&3u32.to_be_bytes())
+        framed(&4u32.to_be_bytes())
     );
     // France's first nine chunks of 16 are sealed; the rest are tail entries.
     assert_eq!(tree.scan_prefix(b"c").count(), 9);
     assert_eq!(tree.scan_prefix(b"l").count(), 6 + 10);
+    // 160 records in 5 buckets of 32, none left one to an entry.
+    assert_eq!(tree.scan_prefix(b"r").count(), 0);
+    assert_eq!(tree.scan_prefix(b"b").count(), 5);
+}
+
+/// A store as the previous release wrote it (layout 3: one `r` entry per
+/// record) is migrated in place, its records moved into buckets; and a
+/// move cut short (the layout already says 4, entries are left) goes on
+/// at the next open.
+#[test]
+fn a_store_of_layout_3_moves_its_records_into_buckets_once() {
+    for layout in [3u32, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut authors: Vec<Author> = (1..=6)
+            .map(|i| Author::region(i, &format!("r{i}")))
+            .collect();
+        let r = roster(authors.iter());
+        let mut deltas = Vec::new();
+        // Fifteen each: a tail, no sealed chunk, as layout 3 would hold it.
+        for a in authors.iter_mut() {
+            for i in 0..15u64 {
+                deltas.push(a.put(&format!("k{i:02}"), b"v", NOW + i));
+            }
+        }
+        {
+            let db = fedsync::store::open_db(dir.path(), &opts(10)).unwrap();
+            let tree = db.open_tree(fedsync::store::TREE).unwrap();
+            tree.insert(b"mlayout", framed(&layout.to_be_bytes()))
+                .unwrap();
+            tree.insert(b"mrecords", framed(&90u64.to_be_bytes()))
+                .unwrap();
+            write_old_entries(&tree, &deltas);
+            db.flush().unwrap();
+        }
+        assert_migrated(dir.path(), &r, &deltas);
+        let db = fedsync::store::open_db(dir.path(), &opts(10)).unwrap();
+        let tree = db.open_tree(fedsync::store::TREE).unwrap();
+        assert_eq!(
+            tree.get(b"mlayout").unwrap().unwrap().as_ref(),
+            framed(&4u32.to_be_bytes())
+        );
+        assert_eq!(tree.scan_prefix(b"r").count(), 0);
+        assert_eq!(tree.scan_prefix(b"b").count(), 3, "90 records, 3 buckets");
+    }
 }
 
 /// How a damaged copy of a store turned out.

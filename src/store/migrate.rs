@@ -1,14 +1,28 @@
-//! Stores written by the previous release (layout 2, tree `fedsync/v2`)
-//! are migrated once, on open: every entry is copied into the layout 3
+//! Stores written by earlier releases are migrated once, on open.
+//!
+//! Layout 3 kept one `r` entry per record; layout 4 keeps records in
+//! buckets (`records.rs`), in the same tree. The layout key says 4 before
+//! the first record moves, so an older build refuses the store rather
+//! than read it half moved. Records then move in runs, each one atomic
+//! batch that adds the buckets and removes the entries, smallest keys
+//! first: a move cut short leaves every record in one place or the other,
+//! and every bucket below every entry still to move, so the next open
+//! just goes on ([`records_into_buckets`] runs at every open).
+//!
+//! Layout 2 (tree `fedsync/v2`) is copied: every entry is copied into the layout 3
 //! tree, each author's complete chunks of deltas sealed on the way, and the
 //! layout 2 tree is dropped. The layout key is written last, so a
 //! migration cut short (a crash, a full disk) is started again from the
 //! start at the next open, the old tree still whole.
 
-use super::kv::{Batch, Kv, SledKv};
+use super::kv::{prefix_bounds, Batch, Kv, SledKv};
 use super::log::{self, Chunks};
+use super::records;
 use super::{codec, frame, key, prefix, unframe, StoreError, LAYOUT, LAYOUT_VERSION, TREE};
 use crate::core::SignedDelta;
+
+/// Layout 3's key prefix of a record entry.
+pub(super) const OLD_RECORD: u8 = b'r';
 
 const OLD_TREE: &str = "fedsync/v2";
 const OLD_LAYOUT: u32 = 2;
@@ -112,4 +126,40 @@ fn copy(old: &sled::Tree, kv: &SledKv) -> Result<u64, StoreError> {
     kv.apply(batch)?;
     kv.flush()?;
     Ok(copied)
+}
+
+/// Moves layout 3's record entries, if any are left, into buckets.
+pub(super) fn records_into_buckets(kv: &dyn Kv) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut moved = 0u64;
+    loop {
+        let (from, to) = prefix_bounds(&[OLD_RECORD]);
+        let mut batch = Batch::default();
+        let mut run = Vec::new();
+        for item in kv.scan(from, to, false).take(BATCH_ENTRIES) {
+            let (k, v) = item?;
+            let payload = unframe(&v).map_err(|e| super::corrupt(&k, e))?;
+            let r = codec::decode_record(payload).map_err(|e| super::corrupt(&k, e))?;
+            let name = String::from_utf8(k[1..].to_vec())
+                .map_err(|_| super::corrupt(&k, codec::CodecError::Shape))?;
+            run.push((name, r));
+            batch.remove(k);
+        }
+        if run.is_empty() {
+            break;
+        }
+        moved += run.len() as u64;
+        records::append(&mut batch, run);
+        kv.apply(batch)?;
+    }
+    if moved > 0 {
+        kv.flush()?;
+        tracing::info!(
+            records = moved,
+            secs = started.elapsed().as_secs(),
+            "store migrated to layout {LAYOUT_VERSION}: records kept in buckets of {}; this happens once",
+            records::BUCKET_MAX
+        );
+    }
+    Ok(())
 }

@@ -2,30 +2,31 @@
 //! nodes ([`kv::SledKv`]) and memory for the simulation ([`MemKv`]). The only
 //! module that names sled.
 //!
-//! # On-disk layout, version 3
+//! # On-disk layout, version 4
 //!
-//! One sled tree, `fedsync/v3`, with a one-byte prefix per kind of entry.
+//! One sled tree, `fedsync/v3` (the name it got at layout 3), with a one-byte prefix per kind of entry.
 //! One tree because sled applies a batch atomically within a tree, which is
 //! the cheapest way to make a commit all-or-nothing (a cross-tree
 //! transaction measured at half the ingest rate).
 //!
 //! | prefix | key after the prefix        | value (each framed: crc32 ‖ payload)      |
 //! |--------|-----------------------------|-------------------------------------------|
-//! | `m`    | `layout`                    | u32 layout version (`3`)                  |
+//! | `m`    | `layout`                    | u32 layout version (`4`)                  |
 //! | `m`    | `roster`                    | the adopted signed roster, as signed      |
 //! | `m`    | `rebuilding`                | present while a rebuild from peers is unfinished |
 //! | `m`    | `quarantine.first` / `.next` / `.dropped` | u64 counters                 |
 //! | `m`    | `records`                   | u64: records held (tombstones included), kept by every commit |
 //! | `l`    | author (32) ‖ seq (u64 BE)  | a delta of the author's tail, exactly as received |
 //! | `c`    | author (32) ‖ n (u64 BE)    | sealed chunk n: the author's deltas `16n+1 ..= 16n+16`, zstd (see `log.rs`) |
-//! | `r`    | record key (UTF-8)          | winning delta: hlc, author, seq, deleted  |
+//! | `b`    | a record key (UTF-8): the bucket's separator | up to 32 records, in key order: key, winning delta's hlc, author, seq, deleted (see `records.rs`) |
 //! | `h`    | author (32)                 | frontier head: seq, hash                  |
 //! | `q`    | u64 BE, increasing          | refused delta: time, origin, code, reason, bytes, evidence |
 //!
-//! A layout change gets a new tree name and version; opening a store with
-//! an unknown version is refused rather than guessed at. A store of layout
-//! 2 (one `l` entry per delta, no chunks, no record count) is migrated
-//! once, on open (`migrate.rs`).
+//! A layout change gets a new version; opening a store with an unknown
+//! version is refused rather than guessed at. Stores of earlier layouts are
+//! migrated once, on open (`migrate.rs`): layout 3 (one `r` entry per
+//! record) in place, layout 2 (tree `fedsync/v2`: one `l` entry per delta,
+//! no chunks, no record count) by a copy into this tree.
 //!
 //! Every commit is one `apply_batch`, all or nothing. A durable commit (a
 //! local write) then flushes; a lazy one (a batch from a peer) is made
@@ -42,6 +43,7 @@ mod migrate;
 mod open;
 mod port;
 mod quarantine;
+mod records;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,14 +54,13 @@ pub use codec::CodecError;
 use codec::{frame, unframe};
 use error::corrupt;
 pub use error::StoreError;
-use kv::prefix_bounds;
 pub use kv::{Batch, Kv, SledKv};
 pub use mem::MemKv;
 pub use open::{open_db, StoreOptions};
 pub use quarantine::QuarantineView;
 use quarantine::{QuarantineCounters, Q_DROPPED, Q_FIRST, Q_NEXT};
 
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 pub const TREE: &str = "fedsync/v3";
 
 /// Entry kinds, by key prefix.
@@ -67,7 +68,7 @@ mod prefix {
     pub const META: u8 = b'm';
     pub const LOG: u8 = super::log::TAIL;
     pub const SEALED: u8 = super::log::SEALED;
-    pub const RECORD: u8 = b'r';
+    // b'b': a bucket of records, `records::BUCKET`.
     pub const HEAD: u8 = b'h';
     pub const QUARANTINE: u8 = b'q';
 }
@@ -119,6 +120,10 @@ pub struct KvStore {
     own_head: Option<Head>,
     /// Lazy commits applied since the last flush.
     unsynced: bool,
+    /// The record bucket read last, so that a run of lookups in one
+    /// bucket (a catch-up's keys, mostly in order) decodes it once.
+    /// Dropped by every commit.
+    last_span: std::sync::Mutex<Option<records::Span>>,
 }
 
 impl KvStore {
@@ -189,12 +194,19 @@ impl KvStore {
                 let bytes: [u8; 4] = payload
                     .try_into()
                     .map_err(|_| corrupt(&layout_key, CodecError::Shape))?;
-                let found = u32::from_be_bytes(bytes);
-                if found != LAYOUT_VERSION {
-                    return Err(StoreError::Layout { found });
+                match u32::from_be_bytes(bytes) {
+                    LAYOUT_VERSION => {}
+                    3 => {
+                        let mut b = Batch::default();
+                        b.insert(layout_key, frame(&LAYOUT_VERSION.to_be_bytes()));
+                        kv.apply(b)?;
+                        kv.flush()?;
+                    }
+                    found => return Err(StoreError::Layout { found }),
                 }
             }
         }
+        migrate::records_into_buckets(&*kv)?;
         let mut store = KvStore {
             kv,
             quarantine_max: quarantine_max.max(1),
@@ -208,6 +220,7 @@ impl KvStore {
             owner: None,
             own_head: None,
             unsynced: false,
+            last_span: Default::default(),
         };
         store.q = QuarantineCounters {
             first: store.meta_u64(Q_FIRST)?,
@@ -225,12 +238,7 @@ impl KvStore {
     /// A store written by an earlier release keeps no record count: count
     /// once, and keep it from then on.
     fn count_records_once(&self) -> Result<u64, StoreError> {
-        let (from, to) = prefix_bounds(&[prefix::RECORD]);
-        let mut n = 0u64;
-        for item in self.kv.scan(from, to, false) {
-            item?;
-            n += 1;
-        }
+        let n = records::count(&*self.kv)?;
         let mut b = Batch::default();
         b.insert(
             key(prefix::META, RECORDS.as_bytes()),

@@ -2,13 +2,12 @@
 //! deltas, records, roster) and the one all-or-nothing batch each commit
 //! writes, in the layout `mod.rs` documents.
 
-use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use super::codec::{self, frame, unframe, CodecError};
 use super::error::corrupt;
 use super::kv::{prefix_bounds, Batch};
-use super::{key, log, prefix, KvStore, StoreError, RECORDS, ROSTER};
+use super::{key, log, prefix, records, KvStore, StoreError, RECORDS, ROSTER};
 use crate::core::{Commit, Frontier, NodeId, RecordRef, SeqRange, SignedDelta, Store};
 
 impl Store for KvStore {
@@ -50,14 +49,14 @@ impl Store for KvStore {
     }
 
     fn record(&self, record_key: &str) -> Result<Option<RecordRef>, StoreError> {
-        let k = key(prefix::RECORD, record_key.as_bytes());
-        let Some(v) = self.kv.get(&k)? else {
-            return Ok(None);
-        };
-        let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
-        codec::decode_record(payload)
-            .map(Some)
-            .map_err(|e| corrupt(&k, e))
+        let mut last = self.last_span.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(span) = last.as_ref().filter(|s| s.contains(record_key.as_bytes())) {
+            return Ok(span.get(record_key));
+        }
+        let span = records::locate(&*self.kv, record_key.as_bytes())?;
+        let found = span.get(record_key);
+        *last = Some(span);
+        Ok(found)
     }
 
     fn records(
@@ -69,30 +68,13 @@ impl Store for KvStore {
         let start = match after {
             Some(a) if a >= prefix => {
                 // The smallest key greater than `a`: `a` followed by a 0 byte.
-                let mut k = key(prefix::RECORD, a.as_bytes());
+                let mut k = a.as_bytes().to_vec();
                 k.push(0);
                 k
             }
-            _ => key(prefix::RECORD, prefix.as_bytes()),
+            _ => prefix.as_bytes().to_vec(),
         };
-        let wanted = key(prefix::RECORD, prefix.as_bytes());
-        let mut out = Vec::new();
-        for item in self
-            .kv
-            .scan(Bound::Included(start), Bound::Unbounded, false)
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&wanted) || out.len() >= limit {
-                break;
-            }
-            let name = std::str::from_utf8(&k[1..])
-                .map_err(|_| corrupt(&k, CodecError::Shape))?
-                .to_owned();
-            let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
-            let r = codec::decode_record(payload).map_err(|e| corrupt(&k, e))?;
-            out.push((name, r));
-        }
-        Ok(out)
+        records::page(&*self.kv, prefix, &start, limit)
     }
 
     fn deltas_for_keys(
@@ -154,9 +136,6 @@ impl Store for KvStore {
         for r in &c.retract {
             log::retract(&*self.kv, &self.chunks, &mut batch, &r.author, r.first)?;
         }
-        for k in &c.records_removed {
-            batch.remove(key(prefix::RECORD, k.as_bytes()));
-        }
         if let Some(r) = &c.roster {
             batch.insert(key(prefix::META, ROSTER.as_bytes()), frame(r));
         }
@@ -174,12 +153,8 @@ impl Store for KvStore {
             }
             log::append(&*self.kv, &self.chunks, &mut batch, run)?;
         }
-        for (k, r) in &c.records {
-            batch.insert(
-                key(prefix::RECORD, k.as_bytes()),
-                frame(&codec::encode_record(r)),
-            );
-        }
+        *self.last_span.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        records::write(&*self.kv, &mut batch, &c.records, &c.records_removed)?;
         for (a, h) in &c.heads {
             if h.seq == 0 {
                 batch.remove(key(prefix::HEAD, &a.0));
