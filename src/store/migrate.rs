@@ -9,10 +9,10 @@
 //! and every bucket below every entry still to move, so the next open
 //! just goes on ([`records_into_buckets`] runs at every open).
 //!
-//! Layout 2 (tree `fedsync/v2`) is copied: every entry is copied into the layout 3
-//! tree, each author's complete chunks of deltas sealed on the way, and the
-//! layout 2 tree is dropped. The layout key is written last, so a
-//! migration cut short (a crash, a full disk) is started again from the
+//! Layout 2 (tree `fedsync/v2`) is copied first: every entry into this
+//! layout's tree, each author's complete chunks of deltas sealed on the
+//! way, and the layout 2 tree is dropped. The layout key is written last,
+//! so a copy cut short (a crash, a full disk) is started again from the
 //! start at the next open, the old tree still whole.
 
 use super::kv::{prefix_bounds, Batch, Kv, SledKv};

@@ -4,7 +4,8 @@
 //!
 //! # On-disk layout, version 4
 //!
-//! One sled tree, `fedsync/v3` (the name it got at layout 3), with a one-byte prefix per kind of entry.
+//! One sled tree, `fedsync/v3` (named when layout 3 began), with a
+//! one-byte prefix per kind of entry.
 //! One tree because sled applies a batch atomically within a tree, which is
 //! the cheapest way to make a commit all-or-nothing (a cross-tree
 //! transaction measured at half the ingest rate).
