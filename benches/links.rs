@@ -28,6 +28,8 @@
 //! `cargo bench --bench links`; `FEDSYNC_BENCH_LINKS` picks scenarios
 //! (comma-separated; default all). Each runs on its own line, so two
 //! invocations can run side by side: the lines, not the CPU, set the pace.
+//! `FEDSYNC_BENCH_KEEP=1` keeps each scenario's directory (configs, stores
+//! and the nodes' logs) and prints where.
 
 #[allow(dead_code)]
 mod common;
@@ -106,6 +108,9 @@ impl Line {
     }
 
     fn stop(self) {
+        if std::env::var_os("FEDSYNC_BENCH_KEEP").is_some() {
+            println!("  kept: {}", self._dir.keep().display());
+        }
         if let Some(o) = self.office {
             o.stop();
         }
@@ -170,10 +175,12 @@ async fn catch_up(name: &str, mut l: Line, payload: u64, within: Duration) -> (f
     let mut office = l.office_client();
     let took = wait_covers(&mut office, &target, within).await;
     let wire = l.shaper.bytes();
+    let down = l.shaper.bytes_down();
     let secs = took.map_or(f64::NAN, |d| d.as_secs_f64());
     println!(
         "{name}: {} in {secs:.1} s; ideal {:.1} s for the payload, {:.1} s for the bytes sent \
-         ({:.2}x); {} drops; {} received twice; {wire} bytes on the line = {:.3}x the payload",
+         ({:.2}x); {} drops; {} received twice; {wire} bytes on the line = {:.3}x the payload, \
+         {down} of them towards the office ({:.1} s of the line)",
         if took.is_some() {
             "complete"
         } else {
@@ -185,6 +192,7 @@ async fn catch_up(name: &str, mut l: Line, payload: u64, within: Duration) -> (f
         l.drops(),
         duplicates(&mut office).await,
         wire as f64 / payload as f64,
+        l.spec.secs_for(down),
     );
     l.stop();
     (secs, wire)

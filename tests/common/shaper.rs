@@ -151,6 +151,12 @@ impl Shaper {
         self.counters.up.load(Ordering::Relaxed) + self.counters.down.load(Ordering::Relaxed)
     }
 
+    /// Bytes delivered from the listening side to the dialling side: the
+    /// direction a catch-up by the dialler fills.
+    pub fn bytes_down(&self) -> u64 {
+        self.counters.down.load(Ordering::Relaxed)
+    }
+
     pub fn connections(&self) -> u64 {
         self.counters.connections.load(Ordering::Relaxed)
     }
