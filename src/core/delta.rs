@@ -85,6 +85,12 @@ pub enum DecodeError {
 /// when the delta before it in a batch is the author's previous one, and
 /// put [`hash_of`] that one back here.
 pub const PREV_RANGE: std::ops::Range<usize> = 41..73;
+/// Where `author`, `seq` and `wall_ms` sit: a transport may also leave
+/// these out for a delta that follows its author's previous one, and put
+/// them back from that one.
+pub const AUTHOR_RANGE: std::ops::Range<usize> = 1..33;
+pub const SEQ_RANGE: std::ops::Range<usize> = 33..41;
+pub const WALL_RANGE: std::ops::Range<usize> = 73..81;
 
 /// The hash of an encoded delta (SHA-256 of `DOMAIN || body`) without
 /// decoding it; `None` if it is too short to hold a header and signature.
@@ -359,6 +365,10 @@ mod tests {
         }
         .sign(&k);
         assert_eq!(&second.as_bytes()[PREV_RANGE], &first.hash().0);
+        let b = second.as_bytes();
+        assert_eq!(&b[AUTHOR_RANGE], &second.author().0);
+        assert_eq!(&b[SEQ_RANGE], &2u64.to_be_bytes());
+        assert_eq!(&b[WALL_RANGE], &second.hlc().wall_ms.to_be_bytes());
         assert_eq!(hash_of(first.as_bytes()), Some(first.hash()));
         assert_eq!(hash_of(&first.as_bytes()[..HEADER_LEN + 63]), None);
     }

@@ -15,7 +15,7 @@ const NOTE_CHARS_MAX: usize = 512;
 const REBUILD_WAITING_MAX: usize = 65_536;
 
 use super::fragment::FragmentIn;
-use super::pack::Context;
+use super::pack::Terms;
 use super::pb;
 
 /// Why a peer message could not be understood.
@@ -193,6 +193,7 @@ fn pb_announcing(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> 
             super::pack::FEATURE.to_string(),
             super::fragment::FEATURE.to_string(),
             super::pack::CONTEXT_FEATURE.to_string(),
+            super::pack::FOLLOWS_FEATURE.to_string(),
         ],
         ..pb_digest(d, roster_version, rebuild)
     }
@@ -207,6 +208,12 @@ pub fn reads_packed(d: &pb::Digest) -> bool {
 /// context.
 pub fn reads_context(d: &pb::Digest) -> bool {
     d.features.iter().any(|f| f == super::pack::CONTEXT_FEATURE)
+}
+
+/// Whether a peer's digest announced that it reads entries that follow
+/// the one before them.
+pub fn reads_follows(d: &pb::Digest) -> bool {
+    d.features.iter().any(|f| f == super::pack::FOLLOWS_FEATURE)
 }
 
 /// Whether a peer's digest announced that it reads deltas in pieces.
@@ -268,10 +275,10 @@ pub fn pb_plain(deltas: &[SignedDelta]) -> pb::PeerMessage {
     }
 }
 
-/// `deltas` as one compressed frame, for a peer that reads them, after
-/// the link's `context` if it reads that too.
-pub fn pb_packed(deltas: &[SignedDelta], context: Option<&mut Context>) -> pb::PeerMessage {
-    let p = super::pack::pack(deltas, context);
+/// `deltas` as one compressed frame, for a peer that reads them, in the
+/// `terms` it reads.
+pub fn pb_packed(deltas: &[SignedDelta], terms: Terms<'_>) -> pb::PeerMessage {
+    let p = super::pack::pack(deltas, terms);
     pb::PeerMessage {
         body: Some(pb::peer_message::Body::Deltas(pb::Deltas {
             deltas: Vec::new(),

@@ -138,6 +138,34 @@ async fn frames_refer_to_the_batch_before_only_for_a_peer_that_reads_that() {
     t.stop().await;
 }
 
+/// Entries leave out author, seq and time only on a link whose peer said
+/// it reads that: the release before gets each of HQ's run with only its
+/// `prev` left out, which is all it can put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_follow_the_one_before_only_for_a_peer_that_reads_that() {
+    let t = Target::start().await;
+    let written = hq_writes(&t, 50).await;
+    let before = [pack::FEATURE, pack::CONTEXT_FEATURE];
+    let now = [pack::FEATURE, pack::CONTEXT_FEATURE, pack::FOLLOWS_FEATURE];
+    let mut lens = Vec::new();
+    for (peer, features) in [("office-fr", &before[..]), ("office-ke", &now)] {
+        let mut link = t.link_announcing(peer, features).await;
+        let batch = first_batch(&mut link).await;
+        let back = unpacked(&batch, &mut pack::Context::default());
+        assert_eq!(back, written[..back.len()], "{peer}: the signed bytes");
+        // One author's run: the first whole, each after it without prev.
+        let kind_1: usize = back.iter().map(|d| 5 + d.len()).sum::<usize>() - 32 * (back.len() - 1);
+        lens.push((batch.zstd_len as usize, kind_1, back.len()));
+        drop(link);
+    }
+    let [(old, old_kind_1, _), (new, new_kind_1, n)] = lens[..] else {
+        unreachable!()
+    };
+    assert_eq!(old, old_kind_1, "the release before gets kind 1 entries");
+    assert!(new + 40 * (n - 1) <= new_kind_1, "{new} of {new_kind_1}");
+    t.stop().await;
+}
+
 /// A compressed batch from a peer is applied like a plain one; one whose
 /// declared size is over the message limit is refused unopened, one that
 /// does not decompress to its declared size is refused as malformed.
@@ -152,7 +180,7 @@ async fn compressed_batches_are_applied_and_lying_ones_refused() {
         frame: zstd,
         raw_len: zstd_len,
         ..
-    } = pack::pack(&ds, None);
+    } = pack::pack(&ds, pack::Terms::default());
     let packed = |zstd: Vec<u8>, zstd_len: u32| pb::PeerMessage {
         body: Some(Body::Deltas(pb::Deltas {
             zstd,

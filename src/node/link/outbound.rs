@@ -55,14 +55,20 @@ impl Outbound {
                 let bytes: usize = ds.iter().map(|d| d.as_bytes().len()).sum();
                 (self.stats.delta_bytes_sent).fetch_add(bytes as u64, Ordering::Relaxed);
                 let zstd = self.stats.packing.load(Ordering::Relaxed);
-                let chained = zstd && self.announced.reads_context();
+                let chained = self.announced.reads_context();
+                let follows = self.announced.reads_follows();
                 let rtt = self.stats.rtt_min_ms.load(Ordering::Relaxed);
                 let lan = rtt > 0 && rtt < self.lan_rtt_ms;
                 let context = &mut self.context;
-                let batch = |ds: &[_]| match (zstd && !(lan && pack::is_small(ds)), chained) {
-                    (false, _) => convert::pb_plain(ds),
-                    (true, false) => convert::pb_packed(ds, None),
-                    (true, true) => convert::pb_packed(ds, Some(&mut *context)),
+                let batch = |ds: &[_]| match zstd && !(lan && pack::is_small(ds)) {
+                    false => convert::pb_plain(ds),
+                    true => convert::pb_packed(
+                        ds,
+                        pack::Terms {
+                            context: chained.then_some(&mut *context),
+                            follows,
+                        },
+                    ),
                 };
                 self.pending.extend(self.announced.encode(ds, zstd, batch));
                 return;

@@ -24,6 +24,8 @@ pub(super) struct Announced {
     fragments: AtomicBool,
     /// It reads frames after their context (`rpc::pack`).
     context: AtomicBool,
+    /// It reads entries that follow the one before them (`rpc::pack`).
+    follows: AtomicBool,
     /// The deltas it holds in part, and how many bytes of each.
     staged: Mutex<HashMap<DeltaHash, u64>>,
 }
@@ -34,10 +36,15 @@ impl Announced {
     pub(super) fn terms(&self, d: &pb::Digest) {
         (self.fragments).store(convert::reads_fragments(d), Ordering::Relaxed);
         (self.context).store(convert::reads_context(d), Ordering::Relaxed);
+        (self.follows).store(convert::reads_follows(d), Ordering::Relaxed);
     }
 
     pub(super) fn reads_context(&self) -> bool {
         self.context.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn reads_follows(&self) -> bool {
+        self.follows.load(Ordering::Relaxed)
     }
 
     /// Takes in what `d`, the peer's digest, says it holds in part.
