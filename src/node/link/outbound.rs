@@ -57,8 +57,7 @@ impl Outbound {
                 let zstd = self.stats.packing.load(Ordering::Relaxed);
                 let chained = self.announced.reads_context();
                 let follows = self.announced.reads_follows();
-                let rtt = self.stats.rtt_min_ms.load(Ordering::Relaxed);
-                let lan = rtt > 0 && rtt < self.lan_rtt_ms;
+                let lan = self.lan();
                 let context = &mut self.context;
                 let batch = |ds: &[_]| match zstd && !(lan && pack::is_small(ds)) {
                     false => convert::pb_plain(ds),
@@ -98,6 +97,25 @@ impl Outbound {
         };
         self.pending.push_back(m);
     }
+
+    /// Whether the link's round trip is a LAN's (`sync.lan_rtt_ms`).
+    fn lan(&self) -> bool {
+        let rtt = self.stats.rtt_min_ms.load(Ordering::Relaxed);
+        rtt > 0 && rtt < self.lan_rtt_ms
+    }
+
+    /// `m` handed to tonic; after a batch or a piece, unless the link is a
+    /// LAN's, whatever comes next goes in a chunk of its own.
+    fn ready(
+        &mut self,
+        m: pb::PeerMessage,
+    ) -> std::task::Poll<Option<Result<pb::PeerMessage, Status>>> {
+        use pb::peer_message::Body;
+        let batch = matches!(m.body, Some(Body::Deltas(_) | Body::Fragment(_)));
+        self.flush_first = batch && !self.lan();
+        self.stats.sent(m.encoded_len());
+        std::task::Poll::Ready(Some(Ok(m)))
+    }
 }
 
 impl Stream for Outbound {
@@ -107,20 +125,19 @@ impl Stream for Outbound {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        if !self.pending.is_empty() {
-            if std::mem::take(&mut self.flush_first) {
-                // Pending, and polled again at once: tonic hands what it
-                // has encoded so far to HTTP/2 as one chunk, and so each
-                // piece travels in a frame of its own. Frames are read
-                // whole; a 16 KiB frame of several pieces would take four
-                // seconds of a 32 kbit/s line to give up its first.
-                cx.waker().wake_by_ref();
-                return std::task::Poll::Pending;
-            }
-            let m = self.pending.pop_front().expect("not empty");
-            self.flush_first = !self.pending.is_empty();
-            self.stats.sent(m.encoded_len());
-            return std::task::Poll::Ready(Some(Ok(m)));
+        if std::mem::take(&mut self.flush_first) {
+            // Pending, and polled again at once: tonic hands what it has
+            // encoded so far to HTTP/2 as one chunk, and so each batch or
+            // piece travels in frames of its own. Frames are read whole:
+            // two batches in one 16 KiB frame would keep the first, and
+            // its ack, until a 128 kbit/s line had carried the second
+            // (a second with the line idle behind it, while the window
+            // waits for that ack).
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        if let Some(m) = self.pending.pop_front() {
+            return self.ready(m);
         }
         let msg = match self.rx.poll_recv(cx) {
             std::task::Poll::Ready(Some(m)) => m,
@@ -141,8 +158,6 @@ impl Stream for Outbound {
             .pending
             .pop_front()
             .expect("every message encodes to one or more");
-        self.flush_first = !self.pending.is_empty();
-        self.stats.sent(m.encoded_len());
-        std::task::Poll::Ready(Some(Ok(m)))
+        self.ready(m)
     }
 }
