@@ -110,12 +110,13 @@ impl Sim {
         });
     }
 
-    /// A fresh connection: new sessions on both ends, each opens with a digest.
+    /// A fresh connection that `a` dials: new sessions on both ends, each
+    /// opens with a digest, the dialler's with its frontier.
     fn connect(&mut self, a: usize, b: usize) {
         *self.links.get_mut(&link(a, b)).unwrap() += 1;
         for (x, y) in [(a, b), (b, a)] {
             self.nodes[x].sessions.insert(y, Session::new());
-            let msg = self.nodes[x].sessions[&y].digest(&self.nodes[x].replica);
+            let msg = self.nodes[x].sessions[&y].opening(&self.nodes[x].replica, x == a);
             self.send(x, y, msg);
         }
     }

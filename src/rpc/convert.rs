@@ -129,6 +129,7 @@ impl TryFrom<pb::PeerMessage> for Incoming {
                 roster: d.roster_version,
                 digest: digest(&d)?,
                 rebuild: announce(&d)?,
+                frontier: d.frontier.map(frontier).transpose()?,
             }),
             Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(&d)?)),
             Body::Frontier(f) => Incoming::Msg(PeerMsg::Frontier(frontier(f)?)),
@@ -258,6 +259,7 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         features: Vec::new(),
         rate_bytes_per_sec_max: 0,
         staged: Vec::new(),
+        frontier: None,
     }
 }
 
@@ -297,7 +299,11 @@ impl From<&PeerMsg> for pb::PeerMessage {
                 digest,
                 roster,
                 rebuild,
-            } => Body::Digest(pb_announcing(*digest, *roster, rebuild)),
+                frontier,
+            } => Body::Digest(pb::Digest {
+                frontier: frontier.as_ref().map(pb_frontier),
+                ..pb_announcing(*digest, *roster, rebuild)
+            }),
             PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0, &Announce::Intact)),
             PeerMsg::Frontier(f) => Body::Frontier(pb_frontier(f)),
             PeerMsg::Need(ranges) => Body::Need(pb::Need {
@@ -357,6 +363,13 @@ mod tests {
                 digest: f.digest(),
                 roster: 7,
                 rebuild: Announce::Intact,
+                frontier: None,
+            },
+            PeerMsg::Digest {
+                digest: f.digest(),
+                roster: 7,
+                rebuild: Announce::Intact,
+                frontier: Some(f.clone()),
             },
             PeerMsg::Digest {
                 digest: f.digest(),
@@ -364,6 +377,7 @@ mod tests {
                 rebuild: Announce::Rebuilding {
                     waiting_for: vec![a.id()],
                 },
+                frontier: None,
             },
             PeerMsg::Digest {
                 digest: f.digest(),
@@ -371,6 +385,7 @@ mod tests {
                 rebuild: Announce::Rebuilding {
                     waiting_for: Vec::new(),
                 },
+                frontier: None,
             },
             PeerMsg::Roster(vec![1, 2, 3]),
             PeerMsg::Refused(vec![Note {

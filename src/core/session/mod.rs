@@ -32,6 +32,11 @@
 //!    arrives before the answer to a digest sent after that batch.
 //! 10. A `Frontier` that answers our digest says nothing of what we sent
 //!     after that digest: that is still on its way and is not sent again.
+//! 11. The dialler's opening digest may carry its frontier (when small),
+//!     which the listener takes as if it had asked: it streams a round
+//!     trip sooner. It still answers the digest, and still sends its own,
+//!     which the dialler answers with a `Frontier` as in step 2. A peer of
+//!     an older release ignores the field and the link runs as before.
 //!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
@@ -56,11 +61,14 @@ pub const NOTES_MAX: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerMsg {
     /// The sender's frontier digest and roster version, and whether it is
-    /// rebuilding its store (see [`super::rebuild`]).
+    /// rebuilding its store (see [`super::rebuild`]). A dialler's opening
+    /// digest may carry its whole frontier too, when that is small (see
+    /// [`Session::opening`]).
     Digest {
         digest: FrontierDigest,
         roster: u64,
         rebuild: Announce,
+        frontier: Option<Frontier>,
     },
     InSync(FrontierDigest),
     Frontier(Frontier),
@@ -121,6 +129,10 @@ pub struct Session {
     sent_at_digest: VecDeque<HashMap<NodeId, u64>>,
 }
 
+/// Authors in a frontier that an opening digest carries, at most: about
+/// 2.3 KB, which a 64 kbit/s line moves in less than a long round trip.
+pub const OPENING_FRONTIER_MAX: usize = 32;
+
 /// Unanswered digests remembered: more only happen on a link that does
 /// not answer, and forgetting one just means re-sending (see `Frontier`).
 const DIGESTS_REMEMBERED: usize = 8;
@@ -130,13 +142,29 @@ impl Session {
         Self::default()
     }
 
-    /// The opening (and anti-entropy) message.
+    /// The anti-entropy message.
     pub fn digest<S: Store>(&self, replica: &Replica<S>) -> PeerMsg {
         PeerMsg::Digest {
             digest: replica.digest(),
             roster: replica.roster().version,
             rebuild: self.announce.clone(),
+            frontier: None,
         }
+    }
+
+    /// The message that opens a link. The dialler's carries its frontier
+    /// when that has at most [`OPENING_FRONTIER_MAX`] authors, so the
+    /// listener can start streaming without a round trip for it (step
+    /// 11); larger frontiers would cost the line more than the round trip.
+    pub fn opening<S: Store>(&self, replica: &Replica<S>, dialler: bool) -> PeerMsg {
+        let mut msg = self.digest(replica);
+        let mine = replica.frontier();
+        if let PeerMsg::Digest { frontier, .. } = &mut msg {
+            if dialler && mine.len() <= OPENING_FRONTIER_MAX {
+                *frontier = Some(mine.clone());
+            }
+        }
+        msg
     }
 
     /// Our digest has left, after everything queued before it: what we
@@ -182,8 +210,12 @@ impl Session {
                 digest,
                 roster,
                 rebuild,
+                frontier,
             } => {
                 self.peer_announce = Some(rebuild);
+                if let Some(theirs) = frontier {
+                    self.opened_with(theirs, digest, replica, &mut r);
+                }
                 if roster < replica.roster().version {
                     if let Some(signed) = replica.signed_roster() {
                         r.send.push(PeerMsg::Roster(signed.as_bytes().to_vec()));
@@ -210,14 +242,7 @@ impl Session {
                 // Their frontier is fresh truth about everything we sent
                 // before our digest, so restart our record of it from there.
                 self.sent = self.resent_from(&theirs);
-                self.outbox.clear();
-                self.enqueue(replica.frontier().missing_in(&theirs));
-                let need = allowed(theirs.missing_in(replica.frontier()), replica);
-                if !need.is_empty() {
-                    r.send.push(PeerMsg::Need(need));
-                }
-                r.peer_view = Some(view(true, &theirs, replica));
-                self.peer = Some(theirs);
+                self.learn(theirs, replica, &mut r);
             }
             PeerMsg::Need(ranges) => self.enqueue_needed(ranges, replica.frontier()),
             PeerMsg::Deltas(batch) => {
@@ -402,6 +427,40 @@ impl Session {
             }
         }
         sent
+    }
+
+    /// A frontier that came in the peer's opening digest (step 11). It
+    /// answers no digest of ours, so it leaves their record alone; it is
+    /// used only before any other frontier, when nothing was sent yet that
+    /// it could fail to show, and only if it is the one the digest names.
+    fn opened_with<S: Store>(
+        &mut self,
+        theirs: Frontier,
+        digest: FrontierDigest,
+        replica: &Replica<S>,
+        r: &mut Reaction,
+    ) {
+        if self.peer.is_some() || theirs.digest() != digest || digest == replica.digest() {
+            return;
+        }
+        for (author, head) in theirs.iter() {
+            let sent = self.sent.entry(*author).or_default();
+            *sent = (*sent).max(head.seq);
+        }
+        self.learn(theirs, replica, r);
+    }
+
+    /// The peer's whole frontier, with `sent` already set from it: stream
+    /// what it lacks, ask for what we lack.
+    fn learn<S: Store>(&mut self, theirs: Frontier, replica: &Replica<S>, r: &mut Reaction) {
+        self.outbox.clear();
+        self.enqueue(replica.frontier().missing_in(&theirs));
+        let need = allowed(theirs.missing_in(replica.frontier()), replica);
+        if !need.is_empty() {
+            r.send.push(PeerMsg::Need(need));
+        }
+        r.peer_view = Some(view(true, &theirs, replica));
+        self.peer = Some(theirs);
     }
 
     pub fn has_outbox(&self) -> bool {

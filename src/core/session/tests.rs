@@ -181,3 +181,106 @@ fn batches_admitted_together_are_each_acknowledged_with_the_heads_after_all() {
         "one Ack per batch, each at the last head"
     );
 }
+
+#[test]
+fn a_dialler_frontier_in_the_opening_digest_starts_the_stream_and_nothing_goes_twice() {
+    let x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut hq = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let mut office = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    for i in 0..30u8 {
+        hq.write(&x.key, "regions/fr/k", Op::Put, vec![i], NOW)
+            .unwrap();
+    }
+    let (mut at_hq, mut at_office) = (Session::new(), Session::new());
+    // The listener's own opening digest leaves first, as a link opens.
+    let hq_opening = at_hq.opening(&hq, false);
+    assert!(matches!(
+        &hq_opening,
+        PeerMsg::Digest { frontier: None, .. }
+    ));
+    at_hq.digest_sent();
+    let opening = at_office.opening(&office, true);
+    assert!(matches!(
+        &opening,
+        PeerMsg::Digest {
+            frontier: Some(_),
+            ..
+        }
+    ));
+    let answer = at_hq.handle(opening, &mut hq, "office", NOW).unwrap();
+    assert_eq!(answer.send, vec![PeerMsg::Frontier(hq.frontier().clone())]);
+    // HQ streams now, without waiting for the answer to its own digest.
+    let mut streamed = at_hq.next_batch(&hq, 10, usize::MAX).unwrap().unwrap();
+    // That answer was computed before the batch arrived, and shows none
+    // of it: the batch is on its way and is not sent again.
+    let late = at_office
+        .handle(hq_opening, &mut office, "hq", NOW)
+        .unwrap();
+    for m in late.send {
+        at_hq.handle(m, &mut hq, "office", NOW).unwrap();
+    }
+    while let Some(batch) = at_hq.next_batch(&hq, 10, usize::MAX).unwrap() {
+        streamed.extend(batch);
+    }
+    let seqs: Vec<u64> = streamed.iter().map(|d| d.seq()).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+    let report = office.ingest(streamed, "hq", NOW).unwrap();
+    assert_eq!((report.applied.len(), report.duplicates), (30, 0));
+}
+
+#[test]
+fn an_opening_frontier_is_ignored_unless_it_is_the_one_its_digest_names() {
+    let x = Author::region(1, "fr");
+    let r = roster([&x]);
+    let mut hq = Replica::open(MemStore::default(), r.clone(), Limits::default()).unwrap();
+    let office = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    hq.write(&x.key, "regions/fr/k", Op::Put, vec![1], NOW)
+        .unwrap();
+    let mut at_hq = Session::new();
+    let PeerMsg::Digest {
+        roster, rebuild, ..
+    } = Session::new().opening(&office, true)
+    else {
+        unreachable!("an opening is a digest")
+    };
+    // A digest that is neither side's, with a frontier it does not name.
+    let lying = PeerMsg::Digest {
+        digest: FrontierDigest([7; 32]),
+        roster,
+        rebuild,
+        frontier: Some(office.frontier().clone()),
+    };
+    at_hq.handle(lying, &mut hq, "office", NOW).unwrap();
+    assert!(at_hq.peer_frontier().is_none());
+    assert_eq!(at_hq.next_batch(&hq, 10, usize::MAX).unwrap(), None);
+}
+
+#[test]
+fn only_a_small_frontier_rides_in_the_opening_digest() {
+    let authors: Vec<Author> = (0..=OPENING_FRONTIER_MAX as u64)
+        .map(|i| Author::region(i + 1, "fr"))
+        .collect();
+    let r = roster(authors.iter());
+    let mut office = Replica::open(MemStore::default(), r, Limits::default()).unwrap();
+    let carries = |office: &Replica<MemStore>| {
+        matches!(
+            Session::new().opening(office, true),
+            PeerMsg::Digest {
+                frontier: Some(_),
+                ..
+            }
+        )
+    };
+    for a in &authors[..OPENING_FRONTIER_MAX] {
+        office
+            .write(&a.key, "regions/fr/k", Op::Put, vec![1], NOW)
+            .unwrap();
+    }
+    assert!(carries(&office));
+    let last = &authors[OPENING_FRONTIER_MAX];
+    office
+        .write(&last.key, "regions/fr/k", Op::Put, vec![1], NOW)
+        .unwrap();
+    assert!(!carries(&office));
+}

@@ -182,7 +182,7 @@ impl Actor {
         self.peers.link_opened(&peer.name, &peer.address);
         let mut session = Session::new();
         session.set_announce(self.announce());
-        let opening = session.digest(&self.replica);
+        let opening = session.opening(&self.replica, !peer.inbound);
         let mut link = Link {
             peer,
             session,
