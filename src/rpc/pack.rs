@@ -133,10 +133,7 @@ pub fn pack(deltas: &[SignedDelta], terms: Terms<'_>) -> Packed {
         entry(&mut raw, before, d, terms.follows);
         before = Some(d);
     }
-    let level = match raw.len() {
-        n if n <= SMALL_RAW => 9,
-        _ => 1,
-    };
+    let level = if raw.len() <= SMALL_RAW { 9 } else { 1 };
     let (frame, context_len) = match terms.context {
         None => (compress_after(&raw, &[], level), 0),
         Some(c) => {

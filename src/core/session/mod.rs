@@ -260,10 +260,7 @@ impl Session {
             }
             PeerMsg::Refused(notes) => r.peer_refused = notes,
             PeerMsg::Ack(heads) => {
-                for (author, head) in heads.iter() {
-                    let sent = self.sent.entry(*author).or_default();
-                    *sent = (*sent).max(head.seq);
-                }
+                self.count_sent(&heads);
                 r.peer_view = Some(view(false, &heads, replica));
             }
         }
@@ -443,11 +440,16 @@ impl Session {
         if self.peer.is_some() || theirs.digest() != digest || digest == replica.digest() {
             return;
         }
-        for (author, head) in theirs.iter() {
+        self.count_sent(&theirs);
+        self.learn(theirs, replica, r);
+    }
+
+    /// What the peer holds counts as sent: it is never sent again.
+    fn count_sent(&mut self, heads: &Frontier) {
+        for (author, head) in heads.iter() {
             let sent = self.sent.entry(*author).or_default();
             *sent = (*sent).max(head.seq);
         }
-        self.learn(theirs, replica, r);
     }
 
     /// The peer's whole frontier, with `sent` already set from it: stream
@@ -471,10 +473,7 @@ impl Session {
     /// having received it (pushes may start).
     fn agreed<S: Store>(&mut self, replica: &Replica<S>) -> PeerView {
         let mine = replica.frontier();
-        for (author, head) in mine.iter() {
-            let sent = self.sent.entry(*author).or_default();
-            *sent = (*sent).max(head.seq);
-        }
+        self.count_sent(mine);
         self.in_sync_at = Some(replica.digest());
         self.peer = Some(mine.clone());
         view(true, mine, replica)
