@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 
 use crate::config::NodeConfig;
-use crate::core::{Member, Role, Roster, SignedRoster};
+use crate::core::{Above, Member, Role, Roster, SignedRoster};
 use crate::identity::tls::TlsIdentity;
 use crate::identity::NodeKey;
 use crate::node::{self, NodeHandle, Setup, StartError};
@@ -22,6 +22,8 @@ pub struct NodeSpec {
     pub name: String,
     /// `None` for an HQ node.
     pub region: Option<String>,
+    /// For a unit's node: the unit, and what it hangs from in the tree.
+    pub unit: Option<(String, Above)>,
     /// Names of the nodes this one dials.
     pub peers: Vec<String>,
 }
@@ -31,6 +33,7 @@ impl NodeSpec {
         NodeSpec {
             name: name.into(),
             region: None,
+            unit: None,
             peers: Vec::new(),
         }
     }
@@ -38,7 +41,25 @@ impl NodeSpec {
         NodeSpec {
             name: name.into(),
             region: Some(region.into()),
+            unit: None,
             peers: peers.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+    /// A unit's node; the unit joins the tree under `above`.
+    pub fn unit(name: &str, unit: &str, above: Above, peers: &[&str]) -> Self {
+        NodeSpec {
+            name: name.into(),
+            region: None,
+            unit: Some((unit.into(), above)),
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn role(&self) -> Role {
+        match (&self.unit, &self.region) {
+            (Some(_), _) => Role::Unit,
+            (None, Some(_)) => Role::Region,
+            (None, None) => Role::Hq,
         }
     }
 }
@@ -87,13 +108,13 @@ impl LocalFederation {
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             let key = NodeKey::from_signing_key(SigningKey::generate(rng));
             let member = write_identity_with(&dir.join(&spec.name), &spec.name, key)?;
+            if let Some((unit, above)) = &spec.unit {
+                roster.units.insert(unit.clone(), above.clone());
+            }
             roster.insert(Member {
                 region: spec.region.clone(),
-                roles: BTreeSet::from([if spec.region.is_some() {
-                    Role::Region
-                } else {
-                    Role::Hq
-                }]),
+                unit: spec.unit.as_ref().map(|(u, _)| u.clone()),
+                roles: BTreeSet::from([spec.role()]),
                 address: Some(addr.to_string()),
                 ..member
             });
@@ -274,6 +295,7 @@ fn write_identity_with(dir: &Path, name: &str, key: NodeKey) -> Result<Member, S
         id: key.id(),
         name: name.to_owned(),
         region: None,
+        unit: None,
         roles: BTreeSet::new(),
         tls: Some(tls.fingerprint().0),
         address: None,

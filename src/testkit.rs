@@ -11,6 +11,8 @@ use crate::core::{
 pub struct Author {
     pub key: SigningKey,
     pub region: Option<String>,
+    /// The unit whose space a unit author writes.
+    pub unit: Option<String>,
     pub roles: Vec<Role>,
     head: Head,
     clock: HlcClock,
@@ -27,6 +29,14 @@ impl Author {
         Self::with(seed, None, vec![Role::Hq])
     }
 
+    /// A unit's author; the roster must place `unit` in its tree.
+    pub fn unit(seed: u64, unit: &str) -> Self {
+        Author {
+            unit: Some(unit.to_owned()),
+            ..Self::with(seed, None, vec![Role::Unit])
+        }
+    }
+
     fn with(seed: u64, region: Option<String>, roles: Vec<Role>) -> Self {
         let mut secret = [0u8; 32];
         secret[..8].copy_from_slice(&seed.to_le_bytes());
@@ -34,6 +44,7 @@ impl Author {
         Author {
             key: SigningKey::from_bytes(&secret),
             region,
+            unit: None,
             roles,
             head: Head::default(),
             clock: HlcClock::new(),
@@ -47,11 +58,13 @@ impl Author {
     pub fn member(&self) -> Member {
         Member {
             id: self.id(),
-            name: match &self.region {
-                Some(r) => format!("office-{r}"),
-                None => "hq".into(),
+            name: match (&self.unit, &self.region) {
+                (Some(u), _) => format!("unit-{u}"),
+                (None, Some(r)) => format!("office-{r}"),
+                (None, None) => "hq".into(),
             },
             region: self.region.clone(),
+            unit: self.unit.clone(),
             roles: self.roles.iter().copied().collect(),
             // Any 32 bytes: tests pin no real certificate, but a signed
             // roster needs a fingerprint for every member.
@@ -61,11 +74,12 @@ impl Author {
         }
     }
 
-    /// The key space this author writes: `regions/<r>/` or `hq/`.
+    /// The key space this author writes: `units/<u>/`, `regions/<r>/` or `hq/`.
     pub fn space(&self) -> String {
-        match &self.region {
-            Some(r) => format!("regions/{r}/"),
-            None => "hq/".into(),
+        match (&self.unit, &self.region) {
+            (Some(u), _) => crate::core::units::unit_space(u),
+            (None, Some(r)) => format!("regions/{r}/"),
+            (None, None) => "hq/".into(),
         }
     }
 

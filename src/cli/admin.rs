@@ -93,6 +93,28 @@ pub enum RosterCmd {
     /// Give a node a successor key under the same name and region. The old
     /// key may no longer connect or write; what it signed stays valid.
     Rotate(RotateArgs),
+    /// Move a unit in the tree: below another region, or below another unit
+    /// (a merge). Its key space and everything it signed stay as they are;
+    /// its reports count where the tree now puts it.
+    MoveUnit {
+        #[command(flatten)]
+        signer: SignerArgs,
+        #[arg(long)]
+        unit: String,
+        #[command(flatten)]
+        above: super::tree::AboveArgs,
+    },
+    /// Print the organisation's tree: HQ, each region and the units below
+    /// it, with the nodes of each, after verifying the roster's signature.
+    Tree {
+        #[arg(long)]
+        roster: PathBuf,
+        /// The federation public key (64 hex digits).
+        #[arg(long)]
+        federation: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Hand the signed roster to a node, which adopts it if newer and
     /// passes it on to every peer.
     Publish(super::trust::PublishArgs),
@@ -168,12 +190,20 @@ pub struct AddArgs {
     signer: SignerArgs,
     #[arg(long)]
     name: String,
-    /// `hq`, `region` or `operator`.
+    /// `hq`, `region`, `unit` or `operator`.
     #[arg(long)]
     role: String,
-    /// The region whose key space a `region` node writes.
+    /// The region whose key space a `region` node writes; for a `unit`
+    /// node whose unit is new, the region the unit hangs from.
     #[arg(long)]
     region: Option<String>,
+    /// The unit whose key space a `unit` node writes (`units/<unit>/…`).
+    /// A new unit joins the tree below --region or --parent-unit.
+    #[arg(long)]
+    unit: Option<String>,
+    /// For a new unit: the unit it hangs from, instead of a region.
+    #[arg(long, conflicts_with = "region")]
+    parent_unit: Option<String>,
     #[command(flatten)]
     key: KeyArgs,
     /// Where peers reach this member, `host:port`.
@@ -225,7 +255,7 @@ fn print_keys(a: &InitArgs, id: NodeId, fp: Fingerprint) {
         println!("{}: tls {fp}", a.name);
         println!(
             "add it at HQ with: fedsync roster add --roster roster.bin --federation-key federation.key \\\n  \
-             --name {} --id {id} --tls {fp} --role <hq|region|operator> [--region <r>]",
+             --name {} --id {id} --tls {fp} --role <hq|region|unit|operator> [--region <r>] [--unit <u>]",
             a.name
         );
     }
@@ -292,6 +322,23 @@ pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
             Ok(())
         }),
         RosterCmd::Rotate(a) => rotate(a),
+        RosterCmd::MoveUnit {
+            signer,
+            unit,
+            above,
+        } => change(&signer, |r| {
+            super::tree::move_unit(r, &unit, above.above()?)
+        }),
+        RosterCmd::Tree {
+            roster,
+            federation,
+            json,
+        } => {
+            let fed = NodeId::from_hex(&federation).map_err(|e| anyhow!("--federation: {e}"))?;
+            let signed = read_roster(&roster, &fed)?;
+            super::tree::print(signed.roster(), json);
+            Ok(())
+        }
         RosterCmd::Publish(_) => unreachable!("async: dispatched by cli::run"),
         RosterCmd::Show {
             roster,
@@ -308,18 +355,27 @@ pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
 
 fn add(a: AddArgs) -> anyhow::Result<()> {
     let role = Role::parse(&a.role)
-        .ok_or_else(|| anyhow!("--role {:?}: use hq, region or operator", a.role))?;
+        .ok_or_else(|| anyhow!("--role {:?}: use hq, region, unit or operator", a.role))?;
     let (id, tls) = a.key.resolve()?;
+    let unit = super::tree::unit_of(role, &a.unit, &a.region, &a.parent_unit)?;
     let member = Member {
         id,
         name: a.name.clone(),
-        region: a.region.clone(),
+        region: if unit.is_some() {
+            None
+        } else {
+            a.region.clone()
+        },
+        unit: unit.as_ref().map(|(u, _)| u.clone()),
         roles: BTreeSet::from([role]),
         tls: Some(tls.0),
         address: a.address.clone(),
         standing: Standing::Active,
     };
     change(&a.signer, |r| {
+        if let Some((u, above)) = unit {
+            super::tree::place_unit(r, &u, above)?;
+        }
         if let Some(other) = r.by_name(&member.name).filter(|m| m.is_active()) {
             if other.id != member.id {
                 bail!(
@@ -384,20 +440,22 @@ fn show(r: &Roster, as_json: bool) {
             .members()
             .map(|m| {
                 json!({
-                    "name": m.name, "id": m.id.to_string(), "region": m.region,
+                    "name": m.name, "id": m.id.to_string(), "region": r.region_of(m), "unit": m.unit,
                     "roles": m.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
                     "tls": m.tls.map(hex::encode), "address": m.address,
                     "standing": m.standing.describe(),
                 })
             })
             .collect();
-        print_json(&json!({ "version": r.version, "members": members }));
+        print_json(
+            &json!({ "version": r.version, "members": members, "tree": super::tree::tree_json(r) }),
+        );
         return;
     }
     println!("roster version {}", r.version);
     println!(
         "{:<16} {:<9} {:<9} {:<8} {:<22} STANDING",
-        "NAME", "ID", "ROLE", "REGION", "ADDRESS"
+        "NAME", "ID", "ROLE", "SPACE", "ADDRESS"
     );
     for m in r.members() {
         let roles: Vec<_> = m.roles.iter().map(|r| r.as_str()).collect();
@@ -406,7 +464,7 @@ fn show(r: &Roster, as_json: bool) {
             m.name,
             m.id.short(),
             roles.join(","),
-            m.region.as_deref().unwrap_or("-"),
+            m.unit.as_deref().or(m.region.as_deref()).unwrap_or("-"),
             m.address.as_deref().unwrap_or("-"),
             m.standing.describe()
         );

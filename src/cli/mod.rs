@@ -8,6 +8,7 @@ mod demo;
 mod records;
 mod report;
 mod status;
+mod tree;
 mod trust;
 
 use std::io::Write;

@@ -89,11 +89,14 @@ fn peer_row(p: &PeerStatus, now_ms: u64) -> String {
 pub fn table(s: &NodeStatus) -> String {
     let mut out = String::new();
     let serving = if s.serving { "serving" } else { "NOT SERVING" };
+    let unit = (s.unit.as_deref())
+        .map(|u| format!(" · unit {u}"))
+        .unwrap_or_default();
     let region = s
         .region
         .as_deref()
-        .map(|r| format!(" · region {r}"))
-        .unwrap_or_default();
+        .map(|r| format!("{unit} · region {r}"))
+        .unwrap_or(unit);
     let head = format!(
         "{}{region} · v{} · up {} · roster v{} · {serving} · stalled after {}",
         s.name,
@@ -154,6 +157,8 @@ mod tests {
             name: name.into(),
             id: NodeId([name.len() as u8; 32]),
             region: Some("fr".into()),
+            unit: None,
+            below: true,
             standing: "active".into(),
             state,
             links: u32::from(state == PeerState::InSync),
@@ -188,6 +193,7 @@ mod tests {
             id: NodeId([9; 32]),
             name: "headquarters-of-the-organisation".repeat(3),
             region: None,
+            unit: None,
             version: "0.1.0".into(),
             now_ms: 601_000,
             started_ms: 1_000,

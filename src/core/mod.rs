@@ -23,6 +23,7 @@ pub mod session;
 pub mod signed_roster;
 pub mod staging;
 pub mod store;
+pub mod units;
 pub mod validate;
 pub mod verify;
 
@@ -39,4 +40,5 @@ pub use roster::{Member, Role, Roster, Standing};
 pub use session::{Note, PeerMsg, Reaction, Session};
 pub use signed_roster::{RosterError, SignedRoster};
 pub use store::{Commit, MemStore, Quarantined, Store};
+pub use units::{Above, Place, Units};
 pub use validate::{Evidence, Limits, Refusal};

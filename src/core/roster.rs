@@ -1,13 +1,17 @@
 //! The roster: who belongs to the federation and what each member may write.
 //!
 //! Authority lives in the key: `regions/<region>/…` is writable only by
-//! members of that region, `hq/…` only by members with the `hq` role. Every
-//! receiver checks this for every delta, so a relay cannot launder a write
-//! into a space its author does not own.
+//! members of that region, `units/<unit>/…` only by members of that unit,
+//! `hq/…` only by members with the `hq` role. Each level writes its own space
+//! and no other: a region not its units', a unit not its region's nor a
+//! sibling's. Every receiver checks this for every delta, so a relay cannot
+//! launder a write into a space its author does not own, and a leaked key
+//! harms only its own space.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ids::NodeId;
+use super::units::{Above, Place, Units};
 
 /// What a member is trusted to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -16,6 +20,8 @@ pub enum Role {
     Hq,
     /// A regional office; writes `regions/<its region>/…`.
     Region,
+    /// A unit below a region (a municipal centre); writes `units/<its unit>/…`.
+    Unit,
     /// A person with the CLI: may call a node's client service over mTLS,
     /// never authors deltas and never syncs as a peer.
     Operator,
@@ -26,19 +32,20 @@ impl Role {
         match self {
             Role::Hq => "hq",
             Role::Region => "region",
+            Role::Unit => "unit",
             Role::Operator => "operator",
         }
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Hq, Role::Region, Role::Operator]
+        [Role::Hq, Role::Region, Role::Unit, Role::Operator]
             .into_iter()
             .find(|r| r.as_str() == s)
     }
 
     /// Whether this role belongs to a node that syncs with peers.
     pub fn is_node(self) -> bool {
-        matches!(self, Role::Hq | Role::Region)
+        matches!(self, Role::Hq | Role::Region | Role::Unit)
     }
 }
 
@@ -49,6 +56,9 @@ pub struct Member {
     pub name: String,
     /// The region whose key space this member writes, if any.
     pub region: Option<String>,
+    /// The unit whose key space this member writes, if any. Where the unit
+    /// sits is the roster's tree, so a unit member names no region.
+    pub unit: Option<String>,
     pub roles: BTreeSet<Role>,
     /// SHA-256 of the member's TLS certificate (DER): the one certificate
     /// the member may present. This binds its TLS key to its Ed25519 id.
@@ -119,6 +129,8 @@ impl Member {
 pub struct Roster {
     pub version: u64,
     members: BTreeMap<NodeId, Member>,
+    /// The units below the regions, and where each hangs.
+    pub units: Units,
 }
 
 /// Why an author may not write a key.
@@ -136,10 +148,11 @@ pub enum AuthorityError {
     },
     #[error("key {0} is retired and may not write; the node must run with its successor key")]
     Retired(String),
-    #[error("{author} ({region}) may not write {key:?}: outside its key space")]
+    #[error("{author} ({space}) may not write {key:?}: outside its key space")]
     OutsideSpace {
         author: String,
-        region: String,
+        /// The space it owns: `region fr`, `unit aleysk`, `hq`, `-`.
+        space: String,
         key: String,
     },
 }
@@ -149,7 +162,35 @@ impl Roster {
         Roster {
             version,
             members: members.into_iter().map(|m| (m.id, m)).collect(),
+            units: Units::default(),
         }
+    }
+
+    /// The region a member's space belongs to: its own, or its unit's in
+    /// the tree in force.
+    pub fn region_of<'a>(&'a self, m: &'a Member) -> Option<&'a str> {
+        match &m.unit {
+            Some(u) => self.units.region_of(u),
+            None => m.region.as_deref(),
+        }
+    }
+
+    /// Whether `child` sits directly below `parent` in the tree: a region's
+    /// node below HQ, a unit's below its region's or its parent unit's. A
+    /// node expects each node below it to dial it.
+    pub fn is_below(&self, child: &Member, parent: &Member) -> bool {
+        match child.unit.as_deref().and_then(|u| self.units.above(u)) {
+            Some(Above::Region(r)) => {
+                parent.roles.contains(&Role::Region) && parent.region.as_deref() == Some(r)
+            }
+            Some(Above::Unit(u)) => parent.unit.as_deref() == Some(u),
+            None => child.roles.contains(&Role::Region) && parent.roles.contains(&Role::Hq),
+        }
+    }
+
+    /// Where a unit member sits now.
+    pub fn place_of(&self, m: &Member) -> Option<Place<'_>> {
+        self.units.place(m.unit.as_deref()?)
     }
 
     pub fn member(&self, id: &NodeId) -> Option<&Member> {
@@ -223,9 +264,18 @@ impl Roster {
         }
         Err(AuthorityError::OutsideSpace {
             author: member.name.clone(),
-            region: member.region.clone().unwrap_or_else(|| "-".into()),
+            space: space_of(member),
             key: key.chars().take(128).collect(),
         })
+    }
+}
+
+fn space_of(m: &Member) -> String {
+    match (&m.unit, &m.region) {
+        (Some(u), _) if m.roles.contains(&Role::Unit) => format!("unit {u}"),
+        (_, Some(r)) if m.roles.contains(&Role::Region) => format!("region {r}"),
+        _ if m.roles.contains(&Role::Hq) => "hq".into(),
+        _ => "-".into(),
     }
 }
 
@@ -241,6 +291,14 @@ fn may_write(member: &Member, key: &str) -> bool {
             && member.roles.contains(&Role::Region)
             && member.region.as_deref() == Some(region);
     }
+    if let Some(rest) = key.strip_prefix("units/") {
+        let Some((unit, tail)) = rest.split_once('/') else {
+            return false;
+        };
+        return !tail.is_empty()
+            && member.roles.contains(&Role::Unit)
+            && member.unit.as_deref() == Some(unit);
+    }
     false
 }
 
@@ -253,6 +311,7 @@ mod tests {
             id: NodeId([n; 32]),
             name: format!("n{n}"),
             region: region.map(str::to_string),
+            unit: None,
             roles: roles.iter().copied().collect(),
             tls: None,
             address: None,
@@ -289,6 +348,105 @@ mod tests {
 }
 
 #[cfg(test)]
+mod tree_tests {
+    use super::*;
+    use crate::core::units::Above;
+
+    /// HQ; region ru-altai; its units aleysk and biysk; aleysk-north below
+    /// aleysk.
+    fn tree() -> Roster {
+        let node = |n: u8, region: Option<&str>, unit: Option<&str>, role: Role| Member {
+            id: NodeId([n; 32]),
+            name: format!("n{n}"),
+            region: region.map(Into::into),
+            unit: unit.map(Into::into),
+            roles: [role].into_iter().collect(),
+            tls: None,
+            address: None,
+            standing: Standing::Active,
+        };
+        let mut r = Roster::new(
+            1,
+            [
+                node(1, None, None, Role::Hq),
+                node(2, Some("ru-altai"), None, Role::Region),
+                node(3, None, Some("aleysk"), Role::Unit),
+                node(4, None, Some("biysk"), Role::Unit),
+                node(5, None, Some("aleysk-north"), Role::Unit),
+            ],
+        );
+        r.units.insert("aleysk", Above::Region("ru-altai".into()));
+        r.units.insert("biysk", Above::Region("ru-altai".into()));
+        r.units.insert("aleysk-north", Above::Unit("aleysk".into()));
+        r
+    }
+
+    #[test]
+    fn each_level_writes_its_own_space_and_no_other() {
+        let r = tree();
+        let spaces = [
+            "hq/x",
+            "regions/ru-altai/x",
+            "units/aleysk/x",
+            "units/biysk/x",
+            "units/aleysk-north/x",
+        ];
+        // Node n writes exactly spaces[n - 1]: not its parent's, not its
+        // children's, not a sibling's.
+        for n in 1..=5u8 {
+            for (i, key) in spaces.iter().enumerate() {
+                let ok = r.authorize(&NodeId([n; 32]), 1, key).is_ok();
+                assert_eq!(ok, i + 1 == n as usize, "n{n} writing {key}");
+            }
+        }
+        let unit = NodeId([3; 32]);
+        assert!(r.authorize(&unit, 1, "units/aleysk/").is_err());
+        assert!(r.authorize(&unit, 1, "units/aleysk").is_err());
+        assert!(r.authorize(&unit, 1, "units/aleyskx/y").is_err());
+        assert!(r
+            .authorize(&unit, 1, "regions/ru-altai/units/aleysk/y")
+            .is_err());
+        assert_eq!(
+            r.authorize(&unit, 1, "units/biysk/reports/2026-09"),
+            Err(AuthorityError::OutsideSpace {
+                author: "n3".into(),
+                space: "unit aleysk".into(),
+                key: "units/biysk/reports/2026-09".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_moved_unit_keeps_its_space_and_joins_its_new_region() {
+        let mut r = tree();
+        let unit = NodeId([3; 32]);
+        assert_eq!(r.region_of(r.member(&unit).unwrap()), Some("ru-altai"));
+        r.units
+            .insert("aleysk", Above::Region("ru-kemerovo".into()));
+        let m = r.member(&unit).unwrap();
+        assert_eq!(r.region_of(m), Some("ru-kemerovo"));
+        assert_eq!(
+            r.place_of(&r.member(&NodeId([5; 32])).unwrap().clone())
+                .unwrap()
+                .region,
+            "ru-kemerovo"
+        );
+        assert!(r.authorize(&unit, 1, "units/aleysk/x").is_ok());
+    }
+
+    #[test]
+    fn each_node_sits_below_its_parent_only() {
+        let r = tree();
+        let m = |n: u8| r.member(&NodeId([n; 32])).unwrap();
+        let below: Vec<(u8, u8)> = (1..=5)
+            .flat_map(|c| (1..=5).map(move |p| (c, p)))
+            .filter(|&(c, p)| r.is_below(m(c), m(p)))
+            .collect();
+        assert_eq!(below, [(2, 1), (3, 2), (4, 2), (5, 3)]);
+    }
+}
+
+#[cfg(test)]
 mod standing_tests {
     use super::*;
 
@@ -297,6 +455,7 @@ mod standing_tests {
             id: NodeId([1; 32]),
             name: "office-fr".into(),
             region: Some("fr".into()),
+            unit: None,
             roles: [Role::Region].into_iter().collect(),
             tls: None,
             address: None,

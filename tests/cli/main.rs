@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 mod flood;
 mod refused;
 mod reports;
+mod tree;
 mod values;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fedsync");

@@ -4,7 +4,7 @@
 
 use super::peers::PeerEntry;
 use super::Actor;
-use crate::core::{Member, Role, Standing};
+use crate::core::{Member, Standing};
 use std::sync::atomic::Ordering;
 
 use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals};
@@ -13,15 +13,17 @@ impl Actor {
     pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
         let roster = self.replica.roster();
         let me = self.wiring.signer.verifying_key().to_bytes();
-        // HQ is the hub every office dials (hub-and-spoke): it expects a
-        // link with each, as a node expects one with each peer it dials.
-        let hub = roster
-            .member(&crate::core::NodeId(me))
-            .is_some_and(|m| m.roles.contains(&Role::Hq));
+        // A node is the hub of the nodes below it in the tree (HQ of the
+        // regions, a region of its units): it expects a link with each, as
+        // a node expects one with each peer it dials.
+        let mine = roster.member(&crate::core::NodeId(me));
         let mut peers: Vec<PeerStatus> = roster
             .members()
             .filter(|m| m.id.0 != me)
-            .map(|m| self.peer_status(m, hub, now_ms))
+            .map(|m| {
+                let below = mine.is_some_and(|me| roster.is_below(m, me));
+                self.peer_status(m, below, now_ms)
+            })
             .collect();
         peers.sort_by(|a, b| a.state.cmp(&b.state).then_with(|| a.name.cmp(&b.name)));
         let authors = self
@@ -59,9 +61,8 @@ impl Actor {
         NodeStatus {
             id: crate::core::NodeId(me),
             name: self.wiring.name.clone(),
-            region: roster
-                .by_name(&self.wiring.name)
-                .and_then(|m| m.region.clone()),
+            region: mine.and_then(|m| roster.region_of(m)).map(str::to_owned),
+            unit: mine.and_then(|m| m.unit.clone()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             now_ms,
             started_ms: self.wiring.started_ms,
@@ -74,7 +75,7 @@ impl Actor {
         }
     }
 
-    fn peer_status(&self, m: &Member, hub: bool, now_ms: u64) -> PeerStatus {
+    fn peer_status(&self, m: &Member, below: bool, now_ms: u64) -> PeerStatus {
         let entry = self.peers.get(&m.name);
         let live: Vec<_> = self
             .links
@@ -88,7 +89,7 @@ impl Actor {
         let mut t = tally.traffic;
         t.sync_rounds = entry.map_or(0, |e| e.sync_rounds);
         let configured = self.wiring.dialed.get(&m.name);
-        let expected = configured.is_some() || (hub && m.roles.contains(&Role::Region));
+        let expected = configured.is_some() || below;
         let stall_after = self.wiring.stall_after_ms;
         let refused_since = entry
             .and_then(|e| e.refused_since_ms)
@@ -132,7 +133,9 @@ impl Actor {
         PeerStatus {
             name: m.name.clone(),
             id: m.id,
-            region: m.region.clone(),
+            region: self.replica.roster().region_of(m).map(str::to_owned),
+            unit: m.unit.clone(),
+            below,
             standing: m.standing.describe(),
             state: state(m, entry, links, stalled_since),
             links: live.len() as u32,

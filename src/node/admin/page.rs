@@ -53,10 +53,22 @@ fn lag(p: &PeerStatus, now_ms: u64) -> String {
 }
 
 fn role(p: &PeerStatus) -> String {
-    match (&p.region, p.state) {
-        (_, PeerState::Operator) => "operator".into(),
-        (Some(r), _) => r.clone(),
-        (None, _) => "hq".into(),
+    if p.state == PeerState::Operator {
+        return "operator".into();
+    }
+    let place = place(p.region.as_deref(), p.unit.as_deref());
+    if p.below {
+        return format!("{place} (below)");
+    }
+    place
+}
+
+/// Where a node sits in the tree: `hq`, `fr`, `ru-altai / aleysk`.
+pub(super) fn place(region: Option<&str>, unit: Option<&str>) -> String {
+    match (region, unit) {
+        (r, Some(u)) => format!("{} / {u}", r.unwrap_or("?")),
+        (Some(r), None) => r.into(),
+        (None, None) => "hq".into(),
     }
 }
 
@@ -91,6 +103,7 @@ pub fn render(s: &NodeStatus) -> String {
             body {
                 h1 { "fedsync · " (s.name) }
                 p.meta {
+                    @if let Some(u) = &s.unit { "unit " (u) " · " }
                     @if let Some(r) = &s.region { "region " (r) " · " }
                     "version " (s.version) " · up " (age(s.uptime_ms()))
                     " · roster v" (s.roster_version) " · "
@@ -100,7 +113,7 @@ pub fn render(s: &NodeStatus) -> String {
                 div.wrap {
                     table {
                         thead { tr {
-                            th { "member" } th.wide { "region" } th { "state" }
+                            th { "member" } th.wide title="region / unit; (below): it sits below this node and dials it" { "place" } th { "state" }
                             th { "last contact" } th.wide { "last in sync" }
                             th title="deltas they lack / we lack (how long)" { "lag" }
                             th.wide title="round trip, delivery rate, in flight, compression, catch-up left" { "link" }
@@ -108,7 +121,7 @@ pub fn render(s: &NodeStatus) -> String {
                         } }
                         tbody {
                             tr.self id={ "member-" (s.name) } data-state="self" {
-                                td { strong { (s.name) } } td.wide { (s.region.clone().unwrap_or("hq".into())) }
+                                td { strong { (s.name) } } td.wide { (place(s.region.as_deref(), s.unit.as_deref())) }
                                 td.state { "this node" } td { "-" } td.wide { "-" } td { "-" } td.wide { "-" } td { }
                             }
                             @for p in &s.peers {

@@ -116,7 +116,12 @@ pub struct LinkPace {
 pub struct PeerStatus {
     pub name: String,
     pub id: NodeId,
+    /// Its region: its own, or the one its unit sits in.
     pub region: Option<String>,
+    /// A unit's node: its unit.
+    pub unit: Option<String>,
+    /// It sits directly below this node in the tree, and so dials it.
+    pub below: bool,
     /// `active`, `retired`, `revoked …`.
     pub standing: String,
     pub state: PeerState,
@@ -198,6 +203,7 @@ pub struct NodeStatus {
     pub id: NodeId,
     pub name: String,
     pub region: Option<String>,
+    pub unit: Option<String>,
     pub version: String,
     pub now_ms: u64,
     pub started_ms: u64,

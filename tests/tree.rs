@@ -1,0 +1,272 @@
+//! The organisation's tree on real nodes: HQ, two regions, and units below
+//! one of them, each dialling the node above it. Authority holds at every
+//! hop for every pair of levels, writes relay up and down the tree, a
+//! restarted unit catches up through its region, a revoked unit key is
+//! shut out everywhere, and a unit moved to another region keeps its
+//! history valid.
+
+use std::net::SocketAddr;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use fedsync::core::{Above, DeltaBody, Hlc, NodeId, Op, SignedDelta, Standing};
+use fedsync::local::{LocalFederation, NodeSpec};
+use fedsync::node::NodeHandle;
+use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
+
+mod common;
+use common::{all_hold, frontier_of, now_ms, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+
+/// HQ; regions ru-altai and ru-kem dialling it; units aleysk and biysk
+/// dialling ru-altai's office.
+fn tree() -> Vec<NodeSpec> {
+    let altai = || Above::Region("ru-altai".into());
+    vec![
+        NodeSpec::hq("hq"),
+        NodeSpec::region("office-altai", "ru-altai", &["hq"]),
+        NodeSpec::region("office-kem", "ru-kem", &["hq"]),
+        NodeSpec::unit("centre-aleysk", "aleysk", altai(), &["office-altai"]),
+        NodeSpec::unit("centre-biysk", "biysk", altai(), &["office-altai"]),
+    ]
+}
+
+fn crafted(signer: &SigningKey, key: &str) -> SignedDelta {
+    DeltaBody {
+        author: NodeId(signer.verifying_key().to_bytes()),
+        seq: 1,
+        prev: Default::default(),
+        hlc: Hlc {
+            wall_ms: now_ms(),
+            logical: 0,
+        },
+        key: key.into(),
+        op: Op::Put,
+        value: b"injected".to_vec(),
+    }
+    .sign(signer)
+}
+
+/// Sends `deltas` to `to` over a sync stream as member `who`, and returns
+/// the codes of the receiver's refusal notes.
+async fn send_as(
+    fed: &LocalFederation,
+    who: &str,
+    to: SocketAddr,
+    deltas: &[SignedDelta],
+) -> Vec<String> {
+    let mut client = PeerClient::new(fed.channel_as(who, to).unwrap());
+    let (tx, rx) = mpsc::channel(4);
+    let batch = pb::Deltas {
+        deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    };
+    tx.send(pb::PeerMessage {
+        body: Some(Body::Deltas(batch)),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .sync(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let notes = tokio::time::timeout(SYNC_TIMEOUT, async {
+        while let Some(m) = inbound.message().await.unwrap() {
+            if let Some(Body::Refused(r)) = m.body {
+                return r.notes;
+            }
+        }
+        panic!("stream ended without a Refused message");
+    })
+    .await
+    .expect("the receiver answers with its reasons");
+    drop(tx);
+    notes.into_iter().map(|n| n.code).collect()
+}
+
+async fn start_all(fed: &mut LocalFederation, names: &[&str]) -> Vec<NodeHandle> {
+    let mut nodes = Vec::new();
+    for n in names {
+        nodes.push(fed.start(n).await.unwrap());
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_level_is_refused_outside_its_space_at_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
+    let names = ["hq", "office-altai", "centre-aleysk", "centre-biysk"];
+    let nodes = start_all(&mut fed, &names).await;
+    let key = |n: &str| fed.node_key(n).unwrap().signing_key().clone();
+    // (signer, key it has no authority over): a unit into its region, a
+    // region into its unit, one sibling into another, a unit into HQ, HQ
+    // into a unit.
+    let cases = [
+        ("centre-aleysk", "regions/ru-altai/x"),
+        ("office-altai", "units/aleysk/x"),
+        ("centre-aleysk", "units/biysk/x"),
+        ("centre-aleysk", "hq/x"),
+        ("hq", "units/aleysk/x"),
+    ];
+    for (signer, target) in cases {
+        let hostile = [crafted(&key(signer), target)];
+        for node in &nodes {
+            let before = node.stats().await.unwrap();
+            let codes = send_as(&fed, signer, node.local_addr(), &hostile).await;
+            assert_eq!(
+                codes,
+                ["no_authority"],
+                "{signer} -> {target} at {}",
+                node.name()
+            );
+            let after = node.stats().await.unwrap();
+            assert_eq!(after.digest, before.digest, "{} changed", node.name());
+            assert_eq!(node.get(target).await.unwrap(), None);
+            let refused = |s: &fedsync::node::Stats| {
+                s.counters.refused.get("no_authority").copied().unwrap_or(0)
+            };
+            assert_eq!(refused(&after), refused(&before) + 1);
+        }
+    }
+    // Each refusal is kept in the quarantine an operator lists.
+    for node in &nodes {
+        let q = node.quarantine(100).await.unwrap();
+        assert_eq!(q.kept, cases.len() as u64, "{}", node.name());
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_relay_up_and_down_the_tree_and_a_unit_catches_up_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
+    let names = [
+        "hq",
+        "office-altai",
+        "office-kem",
+        "centre-aleysk",
+        "centre-biysk",
+    ];
+    let mut nodes = start_all(&mut fed, &names).await;
+    let aleysk_write = nodes[3]
+        .write("units/aleysk/reports-draft", Op::Put, b"12 volunteers")
+        .await
+        .unwrap();
+    let hq_write = nodes[0]
+        .write("hq/notice", Op::Put, b"Q3 due")
+        .await
+        .unwrap();
+    let kem_write = nodes[2]
+        .write("regions/ru-kem/a", Op::Put, b"1")
+        .await
+        .unwrap();
+    let target = frontier_of([&aleysk_write, &hq_write, &kem_write]);
+    all_hold(&nodes.iter().collect::<Vec<_>>(), &target).await;
+
+    // A unit down for a while catches up through its region on restart.
+    let biysk = nodes.pop().unwrap();
+    biysk.shutdown().await.unwrap();
+    let later = nodes[3]
+        .write("units/aleysk/b", Op::Put, b"while biysk was down")
+        .await
+        .unwrap();
+    let notice = nodes[0]
+        .write("hq/notice", Op::Put, b"Q3 due on the 15th")
+        .await
+        .unwrap();
+    let target = frontier_of([&later, &notice, &kem_write]);
+    all_hold(&nodes.iter().collect::<Vec<_>>(), &target).await;
+    let biysk = fed.start("centre-biysk").await.unwrap();
+    all_hold(&[&biysk], &target).await;
+    assert_eq!(
+        biysk
+            .get("hq/notice")
+            .await
+            .unwrap()
+            .map(|d| d.value().to_vec()),
+        Some(b"Q3 due on the 15th".to_vec())
+    );
+    // Its region's node shows it below, linked.
+    let s = nodes[1].status().await.unwrap();
+    let peer = s.peers.iter().find(|p| p.name == "centre-biysk").unwrap();
+    assert!(peer.below, "{peer:?}");
+    assert_eq!(peer.unit.as_deref(), Some("biysk"));
+    assert_eq!(peer.region.as_deref(), Some("ru-altai"));
+    nodes.push(biysk);
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_unit_key_is_shut_out_and_a_moved_unit_keeps_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
+    let names = [
+        "hq",
+        "office-altai",
+        "office-kem",
+        "centre-aleysk",
+        "centre-biysk",
+    ];
+    let nodes = start_all(&mut fed, &names).await;
+    let a = nodes[3]
+        .write("units/aleysk/a", Op::Put, b"1")
+        .await
+        .unwrap();
+    let b = nodes[4]
+        .write("units/biysk/a", Op::Put, b"1")
+        .await
+        .unwrap();
+    all_hold(&nodes.iter().collect::<Vec<_>>(), &frontier_of([&a, &b])).await;
+
+    // Aleysk moves to ru-kem; biysk's key is revoked. HQ publishes, and the
+    // roster reaches the units through the regions.
+    let biysk_id = nodes[4].id();
+    let signed = fed
+        .change_roster(|r| {
+            r.units.insert("aleysk", Above::Region("ru-kem".into()));
+            let mut m = r.member(&biysk_id).unwrap().clone();
+            m.standing = Standing::Revoked { valid_through: 0 };
+            r.insert(m);
+        })
+        .unwrap();
+    nodes[0].publish_roster(signed.as_bytes()).await.unwrap();
+    for node in &nodes[..4] {
+        let mut rx = node.roster();
+        let got =
+            tokio::time::timeout(SYNC_TIMEOUT, rx.wait_for(|r| r.version >= signed.version()));
+        assert!(
+            got.await.is_ok(),
+            "{} never adopted the roster",
+            node.name()
+        );
+    }
+    for node in &nodes[..4] {
+        // The moved unit's write stays; the revoked one's is retracted.
+        assert!(node.get("units/aleysk/a").await.unwrap().is_some());
+        assert_eq!(
+            node.get("units/biysk/a").await.unwrap(),
+            None,
+            "{}",
+            node.name()
+        );
+    }
+    let s = nodes[2].status().await.unwrap();
+    let aleysk = s.peers.iter().find(|p| p.name == "centre-aleysk").unwrap();
+    assert_eq!(aleysk.region.as_deref(), Some("ru-kem"));
+    // Aleysk still writes its own space after the move.
+    let c = nodes[3]
+        .write("units/aleysk/c", Op::Put, b"2")
+        .await
+        .unwrap();
+    all_hold(&nodes[..4].iter().collect::<Vec<_>>(), &frontier_of([&c])).await;
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
