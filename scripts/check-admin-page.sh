@@ -54,7 +54,7 @@ chrome=(chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first
     --user-data-dir="$profile")
 timeout 60 "${chrome[@]}" --dump-dom "$url" 2>/dev/null >"$out/page.html"
 for row in 'member-hq" data-state="self' 'member-office-fr" data-state="in_sync' \
-           'member-office-ke" data-state="in_sync' 'member-operator" data-state="operator'; do
+           'member-office-altai" data-state="in_sync' 'member-centre-aleysk" data-state="no_link' 'member-operator" data-state="operator'; do
     grep -q "id=\"$row\"" "$out/page.html" || { echo "missing in the page: $row" >&2; exit 1; }
 done
 timeout 60 "${chrome[@]}" --window-size=412,915 --screenshot="$out/status-phone.png" "$url" 2>/dev/null

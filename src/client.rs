@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tokio_stream::StreamExt;
 
 use crate::config::SyncConfig;
-use crate::core::report::{DeltaRef, Report, Schema, Submission};
+use crate::core::report::{DeltaRef, Part, Report, Schema, Submission};
 use crate::core::{Frontier, FrontierDigest, NodeId};
 use crate::identity::read_roster;
 use crate::identity::tls::{self, TlsIdentity, TrustStore};
@@ -204,7 +204,7 @@ impl Client {
         crate::node::status::pb::decode(r).map_err(|e| format!("node sent a bad status: {e}"))
     }
 
-    /// Submits the node's region's report; durable on return.
+    /// Submits the node's region's or unit's report; durable on return.
     pub async fn submit_report(
         &mut self,
         sub: &Submission,
@@ -214,6 +214,7 @@ impl Client {
             period: sub.period.clone(),
             metrics: sub.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             notes: sub.notes.clone(),
+            unit: sub.unit.clone().unwrap_or_default(),
         };
         self.inner
             .submit_report(req)
@@ -222,17 +223,19 @@ impl Client {
             .map_err(err)
     }
 
-    /// A region's report for `period` and its earlier revisions, newest
-    /// first (each parsed, or why it could not be), and why the history
-    /// stops early if it does.
+    /// A region's or unit's report for `period` and its earlier revisions,
+    /// newest first (each parsed, or why it could not be), and why the
+    /// history stops early if it does.
     pub async fn report_history(
         &mut self,
-        region: &str,
+        part: &Part,
         period: &str,
         limit: u32,
     ) -> Result<(Vec<Revision>, Option<String>), String> {
+        let (region, unit) = names(Some(part));
         let req = pb::ReportHistoryRequest {
-            region: region.to_owned(),
+            region,
+            unit,
             period: period.to_owned(),
             limit,
         };
@@ -287,15 +290,23 @@ impl Client {
     }
 
     /// The node's signed aggregate of `period`, as the document it signed.
-    /// `stale_after_secs` 0 keeps the node's configured age.
+    /// `stale_after_secs` 0 keeps the node's configured age. `scope`: a
+    /// part and what is below it; `None` the node's own (HQ's is the whole
+    /// federation); `all` the whole federation at any node.
     pub async fn aggregate_reports(
         &mut self,
         period: &str,
         stale_after_secs: u64,
+        scope: Option<&Part>,
+        all: bool,
     ) -> Result<String, String> {
+        let (region, unit) = names(scope);
         let req = pb::AggregateRequest {
             period: period.to_owned(),
             stale_after_secs,
+            region,
+            unit,
+            all,
         };
         let r = self
             .inner
@@ -306,16 +317,18 @@ impl Client {
         String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
     }
 
-    /// Has the node check a signed aggregate against its log (`region`
-    /// empty: the node's own region).
+    /// Has the node check a signed aggregate against its log (`part`
+    /// `None`: the node's own region or unit).
     pub async fn verify_aggregate(
         &mut self,
         document: &[u8],
-        region: &str,
+        part: Option<&Part>,
     ) -> Result<pb::VerifyAggregateReply, String> {
+        let (region, unit) = names(part);
         let req = pb::VerifyAggregateRequest {
             document: document.to_vec(),
-            region: region.to_owned(),
+            region,
+            unit,
         };
         self.inner
             .verify_aggregate(req)
@@ -360,5 +373,14 @@ fn err(s: tonic::Status) -> String {
         // source chain, and the status message only says "transport error".
         Some(cause) => format!("connection failed: {}", net::error_chain(cause)),
         None => format!("{:?}: {}", s.code(), s.message()),
+    }
+}
+
+/// A part as the wire's pair of names; empty is none.
+fn names(part: Option<&Part>) -> (String, String) {
+    match part {
+        Some(Part::Region(r)) => (r.clone(), String::new()),
+        Some(Part::Unit(u)) => (String::new(), u.clone()),
+        None => (String::new(), String::new()),
     }
 }

@@ -142,6 +142,7 @@ pub fn roster<'a>(authors: impl IntoIterator<Item = &'a Author>) -> Roster {
 pub fn submission(period: &str, metrics: &[(&str, i64)]) -> crate::core::report::Submission {
     crate::core::report::Submission {
         region: None,
+        unit: None,
         period: period.into(),
         metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
         notes: String::new(),

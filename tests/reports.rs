@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::report::aggregate::{compute, Aggregate, Context};
-use fedsync::core::report::{document, submit, Schema, Submission, Submitter};
+use fedsync::core::report::{document, submit, Part, Schema, Submission, Submitter};
 use fedsync::core::{Limits, MemStore, Replica, SignedDelta};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
@@ -60,7 +60,12 @@ proptest! {
         let mut at_regions = Vec::new();
         for (i, revisions) in subs.iter().enumerate() {
             let mut at = open();
-            let who = Submitter { node_name: "n", region: Some(REGIONS[i]), operator: "op" };
+            let who = Submitter {
+                node_name: "n",
+                part: Some(Part::Region(REGIONS[i].into())),
+                region: Some(REGIONS[i]),
+                operator: "op",
+            };
             for (n, figures) in revisions.iter().enumerate() {
                 let metrics: BTreeMap<String, i64> = METRICS
                     .iter()
@@ -69,6 +74,7 @@ proptest! {
                     .collect();
                 let sub = Submission {
                     region: None,
+                    unit: None,
                     period: "2026-Q3".into(),
                     metrics: metrics.clone(),
                     notes: String::new(),
@@ -120,7 +126,7 @@ proptest! {
         let v = document::check(&at_hq, doc.as_bytes(), None).unwrap();
         prop_assert!(v.ok(), "{:?}", v);
         for (at, region) in at_regions.iter().zip(REGIONS) {
-            let v = document::check(at, doc.as_bytes(), Some(region)).unwrap();
+            let v = document::check(at, doc.as_bytes(), Some(&Part::Region(region.into()))).unwrap();
             prop_assert!(v.ok(), "{}: {:?}", region, v);
         }
     }
@@ -135,6 +141,7 @@ fn aggregate_at(at: &Replica<MemStore>, me: &Author, schema: &Schema) -> Aggrega
         now_ms: NOW,
         stale_after_ms: 1_000,
         last_contact: &|_| Some(NOW),
+        scope: None,
     };
     compute(at, &cx).unwrap()
 }
@@ -153,7 +160,10 @@ fn client_at(fed: &LocalFederation, node: &NodeHandle) -> Client {
 async fn aggregate_until(hq: &mut Client, what: &str, ok: impl Fn(&Aggregate) -> bool) -> String {
     let deadline = Instant::now() + SYNC_TIMEOUT;
     loop {
-        let doc = hq.aggregate_reports("2026-09", 0).await.unwrap();
+        let doc = hq
+            .aggregate_reports("2026-09", 0, None, false)
+            .await
+            .unwrap();
         let agg = document::open(doc.as_bytes()).unwrap().aggregate;
         if ok(&agg) {
             return doc;
@@ -215,7 +225,7 @@ async fn a_stopped_region_turns_stale_and_hqs_schema_governs_submissions() {
     let sums: Vec<i64> = agg.totals.iter().map(|t| t.sum).collect();
     assert_eq!(sums, [42, 2]);
     // France confirms HQ counted exactly its report.
-    let v = at_fr.verify_aggregate(doc.as_bytes(), "").await.unwrap();
+    let v = at_fr.verify_aggregate(doc.as_bytes(), None).await.unwrap();
     assert!(v.ok && v.region == "fr", "{v:?}");
 
     // Kenya goes away: once HQ has not heard from it for over a second,

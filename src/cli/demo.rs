@@ -1,11 +1,13 @@
-//! `fedsync demo`: HQ and three regional offices on loopback, in a
-//! temporary directory, set up exactly as the CLI would set them up. Two
-//! offices submit their quarterly reports through the operator's mTLS
-//! client (Kenya corrects one figure, superseding its first report), every
-//! node converges to one frontier, Kenya reads France's report relayed
-//! through HQ, HQ's status shows every office in sync, and HQ's signed
-//! aggregate shows the totals with their coverage (Brazil has not
-//! reported), which France then verifies against its own log.
+//! `fedsync demo`: the organisation's tree on loopback, in a temporary
+//! directory, set up exactly as the CLI would set it up: HQ, two regional
+//! offices (France, and Altai with three municipal centres dialling it).
+//! Offices and centres submit their quarterly reports through the
+//! operator's mTLS client (Aleysk corrects one figure, superseding its
+//! first report), every node converges to one frontier, France reads
+//! Aleysk's report relayed through Altai and HQ, HQ's status shows the
+//! regions in sync, Altai signs the aggregate of its centres (Rubtsovsk has
+//! not reported), HQ signs the federation's, and Aleysk verifies its part
+//! of both against its own log, as France does of HQ's.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use anyhow::{anyhow, bail};
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::report::{document, Submission};
-use fedsync::core::Frontier;
+use fedsync::core::{Above, Frontier};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::status::{NodeStatus, PeerState};
 use fedsync::node::NodeHandle;
@@ -22,25 +24,35 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 const PERIOD: &str = "2026-Q3";
 
-/// (office, figures, notes): Kenya's second report corrects its first.
-const REPORTS: [(&str, [i64; 4], &str); 3] = [
+/// (node, figures, notes): each reports its own work; Aleysk's second
+/// report corrects its first.
+const REPORTS: [(&str, [i64; 4], &str); 5] = [
     (
         "office-fr",
         [120, 14, 930, 2_400],
         "Two new partner schools.",
     ),
-    ("office-ke", [85, 9, 610, 1_500], ""),
-    ("office-ke", [85, 9, 640, 1_500], "Participants recounted."),
+    ("office-altai", [40, 3, 260, 700], "Regional trainings."),
+    ("centre-aleysk", [85, 9, 610, 1_500], ""),
+    (
+        "centre-aleysk",
+        [85, 9, 640, 1_500],
+        "Participants recounted.",
+    ),
+    ("centre-biysk", [52, 6, 300, 880], ""),
 ];
 const METRICS: [&str; 4] = ["volunteers", "events", "participants", "hours"];
 
 pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("fedsync-demo-").tempdir()?;
+    let altai = || Above::Region("ru-altai".into());
     let specs = [
         NodeSpec::hq("hq"),
         NodeSpec::region("office-fr", "fr", &["hq"]),
-        NodeSpec::region("office-ke", "ke", &["hq"]),
-        NodeSpec::region("office-br", "br", &["hq"]),
+        NodeSpec::region("office-altai", "ru-altai", &["hq"]),
+        NodeSpec::unit("centre-aleysk", "aleysk", altai(), &["office-altai"]),
+        NodeSpec::unit("centre-biysk", "biysk", altai(), &["office-altai"]),
+        NodeSpec::unit("centre-rubtsovsk", "rubtsovsk", altai(), &["office-altai"]),
     ];
     let mut fed = LocalFederation::create(dir.path(), &specs, "").map_err(|e| anyhow!(e))?;
     println!("federation directory: {}", dir.path().display());
@@ -52,7 +64,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
             .map(|a| format!(", status page http://{a}/"))
             .unwrap_or_default();
         println!(
-            "  started {:<10} on {}{admin}",
+            "  started {:<16} on {}{admin}",
             node.name(),
             node.local_addr()
         );
@@ -65,13 +77,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         let mut client = client_at(&client_config, node(&nodes, name)?)?;
         let sub = Submission {
             region: None,
+            unit: None,
             period: PERIOD.into(),
             metrics: METRICS.iter().map(|m| m.to_string()).zip(figures).collect(),
             notes: notes.into(),
         };
         let r = client.submit_report(&sub).await.map_err(|e| anyhow!(e))?;
         println!(
-            "  {name:<10} submitted {} revision {} (`fedsync report submit`)",
+            "  {name:<16} submitted {} revision {} (`fedsync report submit`)",
             r.key, r.revision
         );
     }
@@ -81,7 +94,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         .put("hq/announcements/2026-11", notice.as_bytes())
         .await
         .map_err(|e| anyhow!(e))?;
-    println!("  {:<10} wrote hq/announcements/2026-11", "hq");
+    println!("  {:<16} wrote hq/announcements/2026-11", "hq");
     let target = union(&nodes).await?;
     for n in &nodes {
         if !n.wait_for(&target, CONVERGE_TIMEOUT).await {
@@ -94,15 +107,15 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     );
     print_frontiers(&nodes).await?;
 
-    let mut at_ke = client_at(&client_config, node(&nodes, "office-ke")?)?;
-    let fr_key = format!("regions/fr/reports/{PERIOD}");
-    let report = at_ke
-        .get(&fr_key)
+    let mut at_fr = client_at(&client_config, node(&nodes, "office-fr")?)?;
+    let aleysk_key = format!("units/aleysk/reports/{PERIOD}");
+    let report = at_fr
+        .get(&aleysk_key)
         .await
         .map_err(|e| anyhow!(e))?
-        .ok_or_else(|| anyhow!("office-ke does not have France's report"))?;
+        .ok_or_else(|| anyhow!("office-fr does not have Aleysk's report"))?;
     println!(
-        "office-ke reads {fr_key} (relayed through hq): {}",
+        "office-fr reads {aleysk_key} (relayed through office-altai and hq): {}",
         String::from_utf8_lossy(&report.value)
     );
 
@@ -120,10 +133,10 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         );
         println!("  cargo run --release -- frontier");
         println!("  cargo run --release -- status");
-        println!("  cargo run --release -- report aggregate --period {PERIOD} --by region");
+        println!("  cargo run --release -- report aggregate --period {PERIOD} --by unit");
         println!(
             "  cargo run --release -- report verify --connect {} {}",
-            node(&nodes, "office-fr")?.local_addr(),
+            node(&nodes, "centre-aleysk")?.local_addr(),
             fed.dir.join(format!("aggregate-{PERIOD}.json")).display()
         );
         println!("Press Ctrl-C to stop (the directory is removed on exit).");
@@ -135,46 +148,66 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// HQ's signed aggregate with coverage, saved, and verified at France.
+/// Altai's signed aggregate of its centres and HQ's of the federation,
+/// with coverage; HQ's saved; Aleysk verifies its part of both, France of
+/// HQ's.
 async fn aggregate_and_verify(
     at_hq: &mut Client,
     config: &ClientConfig,
     nodes: &[NodeHandle],
     fed: &LocalFederation,
 ) -> anyhow::Result<()> {
-    println!("\nhq's aggregate (`fedsync report aggregate --period {PERIOD} --by region`):");
-    let doc = at_hq
-        .aggregate_reports(PERIOD, 0)
-        .await
-        .map_err(|e| anyhow!(e))?;
-    let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!(e))?;
-    print!("{}", super::report::render::table(&opened.aggregate, true));
-    let path = fed.dir.join(format!("aggregate-{PERIOD}.json"));
-    std::fs::write(&path, &doc)?;
-    println!("signed document saved to {}", path.display());
-    println!("\noffice-fr verifies the signed aggregate (`fedsync report verify`):");
-    let mut at_fr = client_at(config, node(nodes, "office-fr")?)?;
-    let v = at_fr
-        .verify_aggregate(doc.as_bytes(), "")
-        .await
-        .map_err(|e| anyhow!(e))?;
-    print!("{}", super::report::render::checks(&v.checks));
-    if !v.ok {
-        bail!("office-fr could not verify hq's aggregate");
+    use super::report::By;
+    let mut at_altai = client_at(config, node(nodes, "office-altai")?)?;
+    let mut docs = Vec::new();
+    for (who, client, by) in [
+        ("office-altai", &mut at_altai, By::Unit),
+        ("hq", at_hq, By::Region),
+    ] {
+        let flag = if by == By::Unit { "unit" } else { "region" };
+        println!("\n{who}'s aggregate (`fedsync report aggregate --period {PERIOD} --by {flag}`):");
+        let doc = (client.aggregate_reports(PERIOD, 0, None, false))
+            .await
+            .map_err(|e| anyhow!(e))?;
+        let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!(e))?;
+        print!(
+            "{}",
+            super::report::render::table(&opened.aggregate, Some(by))
+        );
+        docs.push((who, doc));
     }
-    println!(
-        "  verified: hq's totals include exactly office-fr's report, up to the seq and hash named"
-    );
+    let path = fed.dir.join(format!("aggregate-{PERIOD}.json"));
+    std::fs::write(&path, &docs[1].1)?;
+    println!("hq's signed document saved to {}", path.display());
+    for (checker, (signer, doc)) in [
+        ("centre-aleysk", &docs[0]),
+        ("centre-aleysk", &docs[1]),
+        ("office-fr", &docs[1]),
+    ] {
+        println!("\n{checker} verifies {signer}'s signed aggregate (`fedsync report verify`):");
+        let mut client = client_at(config, node(nodes, checker)?)?;
+        let v = (client.verify_aggregate(doc.as_bytes(), None))
+            .await
+            .map_err(|e| anyhow!(e))?;
+        print!("{}", super::report::render::checks(&v.checks));
+        if !v.ok {
+            bail!("{checker} could not verify {signer}'s aggregate");
+        }
+        println!(
+            "  verified: {signer}'s totals include exactly {checker}'s report, up to the seq and hash named"
+        );
+    }
     Ok(())
 }
 
-/// HQ's status once it has heard from both offices that they hold what it
-/// holds (their acknowledgements follow the last write by a moment).
+/// HQ's status once it has heard from the offices below it that they hold
+/// what it holds (their acknowledgements follow the last write by a
+/// moment). The centres below them link to their region, not to HQ.
 async fn settled(hq: &mut Client) -> anyhow::Result<NodeStatus> {
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
     loop {
         let s = hq.status().await.map_err(|e| anyhow!(e))?;
-        let nodes = s.peers.iter().filter(|p| p.state != PeerState::Operator);
+        let nodes = s.peers.iter().filter(|p| p.below);
         if nodes.clone().all(|p| p.state == PeerState::InSync) || Instant::now() > deadline {
             return Ok(s);
         }
@@ -210,7 +243,7 @@ async fn union(nodes: &[NodeHandle]) -> anyhow::Result<Frontier> {
 
 async fn print_frontiers(nodes: &[NodeHandle]) -> anyhow::Result<()> {
     println!(
-        "  {:<10} {:<18} {:>6}  heads (author:seq)",
+        "  {:<16} {:<18} {:>6}  heads (author:seq)",
         "NODE", "DIGEST", "DELTAS"
     );
     for n in nodes {
@@ -221,7 +254,7 @@ async fn print_frontiers(nodes: &[NodeHandle]) -> anyhow::Result<()> {
             .map(|(a, h)| format!("{}:{}", a.short(), h.seq))
             .collect();
         println!(
-            "  {:<10} {:<18} {:>6}  {}",
+            "  {:<16} {:<18} {:>6}  {}",
             s.name,
             &s.digest.to_string()[..16],
             s.frontier.total_deltas(),

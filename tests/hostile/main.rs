@@ -195,7 +195,10 @@ async fn a_delta_outside_its_authors_authority_is_refused() {
         let reason = t
             .refused_once(&mut link, d, "no_authority", "office-fr")
             .await;
-        assert!(reason.contains("office-fr (fr) may not write"), "{reason}");
+        assert!(
+            reason.contains("office-fr (region fr) may not write"),
+            "{reason}"
+        );
         assert!(reason.contains(key), "{reason}");
     }
     drop(link);

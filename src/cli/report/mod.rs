@@ -1,6 +1,6 @@
-//! `fedsync report`: submit a region's report, show its history, the
-//! schema, HQ's signed aggregate with coverage, and verify an aggregate at
-//! a region.
+//! `fedsync report`: submit a region's or unit's report, show its history,
+//! the schema, a signed aggregate with coverage (HQ's of everything, a
+//! region's of its units), and verify an aggregate at a region or unit.
 
 pub(crate) mod render;
 
@@ -11,25 +11,27 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use fedsync::core::report::document;
-use fedsync::core::report::{Schema, Submission};
+use fedsync::core::report::{Part, Schema, Submission};
 
 use super::print_json;
 use super::records::Conn;
 
 #[derive(Subcommand, Debug)]
 pub enum ReportCmd {
-    /// Submit this node's region's report for a period (from a file and/or
-    /// flags). Submitting again supersedes the earlier report; the history
-    /// keeps every revision.
+    /// Submit this node's region's or unit's report for a period (from a
+    /// file and/or flags). Submitting again supersedes the earlier report;
+    /// the history keeps every revision.
     Submit(SubmitArgs),
-    /// Show a region's report for a period and every earlier revision.
+    /// Show a region's or unit's report for a period and every earlier
+    /// revision.
     History(HistoryArgs),
-    /// Aggregate one period's reports at this node (HQ in practice), with
-    /// coverage: for each roster region, the log point counted, and
-    /// whether it is missing or stale. The JSON is the signed document.
+    /// Aggregate one period's reports at this node, with coverage: for each
+    /// region and unit, the log point counted, and whether it is missing or
+    /// stale. HQ covers the federation, a region's node its units. The JSON
+    /// is the signed document.
     Aggregate(AggregateArgs),
     /// Check a signed aggregate against this node's own log (run at a
-    /// region): exit status 1 if anything does not match.
+    /// region or unit): exit status 1 if anything does not match.
     Verify(VerifyArgs),
     /// Show the report schema in force, or publish one (at HQ).
     Schema(SchemaArgs),
@@ -50,6 +52,9 @@ pub struct SubmitArgs {
     /// Checked against the node's own region.
     #[arg(long)]
     region: Option<String>,
+    /// Checked against the node's own unit.
+    #[arg(long)]
+    unit: Option<String>,
     /// A figure, `name=value` (repeatable), e.g. `--metric volunteers=120`.
     #[arg(long = "metric", value_name = "NAME=VALUE")]
     metrics: Vec<String>,
@@ -62,17 +67,39 @@ pub struct SubmitArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     conn: Conn,
-    #[arg(long)]
-    region: String,
+    #[command(flatten)]
+    part: PartArgs,
     #[arg(long)]
     period: String,
     #[arg(long, default_value_t = 20)]
     limit: u32,
 }
 
+/// A region or a unit.
+#[derive(Args, Debug)]
+pub struct PartArgs {
+    #[arg(long, conflicts_with = "unit")]
+    region: Option<String>,
+    #[arg(long)]
+    unit: Option<String>,
+}
+
+impl PartArgs {
+    fn part(&self) -> Option<Part> {
+        match (&self.region, &self.unit) {
+            (Some(r), _) => Some(Part::Region(r.clone())),
+            (None, Some(u)) => Some(Part::Unit(u.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum By {
+    /// A row per region: its own report and its units' together.
     Region,
+    /// A row per region and per unit, each its own report.
+    Unit,
 }
 
 #[derive(Args, Debug)]
@@ -81,11 +108,18 @@ pub struct AggregateArgs {
     conn: Conn,
     #[arg(long)]
     period: String,
-    /// Also show each region's figures.
+    /// Also show the figures by region, or by region and unit.
     #[arg(long, value_enum)]
     by: Option<By>,
-    /// CSV: one row per metric in total (and per region with `--by
-    /// region`), then one coverage row per region.
+    /// Cover only this region or unit and what is below it (default: the
+    /// node's own; HQ's is the whole federation).
+    #[command(flatten)]
+    scope: PartArgs,
+    /// Cover the whole federation, at any node.
+    #[arg(long, conflicts_with_all = ["region", "unit"])]
+    all: bool,
+    /// CSV: one row per metric in total (and per region or unit with
+    /// `--by`), then one coverage row per region and unit.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
     /// Also save the signed document here (for `fedsync report verify`).
@@ -103,9 +137,9 @@ pub struct VerifyArgs {
     conn: Conn,
     /// The signed aggregate document (`report aggregate --out` or `--json`).
     document: PathBuf,
-    /// The region whose part to check (default: the node's own).
-    #[arg(long)]
-    region: Option<String>,
+    /// The region or unit whose part to check (default: the node's own).
+    #[command(flatten)]
+    part: PartArgs,
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +208,9 @@ fn submission(a: &SubmitArgs) -> anyhow::Result<Submission> {
     if let Some(r) = &a.region {
         sub.region = Some(r.clone());
     }
+    if let Some(u) = &a.unit {
+        sub.unit = Some(u.clone());
+    }
     if let Some(n) = &a.notes {
         sub.notes = n.clone();
     }
@@ -225,9 +262,10 @@ async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 }
 
 async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    let part = (a.part.part()).ok_or_else(|| anyhow!("give --region or --unit"))?;
     let mut client = a.conn.open()?;
     let (revs, note) = client
-        .report_history(&a.region, &a.period, a.limit)
+        .report_history(&part, &a.period, a.limit)
         .await
         .map_err(|e| anyhow!(e))?;
     if a.conn.json {
@@ -249,7 +287,7 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if revs.is_empty() {
-        println!("no report for region {} in {}", a.region, a.period);
+        println!("no report for {} in {}", part.describe(), a.period);
     }
     print!("{}", render::history(&revs));
     if let Some(n) = note {
@@ -261,7 +299,12 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
 async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     let mut client = a.conn.open()?;
     let doc = client
-        .aggregate_reports(&a.period, a.stale_after.unwrap_or(0))
+        .aggregate_reports(
+            &a.period,
+            a.stale_after.unwrap_or(0),
+            a.scope.part().as_ref(),
+            a.all,
+        )
         .await
         .map_err(|e| anyhow!(e))?;
     // The node signed it; check that before printing a figure from it.
@@ -269,13 +312,12 @@ async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     if let Some(path) = &a.out {
         std::fs::write(path, &doc).with_context(|| format!("{}", path.display()))?;
     }
-    let by_region = a.by == Some(By::Region);
     if a.conn.json {
         println!("{doc}");
     } else if a.csv {
-        print!("{}", render::csv(&opened.aggregate, by_region));
+        print!("{}", render::csv(&opened.aggregate, a.by));
     } else {
-        print!("{}", render::table(&opened.aggregate, by_region));
+        print!("{}", render::table(&opened.aggregate, a.by));
         if let Some(path) = &a.out {
             println!("signed document saved to {}", path.display());
         }
@@ -287,7 +329,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let doc = std::fs::read(&a.document).with_context(|| format!("{}", a.document.display()))?;
     let mut client = a.conn.open()?;
     let v = client
-        .verify_aggregate(&doc, a.region.as_deref().unwrap_or(""))
+        .verify_aggregate(&doc, a.part.part().as_ref())
         .await
         .map_err(|e| anyhow!(e))?;
     if a.conn.json {
@@ -299,14 +341,16 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         print_json(&json!({
             "ok": v.ok,
             "region": v.region,
+            "unit": (!v.unit.is_empty()).then_some(&v.unit),
             "period": v.period,
             "signer": v.signer,
             "checks": checks,
         }));
     } else {
-        let scope = match v.region.as_str() {
-            "" => "signature and totals only (this node has no region)".to_owned(),
-            r => format!("region {r}'s part against this node's log"),
+        let scope = match (v.region.as_str(), v.unit.as_str()) {
+            ("", "") => "signature and totals only (this node has no region or unit)".to_owned(),
+            (r, "") => format!("region {r}'s part against this node's log"),
+            (r, u) => format!("unit {u}'s part (in region {r}) against this node's log"),
         };
         println!(
             "aggregate of {} signed by {}: checked {scope}",
@@ -317,10 +361,13 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     if !v.ok {
         bail!("the aggregate does not match this node's log");
     }
-    if !a.conn.json && !v.region.is_empty() {
+    if !(a.conn.json || v.region.is_empty() && v.unit.is_empty()) {
+        let whose = match v.unit.as_str() {
+            "" => format!("region {}", v.region),
+            u => format!("unit {u}"),
+        };
         println!(
-            "verified: the aggregate includes exactly region {}'s data up to the point it names",
-            v.region
+            "verified: the aggregate includes exactly {whose}'s data up to the point it names"
         );
     }
     Ok(())

@@ -4,7 +4,9 @@
 use std::fmt::Write;
 
 use fedsync::client::Revision;
-use fedsync::core::report::aggregate::{Aggregate, MetricTotal, RegionCoverage};
+use fedsync::core::report::aggregate::{totals, Aggregate, MetricTotal, RegionCoverage};
+
+use super::By;
 use fedsync::node::status::age;
 
 use crate::cli::status::ago;
@@ -35,13 +37,40 @@ fn coverage_cell(r: &RegionCoverage) -> String {
     }
 }
 
-/// The aggregate as a person reads it: totals, optionally each region's
-/// figures, then the coverage and anything left out.
-pub fn table(a: &Aggregate, by_region: bool) -> String {
+/// The rows `by` asks for, each a name and its metrics' totals: a region
+/// with its units added in, or every region and unit alone.
+fn rows(a: &Aggregate, by: By) -> Vec<(String, Vec<MetricTotal>)> {
+    match by {
+        By::Unit => (a.regions.iter())
+            .map(|r| (r.label(), totals(&a.metrics, std::slice::from_ref(r))))
+            .collect(),
+        By::Region => {
+            let mut groups: Vec<(String, Vec<RegionCoverage>)> = Vec::new();
+            for r in &a.regions {
+                match groups.last_mut() {
+                    Some((name, g)) if *name == r.region => g.push(r.clone()),
+                    _ => groups.push((r.region.clone(), vec![r.clone()])),
+                }
+            }
+            (groups.into_iter())
+                .map(|(name, g)| (name, totals(&a.metrics, &g)))
+                .collect()
+        }
+    }
+}
+
+/// The aggregate as a person reads it: totals, optionally the figures by
+/// region or unit, then the coverage and anything left out.
+pub fn table(a: &Aggregate, by: Option<By>) -> String {
     let mut out = String::new();
+    let scope = a
+        .scope
+        .as_deref()
+        .map(|s| format!(" of {s}"))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
-        "Aggregate of {}, computed and signed by {} ({}) at {} UTC, roster v{}",
+        "Aggregate{scope} for {}, computed and signed by {} ({}) at {} UTC, roster v{}",
         a.period,
         a.computed_by,
         a.computed_by_id.short(),
@@ -64,22 +93,31 @@ pub fn table(a: &Aggregate, by_region: bool) -> String {
             opt(t.max)
         );
     }
-    if by_region {
-        let _ = write!(out, "\n{:<12}", "REGION");
+    let name_w = (a.regions.iter().map(|r| r.label().len()))
+        .max()
+        .unwrap_or(0)
+        .clamp(12, 32);
+    if let Some(by) = by {
+        let head = if by == By::Unit {
+            "REGION/UNIT"
+        } else {
+            "REGION"
+        };
+        let _ = write!(out, "\n{head:<name_w$}");
         let widths: Vec<usize> = a.metrics.iter().map(|m| m.len().max(8)).collect();
         for (m, w) in a.metrics.iter().zip(&widths) {
             let _ = write!(out, " {m:>w$}");
         }
         out.push('\n');
-        for r in &a.regions {
-            let _ = write!(out, "{:<12}", r.region);
-            for (m, w) in a.metrics.iter().zip(&widths) {
-                let v = r.figures.as_ref().and_then(|f| f.values.get(m).copied());
+        for (name, t) in rows(a, by) {
+            let _ = write!(out, "{name:<name_w$}");
+            for (t, w) in t.iter().zip(&widths) {
+                let v = (t.count > 0).then_some(t.sum);
                 let _ = write!(out, " {:>w$}", opt(v));
             }
             out.push('\n');
         }
-        let _ = write!(out, "{:<12}", "TOTAL");
+        let _ = write!(out, "{:<name_w$}", "TOTAL");
         for (t, w) in a.totals.iter().zip(&widths) {
             let _ = write!(out, " {:>w$}", t.sum);
         }
@@ -92,26 +130,26 @@ pub fn table(a: &Aggregate, by_region: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<12} {:<26} {:<12} FRONTIER COUNTED (author:seq head)",
-        "REGION", "REPORT", "CONTACT"
+        "{:<name_w$} {:<26} {:<12} FRONTIER COUNTED (author:seq head)",
+        "REGION/UNIT", "REPORT", "CONTACT"
     );
     for r in &a.regions {
         let _ = writeln!(
             out,
-            "{:<12} {:<26} {:<12} {}",
-            r.region,
+            "{:<name_w$} {:<26} {:<12} {}",
+            r.label(),
             coverage_cell(r),
             ago(a.computed_ms, r.last_contact_ms),
             frontier(r)
         );
     }
-    let missing: Vec<&str> = (a.regions.iter().filter(|r| r.missing))
-        .map(|r| r.region.as_str())
+    let missing: Vec<String> = (a.regions.iter().filter(|r| r.missing))
+        .map(|r| r.label())
         .collect();
-    let stale: Vec<&str> = (a.regions.iter().filter(|r| r.stale))
-        .map(|r| r.region.as_str())
+    let stale: Vec<String> = (a.regions.iter().filter(|r| r.stale))
+        .map(|r| r.label())
         .collect();
-    let list = |v: &[&str]| {
+    let list = |v: &[String]| {
         if v.is_empty() {
             "none".into()
         } else {
@@ -156,20 +194,18 @@ fn figure_row(out: &mut String, scope: &str, t: &MetricTotal) {
     );
 }
 
-/// One table: a row per metric in total (scope `total`), per region and
-/// metric with `by_region`, then a coverage row per region (metric empty).
-pub fn csv(a: &Aggregate, by_region: bool) -> String {
+/// One table: a row per metric in total (scope `total`), per region (or
+/// region and unit, `region/unit`) and metric with `by`, then a coverage
+/// row per region and unit (metric empty).
+pub fn csv(a: &Aggregate, by: Option<By>) -> String {
     let mut out =
         String::from("scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier\n");
     for t in &a.totals {
         figure_row(&mut out, "total", t);
     }
-    if by_region {
-        for r in &a.regions {
-            let one = std::slice::from_ref(r);
-            for t in fedsync::core::report::aggregate::totals(&a.metrics, one) {
-                figure_row(&mut out, &r.region, &t);
-            }
+    for (name, t) in by.map(|by| rows(a, by)).unwrap_or_default() {
+        for t in &t {
+            figure_row(&mut out, &name, t);
         }
     }
     for r in &a.regions {
@@ -181,7 +217,7 @@ pub fn csv(a: &Aggregate, by_region: bool) -> String {
         let _ = writeln!(
             out,
             "{},,,,,,{},{},{},{}",
-            field(&r.region),
+            field(&r.label()),
             r.status(),
             r.stale,
             r.last_contact_ms.map(|n| n.to_string()).unwrap_or_default(),

@@ -1,16 +1,21 @@
 //! One period's reports, totalled, with the coverage that says what the
-//! totals include: for every region in the roster, the log positions (author,
-//! seq, head hash) they were computed from, the report counted (or that none
-//! was), and whether this node's view of the region is stale.
+//! totals include: for every region and unit in scope, the log positions
+//! (author, seq, head hash) they were computed from, the report counted (or
+//! that none was), and whether this node's view of it is stale.
+//!
+//! Each part of the tree reports its own work, so a total counts every
+//! region's and unit's last report once. A unit counts in the region the
+//! roster in force places it in (the aggregate names that roster's
+//! version), wherever it sat when it submitted.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{read, report_key, DeltaRef, Period, Report, Schema};
+use super::{read, DeltaRef, Part, Period, Report, Schema};
 use crate::core::ids::{DeltaHash, NodeId};
 use crate::core::replica::Replica;
-use crate::core::roster::Role;
+use crate::core::roster::{Member, Roster};
 use crate::core::store::Store;
 
 /// The `format` of every aggregate this version writes.
@@ -27,12 +32,17 @@ pub struct Aggregate {
     pub computed_by_id: NodeId,
     pub computed_ms: u64,
     pub roster_version: u64,
+    /// What it covers when not the whole federation: `region r` or
+    /// `unit u`, with everything below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
     /// A region not heard from for longer than this is stale.
     pub stale_after_ms: u64,
     /// The schema's metrics, in its order: the ones totalled.
     pub metrics: Vec<String>,
     pub totals: Vec<MetricTotal>,
-    /// Every region in the roster, by name.
+    /// Every region in the roster (in scope), by name, each followed by
+    /// its units, by name.
     pub regions: Vec<RegionCoverage>,
     /// What was left out of the totals, and why.
     #[serde(default)]
@@ -50,11 +60,16 @@ pub struct MetricTotal {
     pub max: Option<i64>,
 }
 
-/// One region's part: what was counted, and from which point of its log.
+/// One region's or unit's part: what was counted, and from which point of
+/// its log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegionCoverage {
+    /// The region, or for a unit the region the roster in force puts it in.
     pub region: String,
+    /// A unit's entry: the unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// The region's authors as this node held them: the totals include
     /// their logs up to these heads and nothing after.
     pub frontier: Vec<CoveredHead>,
@@ -71,6 +86,21 @@ pub struct RegionCoverage {
 }
 
 impl RegionCoverage {
+    pub fn part(&self) -> Part {
+        match &self.unit {
+            Some(u) => Part::Unit(u.clone()),
+            None => Part::Region(self.region.clone()),
+        }
+    }
+
+    /// `fr`, `ru-altai/aleysk`: the entry's name in tables.
+    pub fn label(&self) -> String {
+        match &self.unit {
+            Some(u) => format!("{}/{u}", self.region),
+            None => self.region.clone(),
+        }
+    }
+
     /// `included`, `missing` or `invalid`.
     pub fn status(&self) -> &'static str {
         match (&self.report, &self.figures) {
@@ -125,23 +155,71 @@ pub struct Context<'a> {
     /// When this node last heard directly from the named member (now, while
     /// a link to it is open), if ever.
     pub last_contact: &'a dyn Fn(&str) -> Option<u64>,
+    /// `None`: the whole federation; else a part and everything below it.
+    pub scope: Option<Part>,
+}
+
+/// Where an entry sits: its region, and its unit if it is a unit's.
+type Slot = (String, Option<String>);
+
+/// The slot `part` fills in the tree in force; `None` for a unit outside
+/// it (a signed roster holds none).
+fn slot(roster: &Roster, part: &Part) -> Option<Slot> {
+    match part {
+        Part::Region(r) => Some((r.clone(), None)),
+        Part::Unit(u) => Some((roster.units.region_of(u)?.to_owned(), Some(u.clone()))),
+    }
+}
+
+fn in_scope(roster: &Roster, scope: &Option<Part>, (region, unit): &Slot) -> bool {
+    match (scope, unit) {
+        (None, _) => true,
+        (Some(Part::Region(r)), _) => r == region,
+        (Some(Part::Unit(s)), Some(u)) => roster.units.is_within(u, s),
+        (Some(Part::Unit(_)), None) => false,
+    }
+}
+
+/// The nodes above a unit, nearest first: its parent units', then its
+/// region's. A unit's reports reach this node through them.
+fn above<'r>(roster: &'r Roster, (region, unit): &Slot) -> Vec<&'r Member> {
+    let Some(place) = unit.as_deref().and_then(|u| roster.units.place(u)) else {
+        return Vec::new();
+    };
+    let mut parts: Vec<Part> = (place.units.iter().rev().skip(1))
+        .map(|u| Part::Unit((*u).to_owned()))
+        .collect();
+    parts.push(Part::Region(region.clone()));
+    parts
+        .iter()
+        .flat_map(|p| roster.members().filter(move |m| p.is_author(m)))
+        .collect()
 }
 
 /// Aggregates `cx.period` from what `replica` holds now.
 pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggregate, S::Error> {
     let roster = replica.roster();
     let me = roster.member(&cx.me);
-    let my_region = me.and_then(|m| m.region.as_deref());
-    // Regions are the roster's: a region with no report is listed missing.
-    let mut regions: BTreeMap<&str, Vec<&crate::core::Member>> = BTreeMap::new();
+    let my_part = me.and_then(Part::of);
+    // Parts are the roster's: a region or unit with no report is listed
+    // missing. A region sorts before its units.
+    let mut parts: BTreeMap<Slot, Vec<&Member>> = BTreeMap::new();
     for m in roster.members() {
-        if let (true, Some(r)) = (m.roles.contains(&Role::Region), m.region.as_deref()) {
-            regions.entry(r).or_default().push(m);
+        let Some(slot) = Part::of(m).and_then(|p| slot(roster, &p)) else {
+            continue;
+        };
+        if in_scope(roster, &cx.scope, &slot) {
+            parts.entry(slot).or_default().push(m);
         }
     }
-    let mut out = Vec::with_capacity(regions.len());
+    let mut out = Vec::with_capacity(parts.len());
     let mut warnings = Vec::new();
-    for (region, members) in regions {
+    for (slot, members) in parts {
+        let (region, unit) = (slot.0.as_str(), slot.1.as_deref());
+        let part = match unit {
+            Some(u) => Part::Unit(u.to_owned()),
+            None => Part::Region(region.to_owned()),
+        };
         let frontier = members
             .iter()
             .map(|m| {
@@ -154,17 +232,17 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
                 }
             })
             .collect();
-        // A node is never stale to itself.
-        let last_contact = if my_region == Some(region) {
+        // A node is never stale to itself. A unit this node does not
+        // hear from directly is as fresh as the nodes above it that it
+        // does hear from: its reports come through them.
+        let contact = |ms: &[&Member]| ms.iter().filter_map(|m| (cx.last_contact)(&m.name)).max();
+        let last_contact = if my_part.as_ref() == Some(&part) {
             Some(cx.now_ms)
         } else {
-            members
-                .iter()
-                .filter_map(|m| (cx.last_contact)(&m.name))
-                .max()
+            contact(&members).or_else(|| contact(&above(roster, &slot)))
         };
         let stale = last_contact.is_none_or(|t| cx.now_ms.saturating_sub(t) > cx.stale_after_ms);
-        let key = report_key(region, cx.period);
+        let key = part.key(cx.period);
         let delta = match replica.store().record(&key)? {
             Some(r) if !r.deleted => replica.store().delta(&r.author, r.seq)?,
             _ => None,
@@ -177,15 +255,17 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         if let Some(f) = &figures {
             for name in f.values.keys().filter(|n| cx.schema.metric(n).is_none()) {
                 warnings.push(format!(
-                    "region {region}: metric {name} is not in the schema; not in the totals"
+                    "{}: metric {name} is not in the schema; not in the totals",
+                    part.describe()
                 ));
             }
         }
         if let Some(why) = &invalid {
-            warnings.push(format!("region {region}: report not counted: {why}"));
+            warnings.push(format!("{}: report not counted: {why}", part.describe()));
         }
         out.push(RegionCoverage {
             region: region.to_owned(),
+            unit: unit.map(str::to_owned),
             frontier,
             missing: delta.is_none(),
             report: delta.as_ref().map(DeltaRef::of),
@@ -203,6 +283,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         computed_by_id: cx.me,
         computed_ms: cx.now_ms,
         roster_version: roster.version,
+        scope: cx.scope.as_ref().map(Part::describe),
         stale_after_ms: cx.stale_after_ms,
         totals: totals(&metrics, &out),
         metrics,

@@ -6,10 +6,11 @@
 //! change to the figures, even one a lenient JSON reader would not see
 //! (a duplicated key), breaks the signature.
 //!
-//! A region checks a document against its own log ([`check`]): the heads
-//! the aggregate claims for the region must be in its log with those
+//! A region or a unit checks a document against its own log ([`check`]):
+//! the heads the aggregate claims for it must be in its log with those
 //! hashes, and the report counted must be the one its log held as current
-//! at that point, figure for figure.
+//! at that point, figure for figure. A unit checks its region's aggregate
+//! and HQ's alike.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::aggregate::{totals, Aggregate, Figures, RegionCoverage, FORMAT};
-use super::{previous, read, report_key, Back, DeltaRef, Period, ReportError, METRICS_MAX};
+use super::{previous, read, Back, DeltaRef, Part, Period, ReportError, METRICS_MAX};
 use crate::core::delta::{Op, SignedDelta};
 use crate::core::ids::NodeId;
 use crate::core::replica::Replica;
@@ -128,9 +129,11 @@ pub struct Check {
 /// What [`check`] found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {
-    /// The region checked against this log; `None` if only the signature
-    /// and the arithmetic could be checked.
+    /// The region checked against this log (a unit's: the one it sits in);
+    /// `None` if only the signature and the arithmetic could be checked.
     pub region: Option<String>,
+    /// The unit checked, if a unit's part was.
+    pub unit: Option<String>,
     pub period: Option<String>,
     pub signer: Option<String>,
     pub checks: Vec<Check>,
@@ -138,9 +141,11 @@ pub struct Verdict {
 
 impl Verdict {
     /// The verdict on a document that did not open: its one failed check.
-    pub fn unopened(region: Option<&str>, e: &DocError) -> Verdict {
+    pub fn unopened(part: Option<&Part>, e: &DocError) -> Verdict {
+        let (region, unit) = names(part);
         Verdict {
-            region: region.map(str::to_owned),
+            region,
+            unit,
             period: None,
             signer: None,
             checks: vec![Check {
@@ -163,17 +168,25 @@ impl Verdict {
     }
 }
 
-/// Verifies `doc` and checks `region`'s part of it against the log this
+fn names(part: Option<&Part>) -> (Option<String>, Option<String>) {
+    match part {
+        Some(Part::Region(r)) => (Some(r.clone()), None),
+        Some(Part::Unit(u)) => (None, Some(u.clone())),
+        None => (None, None),
+    }
+}
+
+/// Verifies `doc` and checks `part`'s entry in it against the log this
 /// replica holds. Every problem is a failed check in words; only a store
 /// failure is an error.
 pub fn check<S: Store>(
     replica: &Replica<S>,
     doc: &[u8],
-    region: Option<&str>,
+    part: Option<&Part>,
 ) -> Result<Verdict, S::Error> {
     match open(doc) {
-        Ok(opened) => check_opened(replica, &opened, region),
-        Err(e) => Ok(Verdict::unopened(region, &e)),
+        Ok(opened) => check_opened(replica, &opened, part),
+        Err(e) => Ok(Verdict::unopened(part, &e)),
     }
 }
 
@@ -182,11 +195,13 @@ pub fn check<S: Store>(
 pub fn check_opened<S: Store>(
     replica: &Replica<S>,
     opened: &Opened,
-    region: Option<&str>,
+    part: Option<&Part>,
 ) -> Result<Verdict, S::Error> {
     let agg = &opened.aggregate;
+    let (region, unit) = names(part);
     let mut v = Verdict {
-        region: region.map(str::to_owned),
+        region,
+        unit,
         period: Some(agg.period.clone()),
         signer: Some(agg.computed_by.clone()),
         checks: Vec::new(),
@@ -229,22 +244,57 @@ pub fn check_opened<S: Store>(
     } else {
         v.fail("the totals are not the sums of the reports listed".into());
     }
-    if let Some(region) = region {
-        match agg.regions.iter().find(|r| r.region == region) {
-            Some(entry) => check_region(replica, agg, entry, &mut v)?,
-            None => v.fail(format!("the aggregate has no entry for region {region}")),
+    if let Some(part) = part {
+        match agg.regions.iter().find(|r| r.part() == *part) {
+            Some(entry) => {
+                v.region = Some(entry.region.clone());
+                check_place(replica, agg, entry, &mut v);
+                check_region(replica, agg, entry, &mut v)?
+            }
+            None => v.fail(format!(
+                "the aggregate has no entry for {}",
+                part.describe()
+            )),
         }
     }
     Ok(v)
 }
 
-/// Each region once, and each entry saying one thing: no report means
-/// missing with no figures; a report has figures or a reason it has none.
+/// A unit's entry places it where this roster does; if not, the two
+/// rosters differ, and the check says which one the aggregate used.
+fn check_place<S: Store>(
+    replica: &Replica<S>,
+    agg: &Aggregate,
+    entry: &RegionCoverage,
+    v: &mut Verdict,
+) {
+    let Some(unit) = &entry.unit else {
+        return;
+    };
+    let roster = replica.roster();
+    match roster.units.region_of(unit) {
+        Some(r) if r == entry.region => v.pass(format!(
+            "unit {unit} is counted in region {r}, where this roster (version {}) places it",
+            roster.version
+        )),
+        here => v.fail(format!(
+            "unit {unit} is counted in region {} (roster version {}), but this roster (version {}) places it in {}",
+            entry.region,
+            agg.roster_version,
+            roster.version,
+            here.unwrap_or("no region")
+        )),
+    }
+}
+
+/// Each region and unit once, and each entry saying one thing: no report
+/// means missing with no figures; a report has figures or a reason it has
+/// none.
 fn well_formed(agg: &Aggregate) -> Result<(), String> {
     let mut seen = std::collections::BTreeSet::new();
     for r in &agg.regions {
-        if !seen.insert(r.region.as_str()) {
-            return Err(format!("region {} is listed twice", r.region));
+        if !seen.insert(r.part()) {
+            return Err(format!("{} is listed twice", r.part().describe()));
         }
         let consistent = match &r.report {
             None => r.missing && r.figures.is_none() && r.invalid.is_none(),
@@ -252,8 +302,8 @@ fn well_formed(agg: &Aggregate) -> Result<(), String> {
         };
         if !consistent {
             return Err(format!(
-                "the entry for region {} contradicts itself (missing, report, figures)",
-                r.region
+                "the entry for {} contradicts itself (missing, report, figures)",
+                r.part().describe()
             ));
         }
     }
@@ -267,7 +317,6 @@ fn check_region<S: Store>(
     v: &mut Verdict,
 ) -> Result<(), S::Error> {
     let store = replica.store();
-    let region = &entry.region;
     let Some(covered) = covered_authors(replica, entry, v) else {
         return Ok(());
     };
@@ -286,7 +335,7 @@ fn check_region<S: Store>(
                 }
             )),
             Some(d) => v.fail(format!(
-                "{}'s seq {} has hash {} here but {} in the aggregate: not this region's log",
+                "{}'s seq {} has hash {} here but {} in the aggregate: not this log",
                 h.name,
                 h.seq,
                 d.hash().short(),
@@ -299,7 +348,7 @@ fn check_region<S: Store>(
         }
     }
     let key = match agg.period.parse::<Period>() {
-        Ok(p) => report_key(region, p),
+        Ok(p) => entry.part().key(p),
         Err(e) => {
             v.fail(e.to_string());
             return Ok(());
@@ -337,8 +386,8 @@ fn check_region<S: Store>(
     Ok(())
 }
 
-/// The region's authors the aggregate lists, checked against this roster:
-/// each listed once and a member of the region, and none left out whose
+/// The part's authors the aggregate lists, checked against this roster:
+/// each listed once and writing the part's space, and none left out whose
 /// log holds anything here. `None` (with a failed check) otherwise.
 fn covered_authors<S: Store>(
     replica: &Replica<S>,
@@ -346,15 +395,15 @@ fn covered_authors<S: Store>(
     v: &mut Verdict,
 ) -> Option<BTreeMap<NodeId, u64>> {
     let roster = replica.roster();
+    let part = entry.part();
     let mut covered = BTreeMap::new();
     for h in &entry.frontier {
-        let member = roster.member(&h.author);
-        if member.and_then(|m| m.region.as_deref()) != Some(entry.region.as_str()) {
+        if !roster.member(&h.author).is_some_and(|m| part.is_author(m)) {
             v.fail(format!(
-                "the aggregate lists {} ({}) among region {}'s authors; this roster does not",
+                "the aggregate lists {} ({}) among {}'s authors; this roster does not",
                 h.name,
                 h.author.short(),
-                entry.region
+                part.describe()
             ));
             return None;
         }
@@ -364,8 +413,7 @@ fn covered_authors<S: Store>(
         }
     }
     let left_out: Vec<String> = (roster.members())
-        .filter(|m| m.region.as_deref() == Some(entry.region.as_str()))
-        .filter(|m| m.roles.contains(&crate::core::Role::Region))
+        .filter(|m| part.is_author(m))
         .filter(|m| !covered.contains_key(&m.id))
         .filter(|m| replica.frontier().head(&m.id).seq > 0)
         .map(|m| m.name.clone())

@@ -1,9 +1,12 @@
-//! HQ reports: a region's figures for a period, stored as an ordinary
-//! signed record in the region's own key space, so authority, signatures
+//! HQ reports: a region's or a unit's figures for a period, stored as an
+//! ordinary signed record in its own key space, so authority, signatures
 //! and sync apply to reports exactly as to any delta.
 //!
 //! - A report for region `r` and period `p` lives at `regions/<r>/reports/<p>`
-//!   (see [`report_key`]) as the JSON of [`Report`]. Submitting again writes
+//!   (see [`report_key`]), a unit `u`'s at `units/<u>/reports/<p>`, as the
+//!   JSON of [`Report`]. A region's report holds its own work; each of its
+//!   units reports its own, and aggregates add them up the tree
+//!   ([`Part`]), so every figure is counted once. Submitting again writes
 //!   the same key: the newer delta wins, and it names the one it supersedes
 //!   (author, seq, hash), so the history is a hash-linked chain of signed
 //!   deltas that every node holds.
@@ -35,6 +38,7 @@ use ed25519_dalek::SigningKey;
 use super::delta::{Op, SignedDelta};
 use super::ids::{DeltaHash, NodeId};
 use super::replica::{Replica, WriteError};
+use super::roster::{Member, Role, Roster};
 use super::store::Store;
 
 /// Where HQ publishes the federation's report schema.
@@ -67,8 +71,10 @@ pub enum ReportError {
     NotesTooLong(usize),
     #[error("this node writes region {mine:?}'s reports, not {asked:?}")]
     WrongRegion { asked: String, mine: String },
-    #[error("{0} is not a regional office: only regions submit reports")]
+    #[error("{0} is neither a region's nor a unit's node: only they submit reports")]
     NotARegion(String),
+    #[error("this node writes unit {mine:?}'s reports, not {asked:?}")]
+    WrongUnit { asked: String, mine: String },
     #[error("{0} is not an HQ node: only HQ publishes the report schema")]
     NotHq(String),
     #[error("bad report schema: {0}")]
@@ -82,15 +88,56 @@ pub fn report_key(region: &str, period: Period) -> String {
     format!("regions/{region}/reports/{period}")
 }
 
+/// Whose report: a region's own, or a unit's. Each part of the tree
+/// reports its own work once, in its own space.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Region(String),
+    Unit(String),
+}
+
+impl Part {
+    /// The part `m` writes reports for, if it writes any.
+    pub fn of(m: &Member) -> Option<Part> {
+        if m.roles.contains(&Role::Unit) {
+            return m.unit.clone().map(Part::Unit);
+        }
+        (m.roles.contains(&Role::Region))
+            .then(|| m.region.clone().map(Part::Region))
+            .flatten()
+    }
+
+    pub fn key(&self, period: Period) -> String {
+        match self {
+            Part::Region(r) => report_key(r, period),
+            Part::Unit(u) => format!("units/{u}/reports/{period}"),
+        }
+    }
+
+    /// Whether `m`'s log is this part's: it writes this part's space.
+    pub fn is_author(&self, m: &Member) -> bool {
+        Part::of(m).as_ref() == Some(self)
+    }
+
+    /// `region fr`, `unit aleysk`.
+    pub fn describe(&self) -> String {
+        match self {
+            Part::Region(r) => format!("region {r}"),
+            Part::Unit(u) => format!("unit {u}"),
+        }
+    }
+}
+
 /// Keys only the report calls write: a plain put there would bypass the
 /// schema and the supersede chain.
 pub fn is_reserved(key: &str) -> bool {
     if key.starts_with("hq/reports/") {
         return true;
     }
-    key.strip_prefix("regions/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, tail)| tail.starts_with("reports/"))
+    (key.strip_prefix("regions/")
+        .or_else(|| key.strip_prefix("units/")))
+    .and_then(|rest| rest.split_once('/'))
+    .is_some_and(|(_, tail)| tail.starts_with("reports/"))
 }
 
 /// A delta a report names: the revision it supersedes.
@@ -116,7 +163,12 @@ impl DeltaRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
+    /// The region: a region's own, or the one its unit sat in when it
+    /// submitted (aggregates place a unit by the roster in force).
     pub region: String,
+    /// A unit's report: the unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     pub period: String,
     /// 1 for the first report of this region and period; otherwise one
     /// more than the revision it supersedes.
@@ -133,6 +185,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whose report this says it is.
+    pub fn part(&self) -> Part {
+        match &self.unit {
+            Some(u) => Part::Unit(u.clone()),
+            None => Part::Region(self.region.clone()),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a report serialises")
     }
@@ -143,10 +203,14 @@ impl Report {
         let bad = |why: String| ReportError::BadReport(why);
         let r: Report = serde_json::from_slice(delta.value()).map_err(|e| bad(e.to_string()))?;
         let period: Period = r.period.parse()?;
-        if delta.key() != report_key(&r.region, period) {
+        if delta.key() != r.part().key(period) {
             return Err(bad(format!(
-                "it says region {:?}, period {} but is stored at {}",
-                r.region.chars().take(NAME_MAX).collect::<String>(),
+                "it says {}, period {} but is stored at {}",
+                r.part()
+                    .describe()
+                    .chars()
+                    .take(NAME_MAX)
+                    .collect::<String>(),
                 period,
                 delta.key()
             )));
@@ -203,6 +267,9 @@ pub struct Submission {
     /// Checked against the node's region when given.
     #[serde(default)]
     pub region: Option<String>,
+    /// Checked against the node's unit when given.
+    #[serde(default)]
+    pub unit: Option<String>,
     pub period: String,
     pub metrics: BTreeMap<String, i64>,
     #[serde(default)]
@@ -212,9 +279,23 @@ pub struct Submission {
 /// Who submits: the node's roster entry and the calling operator.
 pub struct Submitter<'a> {
     pub node_name: &'a str,
-    /// The node's region, if it is a regional office.
+    /// The part it reports for, if it is a region's or a unit's node.
+    pub part: Option<Part>,
+    /// Its region: its own, or where the tree places its unit now.
     pub region: Option<&'a str>,
     pub operator: &'a str,
+}
+
+impl<'a> Submitter<'a> {
+    /// `m` submitting through an operator's call.
+    pub fn of(roster: &'a Roster, m: &'a Member, operator: &'a str) -> Submitter<'a> {
+        Submitter {
+            node_name: &m.name,
+            part: Part::of(m),
+            region: roster.region_of(m),
+            operator,
+        }
+    }
 }
 
 /// Checks a submission against the schema and the submitter: `Ok` is the
@@ -224,16 +305,23 @@ pub fn validate(
     schema: &Schema,
     who: &Submitter<'_>,
 ) -> Result<String, ReportError> {
-    let mine = who
-        .region
-        .ok_or_else(|| ReportError::NotARegion(who.node_name.to_owned()))?;
-    if let Some(asked) = &sub.region {
-        if asked != mine {
-            return Err(ReportError::WrongRegion {
-                asked: asked.chars().take(NAME_MAX).collect(),
-                mine: mine.to_owned(),
-            });
-        }
+    let part =
+        (who.part.as_ref()).ok_or_else(|| ReportError::NotARegion(who.node_name.to_owned()))?;
+    if let Some(asked) = sub.region.as_deref().filter(|a| Some(*a) != who.region) {
+        return Err(ReportError::WrongRegion {
+            asked: asked.chars().take(NAME_MAX).collect(),
+            mine: who.region.unwrap_or("-").to_owned(),
+        });
+    }
+    let unit = match part {
+        Part::Unit(u) => Some(u.as_str()),
+        Part::Region(_) => None,
+    };
+    if let Some(asked) = sub.unit.as_deref().filter(|a| Some(*a) != unit) {
+        return Err(ReportError::WrongUnit {
+            asked: asked.chars().take(NAME_MAX).collect(),
+            mine: unit.unwrap_or("-").to_owned(),
+        });
     }
     let period: Period = sub.period.parse()?;
     if sub.metrics.is_empty() {
@@ -257,7 +345,7 @@ pub fn validate(
     if sub.notes.len() > NOTES_MAX {
         return Err(ReportError::NotesTooLong(sub.notes.len()));
     }
-    Ok(report_key(mine, period))
+    Ok(part.key(period))
 }
 
 /// Why a submission was not stored.
@@ -291,6 +379,10 @@ pub fn submit<S: Store>(
     let period: Period = sub.period.parse()?;
     let report = Report {
         region: who.region.unwrap_or_default().to_owned(),
+        unit: match &who.part {
+            Some(Part::Unit(u)) => Some(u.clone()),
+            _ => None,
+        },
         period: period.to_string(),
         revision,
         metrics: sub.metrics.clone(),

@@ -34,7 +34,7 @@ pub(crate) use command::{Command, LinkId, LinkIo, Reply, WATCH_QUEUE_MAX};
 use links::Link;
 use peers::Peers;
 pub(crate) use rebuild::rebuild_from;
-pub(crate) use reports::ReportCmd;
+pub(crate) use reports::{ReportCmd, Scope};
 
 /// A snapshot for callers outside the actor (tests, the demo, later the
 /// status call).

@@ -4,7 +4,7 @@
 //! this node's log. The rules are in `core::report`; this wires them to
 //! the replica, the peers' last contact and the node's key.
 
-use crate::core::report::{self, aggregate, document, Period, Report, Schema, Submission};
+use crate::core::report::{self, aggregate, document, Part, Period, Report, Schema, Submission};
 use crate::core::SignedDelta;
 use crate::node::ApiError;
 
@@ -21,7 +21,7 @@ pub(crate) enum ReportCmd {
         reply: Reply<(SignedDelta, Report)>,
     },
     History {
-        region: String,
+        part: Part,
         period: Period,
         limit: usize,
         reply: Reply<(Vec<SignedDelta>, Option<String>)>,
@@ -37,15 +37,26 @@ pub(crate) enum ReportCmd {
         period: Period,
         /// `None`: the node's configured age.
         stale_after_ms: Option<u64>,
+        scope: Scope,
         reply: Reply<String>,
     },
     /// A document whose signature the caller verified off this thread.
     Verify {
         opened: document::Opened,
-        /// `None`: this node's own region.
-        region: Option<String>,
+        /// `None`: this node's own part.
+        part: Option<Part>,
         reply: Reply<document::Verdict>,
     },
+}
+
+/// What an aggregate covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// HQ's: the whole federation; a region's or unit's node: its subtree.
+    Mine,
+    All,
+    /// A part and everything below it.
+    Part(Part),
 }
 
 impl From<report::SubmitError<crate::store::StoreError>> for ApiError {
@@ -77,12 +88,12 @@ impl Actor {
                 let _ = reply.send(result);
             }
             ReportCmd::History {
-                region,
+                part,
                 period,
                 limit,
                 reply,
             } => {
-                let key = report::report_key(&region, period);
+                let key = part.key(period);
                 let h = report::history(self.replica.store(), &key, limit, HISTORY_BYTES_MAX);
                 let _ = reply.send(h.map_err(ApiError::from));
             }
@@ -113,17 +124,23 @@ impl Actor {
             ReportCmd::Aggregate {
                 period,
                 stale_after_ms,
+                scope,
                 reply,
             } => {
-                let _ = reply.send(self.aggregate(period, stale_after_ms));
+                let scope = match scope {
+                    Scope::Mine => self.my_part(),
+                    Scope::All => None,
+                    Scope::Part(p) => Some(p),
+                };
+                let _ = reply.send(self.aggregate(period, stale_after_ms, scope));
             }
             ReportCmd::Verify {
                 opened,
-                region,
+                part,
                 reply,
             } => {
-                let region = region.or_else(|| self.my_region());
-                let verdict = document::check_opened(&self.replica, &opened, region.as_deref());
+                let part = part.or_else(|| self.my_part());
+                let verdict = document::check_opened(&self.replica, &opened, part.as_ref());
                 let _ = reply.send(verdict.map_err(ApiError::from));
             }
         }
@@ -136,11 +153,16 @@ impl Actor {
     ) -> Result<(SignedDelta, Report), ApiError> {
         self.write_guard()?;
         let schema = self.schema()?;
-        let region = self.my_region();
-        let who = report::Submitter {
-            node_name: &self.wiring.name,
-            region: region.as_deref(),
-            operator,
+        let roster = self.replica.roster().clone();
+        let me = crate::core::NodeId(self.wiring.signer.verifying_key().to_bytes());
+        let who = match roster.member(&me) {
+            Some(m) => report::Submitter::of(&roster, m, operator),
+            None => report::Submitter {
+                node_name: &self.wiring.name,
+                part: None,
+                region: None,
+                operator,
+            },
         };
         let result = report::submit(
             &mut self.replica,
@@ -159,13 +181,18 @@ impl Actor {
         report::schema(&self.replica)?.map_err(unusable)
     }
 
-    fn my_region(&self) -> Option<String> {
+    /// The part this node reports for: its region or unit; `None` at HQ.
+    fn my_part(&self) -> Option<Part> {
         let me = self.wiring.signer.verifying_key().to_bytes();
-        let member = self.replica.roster().member(&crate::core::NodeId(me))?;
-        member.region.clone()
+        Part::of(self.replica.roster().member(&crate::core::NodeId(me))?)
     }
 
-    fn aggregate(&self, period: Period, stale_after_ms: Option<u64>) -> Result<String, ApiError> {
+    fn aggregate(
+        &self,
+        period: Period,
+        stale_after_ms: Option<u64>,
+        scope: Option<Part>,
+    ) -> Result<String, ApiError> {
         let schema = self.schema()?;
         let now = self.wiring.clock.now_ms();
         // A peer with a link open now is in contact now, even if the link
@@ -184,6 +211,7 @@ impl Actor {
             now_ms: now,
             stale_after_ms: stale_after_ms.unwrap_or(self.wiring.report_stale_after_ms),
             last_contact: &last_contact,
+            scope,
         };
         let agg = aggregate::compute(&self.replica, &cx)?;
         Ok(document::sign(&agg, &self.wiring.signer))

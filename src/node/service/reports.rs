@@ -4,8 +4,8 @@
 use tonic::{Response, Status};
 
 use super::{status, write_reply, ClientService};
-use crate::core::report::{document, Period, Schema, Submission};
-use crate::node::actor::{Command, ReportCmd};
+use crate::core::report::{document, Part, Period, Schema, Submission};
+use crate::node::actor::{Command, ReportCmd, Scope};
 use crate::node::ApiError;
 use crate::rpc::pb;
 
@@ -25,9 +25,26 @@ fn period(p: &str) -> Result<Period, Status> {
 
 fn region(r: String) -> Result<String, Status> {
     if r.len() > REGION_MAX {
-        return Err(bad(format!("region name longer than {REGION_MAX} bytes")));
+        return Err(bad(format!(
+            "region or unit name longer than {REGION_MAX} bytes"
+        )));
     }
     Ok(r)
+}
+
+/// An optional name: empty is none.
+fn named(r: String) -> Result<Option<String>, Status> {
+    (!r.is_empty()).then(|| region(r)).transpose()
+}
+
+/// A region or a unit, at most one; neither is `None`.
+fn part(region: String, unit: String) -> Result<Option<Part>, Status> {
+    match (named(region)?, named(unit)?) {
+        (Some(_), Some(_)) => Err(bad("give a region or a unit, not both")),
+        (Some(r), None) => Ok(Some(Part::Region(r))),
+        (None, Some(u)) => Ok(Some(Part::Unit(u))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub(super) async fn submit(
@@ -36,9 +53,8 @@ pub(super) async fn submit(
     operator: String,
 ) -> Result<Response<pb::SubmitReportReply>, Status> {
     let sub = Submission {
-        region: (!r.region.is_empty())
-            .then(|| region(r.region))
-            .transpose()?,
+        region: named(r.region)?,
+        unit: named(r.unit)?,
         period: r.period,
         metrics: r.metrics.into_iter().collect(),
         notes: r.notes,
@@ -65,7 +81,7 @@ pub(super) async fn history(
     r: pb::ReportHistoryRequest,
 ) -> Result<Response<pb::ReportHistoryReply>, Status> {
     let period = period(&r.period)?;
-    let region = region(r.region)?;
+    let part = part(r.region, r.unit)?.ok_or_else(|| bad("give the region or unit"))?;
     let limit = match r.limit as usize {
         0 => HISTORY_DEFAULT,
         n => n.min(HISTORY_MAX),
@@ -73,7 +89,7 @@ pub(super) async fn history(
     let (revisions, note) = svc
         .ask(|reply| {
             Command::Report(ReportCmd::History {
-                region,
+                part,
                 period,
                 limit,
                 reply,
@@ -124,11 +140,18 @@ pub(super) async fn aggregate(
         0 => None,
         s => Some(s.saturating_mul(1000)),
     };
+    let scope = match (part(r.region, r.unit)?, r.all) {
+        (Some(_), true) => return Err(bad("give a region, a unit or all, not more")),
+        (Some(p), false) => Scope::Part(p),
+        (None, true) => Scope::All,
+        (None, false) => Scope::Mine,
+    };
     let document = svc
         .ask(|reply| {
             Command::Report(ReportCmd::Aggregate {
                 period,
                 stale_after_ms,
+                scope,
                 reply,
             })
         })
@@ -142,9 +165,7 @@ pub(super) async fn verify(
     svc: &ClientService,
     r: pb::VerifyAggregateRequest,
 ) -> Result<Response<pb::VerifyAggregateReply>, Status> {
-    let region = (!r.region.is_empty())
-        .then(|| region(r.region))
-        .transpose()?;
+    let part = part(r.region, r.unit)?;
     // Parsing and the signature check take time on a large document: off
     // the actor, which only checks a document that verified.
     let doc = r.document;
@@ -156,17 +177,18 @@ pub(super) async fn verify(
             svc.ask(|reply| {
                 Command::Report(ReportCmd::Verify {
                     opened,
-                    region,
+                    part,
                     reply,
                 })
             })
             .await?
         }
-        Err(e) => document::Verdict::unopened(region.as_deref(), &e),
+        Err(e) => document::Verdict::unopened(part.as_ref(), &e),
     };
     Ok(Response::new(pb::VerifyAggregateReply {
         ok: v.ok(),
         region: v.region.clone().unwrap_or_default(),
+        unit: v.unit.clone().unwrap_or_default(),
         period: v.period.clone().unwrap_or_default(),
         signer: v.signer.clone().unwrap_or_default(),
         checks: v

@@ -20,20 +20,25 @@ fn signed_aggregates_verify_against_the_regions_log() {
     let doc = sign(&agg, &hq.key);
     assert_eq!(open(doc.as_bytes()).unwrap().aggregate, agg);
 
-    let v = check(&at_fr, doc.as_bytes(), Some("fr")).unwrap();
+    let v = check(&at_fr, doc.as_bytes(), Some(&Part::Region("fr".into()))).unwrap();
     assert!(v.ok(), "{v:?}");
-    let v = check(&at_fr, doc.as_bytes(), Some("br")).unwrap();
+    let v = check(&at_fr, doc.as_bytes(), Some(&Part::Region("br".into()))).unwrap();
     assert!(v.ok(), "br is rightly missing: {v:?}");
 
     // A later revision at fr does not invalidate what HQ covered.
     submit_at(&mut at_fr, &fr, sub("2026-09", &[("events", 30)]), NOW + 1);
-    let v = check(&at_fr, doc.as_bytes(), Some("fr")).unwrap();
+    let v = check(&at_fr, doc.as_bytes(), Some(&Part::Region("fr".into()))).unwrap();
     assert!(v.ok(), "the covered point still holds: {v:?}");
 
     // Tampered figures: the signature breaks.
     let tampered = doc.replace(r#""events":3"#, r#""events":4"#);
     assert_ne!(tampered, doc);
-    let v = check(&at_fr, tampered.as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        tampered.as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(!v.ok());
     assert!(
         v.checks[0].text.contains("signature does not match"),
@@ -54,7 +59,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .values
         .insert("events".into(), 4);
     forged.totals = crate::core::report::aggregate::totals(&forged.metrics, &forged.regions);
-    let v = check(&at_fr, sign(&forged, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&forged, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     let failed: Vec<_> = v.checks.iter().filter(|c| !c.ok).collect();
     assert_eq!(failed.len(), 1, "{v:?}");
     assert!(failed[0]
@@ -64,7 +74,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
     // Totals that are not the sums.
     let mut padded = agg.clone();
     padded.totals[1].sum += 1;
-    let v = check(&at_fr, sign(&padded, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&padded, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(v
         .checks
         .iter()
@@ -79,7 +94,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .unwrap();
     (entry.report, entry.figures, entry.missing) = (None, None, true);
     dropped.totals = crate::core::report::aggregate::totals(&dropped.metrics, &dropped.regions);
-    let v = check(&at_fr, sign(&dropped, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&dropped, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(v
         .checks
         .iter()
@@ -89,11 +109,16 @@ fn signed_aggregates_verify_against_the_regions_log() {
     let mut alien = agg.clone();
     let entry = alien.regions.iter_mut().find(|r| r.region == "fr").unwrap();
     entry.frontier[0].hash = crate::core::DeltaHash([7; 32]);
-    let v = check(&at_fr, sign(&alien, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&alien, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(v
         .checks
         .iter()
-        .any(|c| !c.ok && c.text.contains("not this region's log")));
+        .any(|c| !c.ok && c.text.contains("not this log")));
 
     // Signed by a key outside the roster.
     let stranger = Author::hq(77);
@@ -122,7 +147,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .clone();
     twice.regions.push(fr_entry);
     twice.totals = crate::core::report::aggregate::totals(&twice.metrics, &twice.regions);
-    let v = check(&at_fr, sign(&twice, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&twice, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(
         v.checks
             .iter()
@@ -144,7 +174,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
         crate::core::report::aggregate::totals(&ghost.metrics, &ghost.regions),
         agg.totals
     );
-    let v = check(&at_fr, sign(&ghost, &hq.key).as_bytes(), Some("br")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&ghost, &hq.key).as_bytes(),
+        Some(&Part::Region("br".into())),
+    )
+    .unwrap();
     assert!(
         v.checks
             .iter()
@@ -161,7 +196,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .unwrap();
     (entry.frontier, entry.report, entry.figures, entry.missing) = (vec![], None, None, true);
     hidden.totals = crate::core::report::aggregate::totals(&hidden.metrics, &hidden.regions);
-    let v = check(&at_fr, sign(&hidden, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&hidden, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(
         v.checks
             .iter()
@@ -173,7 +213,12 @@ fn signed_aggregates_verify_against_the_regions_log() {
     let mut noted = agg.clone();
     let entry = noted.regions.iter_mut().find(|r| r.region == "fr").unwrap();
     entry.figures.as_mut().unwrap().notes = "all figures audited".into();
-    let v = check(&at_fr, sign(&noted, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&noted, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(
         v.checks
             .iter()
@@ -183,7 +228,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
 
     // Not a document at all.
     assert!(matches!(open(b"{}"), Err(DocError::Malformed(_))));
-    let v = check(&at_fr, b"garbage", Some("fr")).unwrap();
+    let v = check(&at_fr, b"garbage", Some(&Part::Region("fr".into()))).unwrap();
     assert!(!v.ok() && v.checks[0].text.starts_with("not a signed aggregate"));
 }
 
@@ -226,6 +271,11 @@ fn reports_that_break_the_schema_are_not_counted() {
         .contains("may not be negative"));
     assert!(agg.totals.iter().all(|t| t.count == 0), "{agg:?}");
     assert!(agg.warnings.iter().any(|w| w.contains("not counted")));
-    let v = check(&at_fr, sign(&agg, &hq.key).as_bytes(), Some("fr")).unwrap();
+    let v = check(
+        &at_fr,
+        sign(&agg, &hq.key).as_bytes(),
+        Some(&Part::Region("fr".into())),
+    )
+    .unwrap();
     assert!(v.ok(), "{v:?}");
 }

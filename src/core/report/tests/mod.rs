@@ -27,6 +27,7 @@ fn replica(all: &[&Author]) -> Replica<MemStore> {
 fn who(a: &Author) -> Submitter<'_> {
     Submitter {
         node_name: "node",
+        part: a.region.clone().map(Part::Region),
         region: a.region.as_deref(),
         operator: "operator-x",
     }
@@ -58,6 +59,7 @@ fn aggregate(
         now_ms: NOW,
         stale_after_ms: 7 * DAY,
         last_contact: contact,
+        scope: None,
     };
     compute(rep, &cx).unwrap()
 }
