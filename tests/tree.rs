@@ -5,19 +5,15 @@
 //! shut out everywhere, and a unit moved to another region keeps its
 //! history valid.
 
-use std::net::SocketAddr;
-
 use ed25519_dalek::SigningKey;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use fedsync::core::{Above, DeltaBody, Hlc, NodeId, Op, SignedDelta, Standing};
+use fedsync::core::{Above, NodeId, Op, SignedDelta, Standing};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::NodeHandle;
-use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
 
 mod common;
-use common::{all_hold, frontier_of, now_ms, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+use common::inject::{self, send_as};
+use common::{all_hold, frontier_of, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 /// HQ; regions ru-altai and ru-kem dialling it; units aleysk and biysk
 /// dialling ru-altai's office.
@@ -32,58 +28,9 @@ fn tree() -> Vec<NodeSpec> {
     ]
 }
 
+/// `signer`'s first delta, at `key`.
 fn crafted(signer: &SigningKey, key: &str) -> SignedDelta {
-    DeltaBody {
-        author: NodeId(signer.verifying_key().to_bytes()),
-        seq: 1,
-        prev: Default::default(),
-        hlc: Hlc {
-            wall_ms: now_ms(),
-            logical: 0,
-        },
-        key: key.into(),
-        op: Op::Put,
-        value: b"injected".to_vec(),
-    }
-    .sign(signer)
-}
-
-/// Sends `deltas` to `to` over a sync stream as member `who`, and returns
-/// the codes of the receiver's refusal notes.
-async fn send_as(
-    fed: &LocalFederation,
-    who: &str,
-    to: SocketAddr,
-    deltas: &[SignedDelta],
-) -> Vec<String> {
-    let mut client = PeerClient::new(fed.channel_as(who, to).unwrap());
-    let (tx, rx) = mpsc::channel(4);
-    let batch = pb::Deltas {
-        deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
-        ..Default::default()
-    };
-    tx.send(pb::PeerMessage {
-        body: Some(Body::Deltas(batch)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .sync(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let notes = tokio::time::timeout(SYNC_TIMEOUT, async {
-        while let Some(m) = inbound.message().await.unwrap() {
-            if let Some(Body::Refused(r)) = m.body {
-                return r.notes;
-            }
-        }
-        panic!("stream ended without a Refused message");
-    })
-    .await
-    .expect("the receiver answers with its reasons");
-    drop(tx);
-    notes.into_iter().map(|n| n.code).collect()
+    inject::crafted(NodeId(signer.verifying_key().to_bytes()), signer, 1, key)
 }
 
 async fn start_all(fed: &mut LocalFederation, names: &[&str]) -> Vec<NodeHandle> {

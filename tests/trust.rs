@@ -3,19 +3,15 @@
 //! compromised region's valid key gains nothing outside its own space;
 //! revocation and rotation keep every node's state identical.
 
-use std::net::SocketAddr;
-
 use ed25519_dalek::SigningKey;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use fedsync::core::{DeltaBody, Hlc, NodeId, Op, SignedDelta, Standing};
+use fedsync::core::{NodeId, Op, SignedDelta, Standing};
 use fedsync::local::{write_identity, LocalFederation};
 use fedsync::node::NodeHandle;
 
 mod common;
-use common::{all_hold, frontier_of, hub_and_spoke, now_ms, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
-use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
+use common::inject::{crafted, send_as};
+use common::{all_hold, frontier_of, hub_and_spoke, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 async fn wait_roster(node: &NodeHandle, version: u64) {
     let mut rx = node.roster();
@@ -27,24 +23,6 @@ async fn wait_roster(node: &NodeHandle, version: u64) {
     );
 }
 
-/// A delta as a misbehaving author's software would make it: any author
-/// field, any key, signed with whatever key it holds.
-fn crafted(author: NodeId, signer: &SigningKey, seq: u64, key: &str) -> SignedDelta {
-    DeltaBody {
-        author,
-        seq,
-        prev: Default::default(),
-        hlc: Hlc {
-            wall_ms: now_ms(),
-            logical: 0,
-        },
-        key: key.into(),
-        op: Op::Put,
-        value: b"injected".to_vec(),
-    }
-    .sign(signer)
-}
-
 /// `signer`'s valid delta with its author field rewritten to `claimed`: a
 /// forged signature, as a relay would try to pass one off.
 fn forged(claimed: NodeId, signer: &SigningKey, key: &str) -> SignedDelta {
@@ -52,44 +30,6 @@ fn forged(claimed: NodeId, signer: &SigningKey, key: &str) -> SignedDelta {
     let mut bytes = real.as_bytes().to_vec();
     bytes[1..33].copy_from_slice(&claimed.0);
     SignedDelta::decode(&bytes).unwrap()
-}
-
-/// Opens a sync stream to `to` as member `who` (with its real keys), sends
-/// `deltas` in one batch and returns the codes of the receiver's notes.
-async fn send_as(
-    fed: &LocalFederation,
-    who: &str,
-    to: SocketAddr,
-    deltas: &[SignedDelta],
-) -> Vec<String> {
-    let mut client = PeerClient::new(fed.channel_as(who, to).unwrap());
-    let (tx, rx) = mpsc::channel(4);
-    let batch = pb::Deltas {
-        deltas: deltas.iter().map(|d| d.as_bytes().to_vec()).collect(),
-        ..Default::default()
-    };
-    tx.send(pb::PeerMessage {
-        body: Some(Body::Deltas(batch)),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .sync(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let notes = tokio::time::timeout(SYNC_TIMEOUT, async {
-        while let Some(m) = inbound.message().await.unwrap() {
-            if let Some(Body::Refused(r)) = m.body {
-                return r.notes;
-            }
-        }
-        panic!("stream ended without a Refused message");
-    })
-    .await
-    .expect("the receiver answers with its reasons");
-    drop(tx);
-    notes.into_iter().map(|n| n.code).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

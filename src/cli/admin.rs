@@ -106,28 +106,31 @@ pub enum RosterCmd {
     },
     /// Print the organisation's tree: HQ, each region and the units below
     /// it, with the nodes of each, after verifying the roster's signature.
-    Tree {
-        #[arg(long)]
-        roster: PathBuf,
-        /// The federation public key (64 hex digits).
-        #[arg(long)]
-        federation: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Tree(ReadArgs),
     /// Hand the signed roster to a node, which adopts it if newer and
     /// passes it on to every peer.
     Publish(super::trust::PublishArgs),
     /// Print the roster after verifying its signature.
-    Show {
-        #[arg(long)]
-        roster: PathBuf,
-        /// The federation public key (64 hex digits).
-        #[arg(long)]
-        federation: String,
-        #[arg(long)]
-        json: bool,
-    },
+    Show(ReadArgs),
+}
+
+/// A roster file to read, and the key its signature must verify against.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    #[arg(long)]
+    roster: PathBuf,
+    /// The federation public key (64 hex digits).
+    #[arg(long)]
+    federation: String,
+    #[arg(long)]
+    json: bool,
+}
+
+impl ReadArgs {
+    fn read(&self) -> anyhow::Result<SignedRoster> {
+        let fed = NodeId::from_hex(&self.federation).map_err(|e| anyhow!("--federation: {e}"))?;
+        Ok(read_roster(&self.roster, &fed)?)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -329,25 +332,13 @@ pub fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
         } => change(&signer, |r| {
             super::tree::move_unit(r, &unit, above.above()?)
         }),
-        RosterCmd::Tree {
-            roster,
-            federation,
-            json,
-        } => {
-            let fed = NodeId::from_hex(&federation).map_err(|e| anyhow!("--federation: {e}"))?;
-            let signed = read_roster(&roster, &fed)?;
-            super::tree::print(signed.roster(), json);
+        RosterCmd::Tree(a) => {
+            super::tree::print(a.read()?.roster(), a.json);
             Ok(())
         }
         RosterCmd::Publish(_) => unreachable!("async: dispatched by cli::run"),
-        RosterCmd::Show {
-            roster,
-            federation,
-            json,
-        } => {
-            let fed = NodeId::from_hex(&federation).map_err(|e| anyhow!("--federation: {e}"))?;
-            let signed = read_roster(&roster, &fed)?;
-            show(signed.roster(), json);
+        RosterCmd::Show(a) => {
+            show(a.read()?.roster(), a.json);
             Ok(())
         }
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod flood;
+pub mod inject;
 pub mod records;
 pub mod shaper;
 
