@@ -2,8 +2,9 @@
 //! one of them, each dialling the node above it. Authority holds at every
 //! hop for every pair of levels, writes relay up and down the tree, a
 //! restarted unit catches up through its region, a revoked unit key is
-//! shut out everywhere, and a unit moved to another region keeps its
-//! history valid.
+//! shut out everywhere, a unit moved to another region keeps its
+//! history valid, and a centre that holds only its branch gets exactly
+//! that, is sent nothing else, and says what it does not hold.
 
 use ed25519_dalek::SigningKey;
 
@@ -27,6 +28,15 @@ fn tree() -> Vec<NodeSpec> {
         NodeSpec::unit("centre-biysk", "biysk", altai(), &["office-altai"]),
     ]
 }
+
+/// The nodes of [`tree`], in its order.
+const NAMES: [&str; 5] = [
+    "hq",
+    "office-altai",
+    "office-kem",
+    "centre-aleysk",
+    "centre-biysk",
+];
 
 /// `signer`'s first delta, at `key`.
 fn crafted(signer: &SigningKey, key: &str) -> SignedDelta {
@@ -92,13 +102,7 @@ async fn every_level_is_refused_outside_its_space_at_every_node() {
 async fn writes_relay_up_and_down_the_tree_and_a_unit_catches_up_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
-    let names = [
-        "hq",
-        "office-altai",
-        "office-kem",
-        "centre-aleysk",
-        "centre-biysk",
-    ];
+    let names = NAMES;
     let mut nodes = start_all(&mut fed, &names).await;
     let aleysk_write = nodes[3]
         .write("units/aleysk/reports-draft", Op::Put, b"12 volunteers")
@@ -154,13 +158,7 @@ async fn writes_relay_up_and_down_the_tree_and_a_unit_catches_up_after_a_restart
 async fn a_revoked_unit_key_is_shut_out_and_a_moved_unit_keeps_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
-    let names = [
-        "hq",
-        "office-altai",
-        "office-kem",
-        "centre-aleysk",
-        "centre-biysk",
-    ];
+    let names = NAMES;
     let nodes = start_all(&mut fed, &names).await;
     let a = nodes[3]
         .write("units/aleysk/a", Op::Put, b"1")
@@ -213,6 +211,71 @@ async fn a_revoked_unit_key_is_shut_out_and_a_moved_unit_keeps_its_history() {
         .await
         .unwrap();
     all_hold(&nodes[..4].iter().collect::<Vec<_>>(), &frontier_of([&c])).await;
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_centre_holding_its_branch_gets_it_and_says_what_it_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
+    let path = fed.config_path("centre-aleysk");
+    let config = std::fs::read_to_string(&path).unwrap();
+    assert!(config.contains("[sync]\n"), "{config}");
+    let config = config.replacen("[sync]\n", "[sync]\nholds = \"tree\"\n", 1);
+    std::fs::write(&path, config).unwrap();
+    let names = NAMES;
+    let nodes = start_all(&mut fed, &names).await;
+    let keys = [
+        "hq/notice",
+        "regions/ru-altai/a",
+        "regions/ru-kem/a",
+        "units/aleysk/a",
+        "units/biysk/a",
+    ];
+    let mut written = Vec::new();
+    for (node, key) in nodes.iter().zip(keys) {
+        written.push(node.write(key, Op::Put, b"1").await.unwrap());
+    }
+    let [hq, altai, kem, aleysk, biysk] = &written[..] else {
+        unreachable!("one write per node")
+    };
+    let everything = frontier_of([hq, altai, kem, aleysk, biysk]);
+    let full: Vec<&NodeHandle> = [0, 1, 2, 4].iter().map(|i| &nodes[*i]).collect();
+    all_hold(&full, &everything).await;
+    let branch = frontier_of([hq, altai, aleysk, biysk]);
+    all_hold(&[&nodes[3]], &branch).await;
+
+    // Its region's office holds ru-kem's write, so a link that did not
+    // respect the branch would have sent it by now.
+    let s = nodes[3].status().await.unwrap();
+    assert_eq!(s.holds, "tree");
+    assert_eq!(s.not_held(), vec!["office-kem"]);
+    assert!(
+        s.authors.iter().all(|a| a.id != kem.author()),
+        "{:?}",
+        s.authors
+    );
+    assert_eq!(s.totals.unheld, 0, "nothing it does not hold was sent");
+    assert_eq!(nodes[3].get("regions/ru-kem/a").await.unwrap(), None);
+    // Lag both ways is over what both ends hold: none.
+    for (at, peer) in [(3, "office-altai"), (1, "centre-aleysk")] {
+        let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+        loop {
+            let s = nodes[at].status().await.unwrap();
+            let p = s.peers.iter().find(|p| p.name == peer).unwrap();
+            if p.lags.is_some_and(|l| l.in_sync()) {
+                break;
+            }
+            let at = names[at];
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{at} sees {peer}: {p:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     for n in nodes {
         n.shutdown().await.unwrap();
     }

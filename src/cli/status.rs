@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use anyhow::anyhow;
 use clap::Args;
-use fedsync::node::status::{age, describe_link, to_json, NodeStatus, PeerStatus};
+use fedsync::node::status::{age, describe_holds, describe_link, to_json, NodeStatus, PeerStatus};
 
 use super::print_json;
 use super::records::Conn;
@@ -106,6 +106,9 @@ pub fn table(s: &NodeStatus) -> String {
         age(s.stall_after_ms)
     );
     let _ = writeln!(out, "{}", fit(&head, WIDTH));
+    if let Some(holds) = describe_holds(s) {
+        let _ = writeln!(out, "{}", fit(&holds, WIDTH));
+    }
     let _ = writeln!(
         out,
         "\n{:<14} {:<11} {:<4} {:>9} {:>13} {:>13} {:>7}  LAST ERROR",
@@ -159,6 +162,7 @@ mod tests {
             region: Some("fr".into()),
             unit: None,
             below: true,
+            held: true,
             standing: "active".into(),
             state,
             links: u32::from(state == PeerState::InSync),
@@ -194,6 +198,7 @@ mod tests {
             name: "headquarters-of-the-organisation".repeat(3),
             region: None,
             unit: None,
+            holds: "tree".into(),
             version: "0.1.0".into(),
             now_ms: 601_000,
             started_ms: 1_000,
@@ -223,6 +228,10 @@ mod tests {
                     ..peer("office-ke", PeerState::Lagging, Some(lag))
                 },
                 peer("office-fr", PeerState::InSync, Some(Lags::default())),
+                PeerStatus {
+                    held: false,
+                    ..peer("office-de", PeerState::NoLink, None)
+                },
             ],
             authors: vec![AuthorStatus {
                 id: NodeId([1; 32]),
@@ -273,5 +282,9 @@ mod tests {
             "authors by name and id:\n{text}"
         );
         assert!(text.contains("42"), "{text}");
+        assert!(
+            text.contains("1 of 5 members' logs not held (office-de)"),
+            "what a partial node does not hold:\n{text}"
+        );
     }
 }

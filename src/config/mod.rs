@@ -186,6 +186,29 @@ pub struct SyncConfig {
     /// since there the bytes cost less than the CPU that saves them, and
     /// a hub pays that once per link. 0: every link compresses.
     pub lan_rtt_ms: u64,
+    /// Which authors' logs the node keeps: `all`, or `tree` (its branch:
+    /// the nodes above it, itself and below, its siblings), for a centre
+    /// on a poor line that needs the rest of the world's data no more
+    /// than its line can carry it.
+    pub holds: HoldsConfig,
+}
+
+/// `[sync] holds`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldsConfig {
+    #[default]
+    All,
+    Tree,
+}
+
+impl HoldsConfig {
+    pub fn core(self) -> crate::core::Holds {
+        match self {
+            HoldsConfig::All => crate::core::Holds::All,
+            HoldsConfig::Tree => crate::core::Holds::Tree,
+        }
+    }
 }
 
 impl Default for SyncConfig {
@@ -203,6 +226,7 @@ impl Default for SyncConfig {
             stall_after_secs: 120,
             compress: true,
             lan_rtt_ms: 10,
+            holds: HoldsConfig::All,
         }
     }
 }

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use super::frontier::Frontier;
+use super::holds::Scope;
 use super::ids::NodeId;
 
 /// Seqs the peer confirmed holding, per author.
@@ -59,9 +60,19 @@ pub struct Progress {
     pub last_sync_ms: Option<u64>,
     /// Last time the gap shrank: the peer confirmed more, or sent us some.
     last_progress_ms: Option<u64>,
+    /// The authors the link exchanges (both ends hold them): what one end
+    /// does not hold is no lag.
+    scope: Scope,
 }
 
 impl Progress {
+    /// Lag counts only the authors in `scope` from now on.
+    pub fn set_scope(&mut self, scope: &Scope) {
+        if self.scope != *scope {
+            self.scope = scope.clone();
+        }
+    }
+
     /// The peer confirmed holding `view`.
     pub fn observe(&mut self, view: &PeerView, mine: &Frontier, now_ms: u64) {
         self.last_contact_ms = Some(now_ms);
@@ -101,7 +112,7 @@ impl Progress {
         let Some(known) = &self.known else {
             return;
         };
-        let (they, we) = gaps(known, mine);
+        let (they, we) = gaps(known, mine, &self.scope);
         let track = |deltas: u64, old: Lag| Lag {
             deltas,
             since_ms: (deltas > 0).then(|| old.since_ms.unwrap_or(now_ms)),
@@ -142,13 +153,15 @@ impl Progress {
 }
 
 /// (deltas we hold that they lack, deltas they hold that we lack).
-fn gaps(known: &BTreeMap<NodeId, u64>, mine: &Frontier) -> (u64, u64) {
+fn gaps(known: &BTreeMap<NodeId, u64>, mine: &Frontier, scope: &Scope) -> (u64, u64) {
     let they = mine
         .iter()
+        .filter(|(a, _)| scope.contains(a))
         .map(|(a, h)| h.seq.saturating_sub(known.get(a).copied().unwrap_or(0)))
         .sum();
     let we = known
         .iter()
+        .filter(|(a, _)| scope.contains(a))
         .map(|(a, &s)| s.saturating_sub(mine.head(a).seq))
         .sum();
     (they, we)

@@ -141,7 +141,9 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
     let rebuilding = store.rebuilding()?;
     let limits: Limits = config.core_limits();
     let sizes = store.sizes();
-    let (replica, stored_problem) = Replica::open_signed(store, roster, limits.clone(), now_ms())?;
+    let (mut replica, stored_problem) =
+        Replica::open_signed(store, roster, limits.clone(), now_ms())?;
+    replica.set_holds(key.id(), config.sync.holds.core());
     if let Some(e) = stored_problem {
         tracing::error!(error = %e, "the roster in the store does not verify; using the roster file");
     }

@@ -5,7 +5,7 @@
 
 use crate::core::session::NOTES_MAX;
 use crate::core::{
-    Announce, DeltaHash, Frontier, FrontierDigest, Head, NodeId, Note, PeerMsg, SeqRange,
+    Announce, DeltaHash, Frontier, FrontierDigest, Head, Holds, NodeId, Note, PeerMsg, SeqRange,
     SignedDelta,
 };
 
@@ -130,6 +130,11 @@ impl TryFrom<pb::PeerMessage> for Incoming {
                 digest: digest(&d)?,
                 rebuild: announce(&d)?,
                 frontier: d.frontier.map(frontier).transpose()?,
+                holds: if d.holds_tree {
+                    Holds::Tree
+                } else {
+                    Holds::All
+                },
             }),
             Body::InSync(d) => Incoming::Msg(PeerMsg::InSync(digest(&d)?)),
             Body::Frontier(f) => Incoming::Msg(PeerMsg::Frontier(frontier(f)?)),
@@ -260,6 +265,7 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         rate_bytes_per_sec_max: 0,
         staged: Vec::new(),
         frontier: None,
+        holds_tree: false,
     }
 }
 
@@ -300,8 +306,10 @@ impl From<&PeerMsg> for pb::PeerMessage {
                 roster,
                 rebuild,
                 frontier,
+                holds,
             } => Body::Digest(pb::Digest {
                 frontier: frontier.as_ref().map(pb_frontier),
+                holds_tree: *holds == Holds::Tree,
                 ..pb_announcing(*digest, *roster, rebuild)
             }),
             PeerMsg::InSync(d) => Body::InSync(pb_digest(*d, 0, &Announce::Intact)),
@@ -364,12 +372,14 @@ mod tests {
                 roster: 7,
                 rebuild: Announce::Intact,
                 frontier: None,
+                holds: Holds::All,
             },
             PeerMsg::Digest {
                 digest: f.digest(),
                 roster: 7,
                 rebuild: Announce::Intact,
                 frontier: Some(f.clone()),
+                holds: Holds::Tree,
             },
             PeerMsg::Digest {
                 digest: f.digest(),
@@ -378,6 +388,7 @@ mod tests {
                     waiting_for: vec![a.id()],
                 },
                 frontier: None,
+                holds: Holds::All,
             },
             PeerMsg::Digest {
                 digest: f.digest(),
@@ -386,6 +397,7 @@ mod tests {
                     waiting_for: Vec::new(),
                 },
                 frontier: None,
+                holds: Holds::All,
             },
             PeerMsg::Roster(vec![1, 2, 3]),
             PeerMsg::Refused(vec![Note {

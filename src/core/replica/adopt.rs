@@ -154,6 +154,7 @@ impl<S: Store> Replica<S> {
         self.held
             .retain(|d| d.seq() <= roster.valid_through(&d.author()));
         self.admission.roster = roster.clone();
+        self.rescope();
         self.counters.retracted += retracted;
         let change = RosterChange {
             version: signed.version(),

@@ -15,6 +15,7 @@ use super::delta::{DeltaBody, Op, SignedDelta};
 use super::frontier::{Frontier, FrontierDigest, Head, SeqRange};
 use super::held::{Held, HoldOutcome};
 use super::hlc::HlcClock;
+use super::holds::{Holds, Scope};
 use super::ids::NodeId;
 use super::merge::{resolve, RecordRef};
 use super::roster::{AuthorityError, Roster};
@@ -37,6 +38,10 @@ pub struct IngestReport {
     pub refused: Vec<Refusal>,
     /// Applied deltas that did not become their key's current value.
     pub conflicts: usize,
+    /// Valid or not, deltas of authors this node does not hold
+    /// ([`super::holds`]): dropped unread, since a partial node keeps only
+    /// its branch.
+    pub unheld: usize,
 }
 
 /// One page of [`Replica::list`].
@@ -55,6 +60,8 @@ pub struct Counters {
     pub duplicates: u64,
     pub conflicts: u64,
     pub held_dropped: u64,
+    /// Deltas dropped because their author is not in what this node holds.
+    pub unheld: u64,
     /// Deltas removed because a newer roster revoked their author.
     pub retracted: u64,
     pub refused: BTreeMap<&'static str, u64>,
@@ -80,6 +87,10 @@ pub struct Replica<S: Store> {
     /// The signed roster in force, if the replica was opened with one:
     /// what it hands to peers holding an older version.
     signed: Option<SignedRoster>,
+    /// What this node holds, and who it is: the scope follows the roster.
+    holds: Holds,
+    me: Option<NodeId>,
+    scope: Scope,
 }
 
 impl<S: Store> Replica<S> {
@@ -100,7 +111,34 @@ impl<S: Store> Replica<S> {
             clock,
             counters: Counters::default(),
             signed: None,
+            holds: Holds::All,
+            me: None,
+            scope: Scope::all(),
         })
+    }
+
+    /// Holds only what `holds` says of node `me`'s place from now on;
+    /// deltas of other authors are dropped on receipt.
+    pub fn set_holds(&mut self, me: NodeId, holds: Holds) {
+        self.me = Some(me);
+        self.holds = holds;
+        self.rescope();
+    }
+
+    /// The authors this node holds under the roster in force.
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub fn holds(&self) -> Holds {
+        self.holds
+    }
+
+    fn rescope(&mut self) {
+        self.scope = match self.me {
+            Some(me) => Scope::of(self.roster(), &me, self.holds),
+            None => Scope::all(),
+        };
     }
 
     pub fn frontier(&self) -> &Frontier {
@@ -327,6 +365,10 @@ impl<S: Store> Replica<S> {
     ) -> Result<Vec<Screened>, S::Error> {
         let mut kept = Vec::with_capacity(deltas.len());
         for (d, verdict) in deltas {
+            if !self.scope.contains(&d.author()) {
+                out.report.unheld += 1;
+                continue;
+            }
             let head = self.frontier.head(&d.author());
             if d.seq() <= head.seq {
                 if d.seq() == head.seq && d.hash() == head.hash {
@@ -445,6 +487,7 @@ impl<S: Store> Replica<S> {
         c.duplicates += r.duplicates as u64;
         c.conflicts += r.conflicts as u64;
         c.held_dropped += r.held_dropped as u64;
+        c.unheld += r.unheld as u64;
         for refusal in &r.refused {
             *c.refused.entry(refusal.code()).or_default() += 1;
         }

@@ -38,6 +38,14 @@
 //!     which the dialler answers with a `Frontier` as in step 2. A peer of
 //!     an older release ignores the field and the link runs as before.
 //!
+//! 12. A digest also says whether the sender holds only its branch of the
+//!     tree ([`super::holds`]). Each side then exchanges only what both
+//!     hold: digests, frontiers, pushes and lag cover the authors in the
+//!     link's scope, which both compute from the roster and the two ends'
+//!     places. A digest sent before the peer's arrived covers the sender's
+//!     own scope only; if that differs from the link's, the answer is a
+//!     `Frontier`, and every later digest covers the link's scope.
+//!
 //! Messages on one link are assumed to arrive in order (one gRPC stream),
 //! which lets a session remember what it already sent and not send it
 //! twice. Correctness does not rest on that: a lost or reordered message at
@@ -48,6 +56,7 @@ use std::collections::{HashMap, VecDeque};
 use super::admit::Admitted;
 use super::delta::SignedDelta;
 use super::frontier::{Frontier, FrontierDigest, SeqRange};
+use super::holds::{Holds, Scope};
 use super::ids::NodeId;
 use super::progress::PeerView;
 use super::rebuild::Announce;
@@ -69,6 +78,8 @@ pub enum PeerMsg {
         roster: u64,
         rebuild: Announce,
         frontier: Option<Frontier>,
+        /// What the sender holds (step 12).
+        holds: Holds,
     },
     InSync(FrontierDigest),
     Frontier(Frontier),
@@ -127,6 +138,13 @@ pub struct Session {
     /// `sent` as it was when each of our unanswered digests left (the
     /// runtime says when, [`Session::digest_sent`]), oldest first.
     sent_at_digest: VecDeque<HashMap<NodeId, u64>>,
+    /// Who the peer is, when the runtime knows: needed to place a peer
+    /// that holds only its branch.
+    peer_id: Option<NodeId>,
+    /// What the peer's last digest said it holds.
+    peer_holds: Holds,
+    /// What the peer holds, under the roster version it was computed for.
+    peer_scope: Option<(u64, Scope)>,
 }
 
 /// Authors in a frontier that an opening digest carries, at most: about
@@ -142,14 +160,62 @@ impl Session {
         Self::default()
     }
 
+    /// A session with the peer whose node id is `peer`.
+    pub fn with_peer(peer: NodeId) -> Self {
+        Session {
+            peer_id: Some(peer),
+            ..Self::default()
+        }
+    }
+
     /// The anti-entropy message.
     pub fn digest<S: Store>(&self, replica: &Replica<S>) -> PeerMsg {
         PeerMsg::Digest {
-            digest: replica.digest(),
+            digest: self.scoped_digest(replica),
             roster: replica.roster().version,
             rebuild: self.announce.clone(),
             frontier: None,
+            holds: replica.holds(),
         }
+    }
+
+    /// What the peer holds, under our roster in force.
+    fn peer_scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
+        let version = replica.roster().version;
+        match (self.peer_holds, self.peer_id, &self.peer_scope) {
+            (Holds::All, _, _) | (_, None, _) => Scope::all(),
+            (_, _, Some((v, scope))) if *v == version => scope.clone(),
+            (holds, Some(id), _) => Scope::of(replica.roster(), &id, holds),
+        }
+    }
+
+    /// The authors this link exchanges: those both ends hold.
+    pub fn scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
+        replica.scope().and(&self.peer_scope(replica))
+    }
+
+    /// Our frontier's digest over the link's scope.
+    fn scoped_digest<S: Store>(&self, replica: &Replica<S>) -> FrontierDigest {
+        (self.scope(replica)).digest(replica.frontier(), replica.digest())
+    }
+
+    /// Our frontier over the link's scope.
+    fn scoped_frontier<S: Store>(&self, replica: &Replica<S>) -> Frontier {
+        self.scope(replica).restrict(replica.frontier())
+    }
+
+    /// Keeps what the peer holds current with our roster, for pushes,
+    /// which see no replica.
+    fn refresh_scope<S: Store>(&mut self, replica: &Replica<S>) {
+        let version = replica.roster().version;
+        if self.peer_scope.as_ref().is_none_or(|(v, _)| *v != version) {
+            self.peer_scope = Some((version, self.peer_scope(replica)));
+        }
+    }
+
+    /// Whether the peer holds `author`'s log, as last computed.
+    fn peer_holds(&self, author: &NodeId) -> bool {
+        (self.peer_scope.as_ref()).is_none_or(|(_, s)| s.contains(author))
     }
 
     /// The message that opens a link. The dialler's carries its frontier
@@ -158,10 +224,10 @@ impl Session {
     /// 11); larger frontiers would cost the line more than the round trip.
     pub fn opening<S: Store>(&self, replica: &Replica<S>, dialler: bool) -> PeerMsg {
         let mut msg = self.digest(replica);
-        let mine = replica.frontier();
         if let PeerMsg::Digest { frontier, .. } = &mut msg {
+            let mine = self.scoped_frontier(replica);
             if dialler && mine.len() <= OPENING_FRONTIER_MAX {
-                *frontier = Some(mine.clone());
+                *frontier = Some(mine);
             }
         }
         msg
@@ -190,7 +256,7 @@ impl Session {
     /// True when the last digest exchange found both sides equal and
     /// nothing has changed on this side since.
     pub fn in_sync<S: Store>(&self, replica: &Replica<S>) -> bool {
-        self.in_sync_at == Some(replica.digest())
+        self.in_sync_at == Some(self.scoped_digest(replica))
     }
 
     pub fn peer_frontier(&self) -> Option<&Frontier> {
@@ -205,12 +271,20 @@ impl Session {
         now_ms: u64,
     ) -> Result<Reaction, S::Error> {
         let mut r = Reaction::default();
+        if let PeerMsg::Digest { holds, .. } = &msg {
+            if *holds != self.peer_holds {
+                self.peer_holds = *holds;
+                self.peer_scope = None;
+            }
+        }
+        self.refresh_scope(replica);
         match msg {
             PeerMsg::Digest {
                 digest,
                 roster,
                 rebuild,
                 frontier,
+                holds: _,
             } => {
                 self.peer_announce = Some(rebuild);
                 if let Some(theirs) = frontier {
@@ -221,16 +295,17 @@ impl Session {
                         r.send.push(PeerMsg::Roster(signed.as_bytes().to_vec()));
                     }
                 }
-                if digest == replica.digest() {
+                if digest == self.scoped_digest(replica) {
                     r.peer_view = Some(self.agreed(replica));
                     r.send.push(PeerMsg::InSync(digest));
                 } else {
-                    r.send.push(PeerMsg::Frontier(replica.frontier().clone()));
+                    r.send
+                        .push(PeerMsg::Frontier(self.scoped_frontier(replica)));
                 }
             }
             PeerMsg::InSync(d) => {
                 self.sent_at_digest.pop_front();
-                if d == replica.digest() {
+                if d == self.scoped_digest(replica) {
                     r.peer_view = Some(self.agreed(replica));
                 } else {
                     // Agreed on a digest we have since moved past (deltas
@@ -254,6 +329,7 @@ impl Session {
                     // The rules changed (and retraction may have moved our
                     // frontier): compare again under the new roster.
                     self.in_sync_at = None;
+                    self.refresh_scope(replica);
                     r.send.push(self.digest(replica));
                 }
                 r.roster = Some(offer);
@@ -332,6 +408,9 @@ impl Session {
             return; // as in `push`
         }
         for d in deltas {
+            if !self.peer_holds(&d.author()) {
+                continue;
+            }
             let sent = self.sent.get(&d.author()).copied().unwrap_or(0);
             if d.seq() > sent {
                 self.enqueue_run(SeqRange {
@@ -354,8 +433,12 @@ impl Session {
         // `InSync` for an older digest starts another round.
         self.peer.as_ref()?;
         let mut now = Vec::new();
+        // Only what the peer holds: the rest it would drop unread.
         for d in deltas {
             let author = d.author();
+            if !self.peer_holds(&author) {
+                continue;
+            }
             let sent = self.sent.get(&author).copied().unwrap_or(0);
             if d.seq() <= sent {
                 continue;
@@ -437,7 +520,8 @@ impl Session {
         replica: &Replica<S>,
         r: &mut Reaction,
     ) {
-        if self.peer.is_some() || theirs.digest() != digest || digest == replica.digest() {
+        if self.peer.is_some() || theirs.digest() != digest || digest == self.scoped_digest(replica)
+        {
             return;
         }
         self.count_sent(&theirs);
@@ -456,8 +540,12 @@ impl Session {
     /// what it lacks, ask for what we lack.
     fn learn<S: Store>(&mut self, theirs: Frontier, replica: &Replica<S>, r: &mut Reaction) {
         self.outbox.clear();
-        self.enqueue(replica.frontier().missing_in(&theirs));
-        let need = allowed(theirs.missing_in(replica.frontier()), replica);
+        let mine = self.scoped_frontier(replica);
+        self.enqueue(mine.missing_in(&theirs));
+        let need = allowed(
+            self.scope(replica).restrict(&theirs).missing_in(&mine),
+            replica,
+        );
         if !need.is_empty() {
             r.send.push(PeerMsg::Need(need));
         }
@@ -472,11 +560,12 @@ impl Session {
     /// Equal digests: the peer's frontier is ours, which is as good as
     /// having received it (pushes may start).
     fn agreed<S: Store>(&mut self, replica: &Replica<S>) -> PeerView {
-        let mine = replica.frontier();
-        self.count_sent(mine);
-        self.in_sync_at = Some(replica.digest());
-        self.peer = Some(mine.clone());
-        view(true, mine, replica)
+        let mine = self.scoped_frontier(replica);
+        self.count_sent(&mine);
+        self.in_sync_at = Some(mine.digest());
+        let v = view(true, &mine, replica);
+        self.peer = Some(mine);
+        v
     }
 
     fn enqueue(&mut self, ranges: Vec<SeqRange>) {

@@ -239,7 +239,10 @@ fn an_opening_frontier_is_ignored_unless_it_is_the_one_its_digest_names() {
         .unwrap();
     let mut at_hq = Session::new();
     let PeerMsg::Digest {
-        roster, rebuild, ..
+        roster,
+        rebuild,
+        holds,
+        ..
     } = Session::new().opening(&office, true)
     else {
         unreachable!("an opening is a digest")
@@ -250,6 +253,7 @@ fn an_opening_frontier_is_ignored_unless_it_is_the_one_its_digest_names() {
         roster,
         rebuild,
         frontier: Some(office.frontier().clone()),
+        holds,
     };
     at_hq.handle(lying, &mut hq, "office", NOW).unwrap();
     assert!(at_hq.peer_frontier().is_none());

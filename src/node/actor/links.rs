@@ -180,7 +180,7 @@ impl Actor {
         let id = self.next_link;
         self.next_link += 1;
         self.peers.link_opened(&peer.name, &peer.address);
-        let mut session = Session::new();
+        let mut session = Session::with_peer(peer.id);
         session.set_announce(self.announce());
         let opening = session.opening(&self.replica, !peer.inbound);
         let mut link = Link {
@@ -285,8 +285,8 @@ impl Actor {
             self.group.lazy = true;
         }
         if let Some(view) = &reaction.peer_view {
-            self.peers
-                .observed(&link.peer.name, view, self.replica.frontier(), now);
+            let scope = link.session.scope(&self.replica);
+            (self.peers).observed(&link.peer.name, view, self.replica.frontier(), &scope, now);
             if view.whole {
                 self.rebuild_exchanged(id, view);
             }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::core::{Frontier, PeerView, Progress};
+use crate::core::{Frontier, PeerView, Progress, Scope};
 use crate::node::link_info::LinkStats;
 use crate::node::status::{TimedText, Traffic};
 
@@ -48,8 +48,17 @@ impl Peers {
         e.refused_since_ms = None;
     }
 
-    pub fn observed(&mut self, name: &str, view: &PeerView, mine: &Frontier, now_ms: u64) {
+    /// The peer showed it holds `view`, on a link that exchanges `scope`.
+    pub fn observed(
+        &mut self,
+        name: &str,
+        view: &PeerView,
+        mine: &Frontier,
+        scope: &Scope,
+        now_ms: u64,
+    ) {
         let e = self.entry(name);
+        e.progress.set_scope(scope);
         if view.whole {
             e.sync_rounds += 1;
         }

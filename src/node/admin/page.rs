@@ -4,7 +4,7 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::node::status::{age, describe_link, NodeStatus, PeerState, PeerStatus};
+use crate::node::status::{age, describe_holds, describe_link, NodeStatus, PeerState, PeerStatus};
 
 /// Seconds between the browser's reloads.
 pub const REFRESH_SECS: u32 = 5;
@@ -57,6 +57,11 @@ fn role(p: &PeerStatus) -> String {
         return "operator".into();
     }
     let place = place(p.region.as_deref(), p.unit.as_deref());
+    let place = if p.held {
+        place
+    } else {
+        format!("{place}, not held")
+    };
     if p.below {
         return format!("{place} (below)");
     }
@@ -110,6 +115,7 @@ pub fn render(s: &NodeStatus) -> String {
                     @if s.serving { "serving" } @else { strong.err { "NOT SERVING" } }
                     " · stalled after " (age(s.stall_after_ms)) " without progress"
                 }
+                @if let Some(holds) = describe_holds(s) { p.meta.holds { (holds) } }
                 div.wrap {
                     table {
                         thead { tr {

@@ -122,6 +122,8 @@ pub struct PeerStatus {
     pub unit: Option<String>,
     /// It sits directly below this node in the tree, and so dials it.
     pub below: bool,
+    /// This node holds its log (false: outside the branch it holds).
+    pub held: bool,
     /// `active`, `retired`, `revoked …`.
     pub standing: String,
     pub state: PeerState,
@@ -178,6 +180,9 @@ pub struct Totals {
     pub duplicates: u64,
     pub conflicts: u64,
     pub retracted: u64,
+    /// Deltas dropped on receipt: their authors are outside what this
+    /// node holds.
+    pub unheld: u64,
     pub refused: BTreeMap<String, u64>,
     /// Whole peer messages refused, by code, since start.
     pub refused_messages: BTreeMap<String, u64>,
@@ -194,6 +199,7 @@ impl Totals {
         self.duplicates = c.duplicates;
         self.conflicts = c.conflicts;
         self.retracted = c.retracted;
+        self.unheld = c.unheld;
         self.refused = c.refused.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     }
 }
@@ -204,6 +210,8 @@ pub struct NodeStatus {
     pub name: String,
     pub region: Option<String>,
     pub unit: Option<String>,
+    /// `all`, or `tree`: this node holds its branch of the tree only.
+    pub holds: String,
     pub version: String,
     pub now_ms: u64,
     pub started_ms: u64,
@@ -220,6 +228,40 @@ impl NodeStatus {
     pub fn uptime_ms(&self) -> u64 {
         self.now_ms.saturating_sub(self.started_ms)
     }
+
+    /// The nodes whose logs this node does not hold, by name.
+    pub fn not_held(&self) -> Vec<&str> {
+        (self.peers.iter())
+            .filter(|p| !p.held)
+            .map(|p| p.name.as_str())
+            .collect()
+    }
+}
+
+/// What a node that holds only its branch does not hold, in one line for
+/// the table and the page; `None` for a node that holds everything.
+pub fn describe_holds(s: &NodeStatus) -> Option<String> {
+    if s.holds != "tree" {
+        return None;
+    }
+    let not = s.not_held();
+    let mut line = format!(
+        "holds its branch of the tree only: {} of {} members' logs not held",
+        not.len(),
+        s.peers.len() + 1
+    );
+    if !not.is_empty() {
+        const NAMED: usize = 8;
+        let mut names = not[..not.len().min(NAMED)].join(", ");
+        if not.len() > NAMED {
+            names.push_str(&format!(", and {} more", not.len() - NAMED));
+        }
+        line.push_str(&format!(" ({names})"));
+    }
+    if s.totals.unheld > 0 {
+        line.push_str(&format!("; {} of their deltas dropped", s.totals.unheld));
+    }
+    Some(line)
 }
 
 /// `12s`, `5m`, `3h`, `2d`: the age of something, short enough for a table.

@@ -13,6 +13,7 @@ pub fn encode(s: &NodeStatus) -> pb::StatusReply {
         name: s.name.clone(),
         region: s.region.clone().unwrap_or_default(),
         unit: s.unit.clone().unwrap_or_default(),
+        holds: s.holds.clone(),
         version: s.version.clone(),
         now_ms: s.now_ms,
         started_ms: s.started_ms,
@@ -43,6 +44,7 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         region: p.region.clone().unwrap_or_default(),
         unit: p.unit.clone().unwrap_or_default(),
         below: p.below,
+        not_held: !p.held,
         standing: p.standing.clone(),
         state: p.state.as_str().to_owned(),
         links: p.links,
@@ -93,6 +95,7 @@ fn encode_totals(t: &Totals) -> pb::Totals {
         duplicates: t.duplicates,
         conflicts: t.conflicts,
         retracted: t.retracted,
+        unheld: t.unheld,
         refused: t.refused.clone().into_iter().collect(),
         refused_messages: t.refused_messages.clone().into_iter().collect(),
         connections_refused: t.connections_refused.clone().into_iter().collect(),
@@ -133,6 +136,11 @@ pub fn decode(r: pb::StatusReply) -> Result<NodeStatus, String> {
         name: r.name,
         region: some(r.region),
         unit: some(r.unit),
+        holds: if r.holds.is_empty() {
+            "all".into()
+        } else {
+            r.holds
+        },
         version: r.version,
         now_ms: r.now_ms,
         started_ms: r.started_ms,
@@ -151,6 +159,7 @@ pub fn decode(r: pb::StatusReply) -> Result<NodeStatus, String> {
             duplicates: t.duplicates,
             conflicts: t.conflicts,
             retracted: t.retracted,
+            unheld: t.unheld,
             refused: t.refused.into_iter().collect(),
             refused_messages: t.refused_messages.into_iter().collect(),
             connections_refused: t.connections_refused.into_iter().collect(),
@@ -182,6 +191,7 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
         region: some(p.region),
         unit: some(p.unit),
         below: p.below,
+        held: !p.not_held,
         standing: p.standing,
         state,
         links: p.links,
