@@ -190,25 +190,7 @@ pub struct SyncConfig {
     /// the nodes above it, itself and below, its siblings), for a centre
     /// on a poor line that needs the rest of the world's data no more
     /// than its line can carry it.
-    pub holds: HoldsConfig,
-}
-
-/// `[sync] holds`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum HoldsConfig {
-    #[default]
-    All,
-    Tree,
-}
-
-impl HoldsConfig {
-    pub fn core(self) -> crate::core::Holds {
-        match self {
-            HoldsConfig::All => crate::core::Holds::All,
-            HoldsConfig::Tree => crate::core::Holds::Tree,
-        }
-    }
+    pub holds: crate::core::Holds,
 }
 
 impl Default for SyncConfig {
@@ -226,7 +208,7 @@ impl Default for SyncConfig {
             stall_after_secs: 120,
             compress: true,
             lan_rtt_ms: 10,
-            holds: HoldsConfig::All,
+            holds: crate::core::Holds::All,
         }
     }
 }

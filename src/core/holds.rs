@@ -25,8 +25,12 @@ use super::frontier::{Frontier, FrontierDigest};
 use super::ids::NodeId;
 use super::roster::{Member, Roster};
 
-/// What a node is configured to hold.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// What a node is configured to hold (`[sync] holds`, spelt `all` or
+/// `tree`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Holds {
     /// Every author's log.
     #[default]
@@ -40,14 +44,6 @@ impl Holds {
         match self {
             Holds::All => "all",
             Holds::Tree => "tree",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Holds> {
-        match s {
-            "all" => Some(Holds::All),
-            "tree" => Some(Holds::Tree),
-            _ => None,
         }
     }
 }

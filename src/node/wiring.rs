@@ -143,7 +143,7 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
     let sizes = store.sizes();
     let (mut replica, stored_problem) =
         Replica::open_signed(store, roster, limits.clone(), now_ms())?;
-    replica.set_holds(key.id(), config.sync.holds.core());
+    replica.set_holds(key.id(), config.sync.holds);
     if let Some(e) = stored_problem {
         tracing::error!(error = %e, "the roster in the store does not verify; using the roster file");
     }

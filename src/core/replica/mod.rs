@@ -118,7 +118,8 @@ impl<S: Store> Replica<S> {
     }
 
     /// Holds only what `holds` says of node `me`'s place from now on;
-    /// deltas of other authors are dropped on receipt.
+    /// deltas of other authors are dropped on receipt. Set before links
+    /// open: sessions keep their scope until the roster changes.
     pub fn set_holds(&mut self, me: NodeId, holds: Holds) {
         self.me = Some(me);
         self.holds = holds;

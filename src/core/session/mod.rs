@@ -143,8 +143,9 @@ pub struct Session {
     peer_id: Option<NodeId>,
     /// What the peer's last digest said it holds.
     peer_holds: Holds,
-    /// What the peer holds, under the roster version it was computed for.
-    peer_scope: Option<(u64, Scope)>,
+    /// The link's scope (what both ends hold), under the roster version
+    /// it was computed for: our own scope changes only with the roster.
+    scope: Option<(u64, Scope)>,
 }
 
 /// Authors in a frontier that an opening digest carries, at most: about
@@ -179,19 +180,21 @@ impl Session {
         }
     }
 
-    /// What the peer holds, under our roster in force.
-    fn peer_scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
-        let version = replica.roster().version;
-        match (self.peer_holds, self.peer_id, &self.peer_scope) {
-            (Holds::All, _, _) | (_, None, _) => Scope::all(),
-            (_, _, Some((v, scope))) if *v == version => scope.clone(),
-            (holds, Some(id), _) => Scope::of(replica.roster(), &id, holds),
+    /// The authors this link exchanges: those both ends hold, under our
+    /// roster in force.
+    pub fn scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
+        match &self.scope {
+            Some((v, scope)) if *v == replica.roster().version => scope.clone(),
+            _ => self.compute_scope(replica),
         }
     }
 
-    /// The authors this link exchanges: those both ends hold.
-    pub fn scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
-        replica.scope().and(&self.peer_scope(replica))
+    fn compute_scope<S: Store>(&self, replica: &Replica<S>) -> Scope {
+        let peer = match (self.peer_holds, self.peer_id) {
+            (Holds::Tree, Some(id)) => Scope::of(replica.roster(), &id, Holds::Tree),
+            _ => Scope::all(),
+        };
+        replica.scope().and(&peer)
     }
 
     /// Our frontier's digest over the link's scope.
@@ -204,18 +207,19 @@ impl Session {
         self.scope(replica).restrict(replica.frontier())
     }
 
-    /// Keeps what the peer holds current with our roster, for pushes,
-    /// which see no replica.
+    /// Keeps the link's scope current with our roster, for pushes, which
+    /// see no replica.
     fn refresh_scope<S: Store>(&mut self, replica: &Replica<S>) {
         let version = replica.roster().version;
-        if self.peer_scope.as_ref().is_none_or(|(v, _)| *v != version) {
-            self.peer_scope = Some((version, self.peer_scope(replica)));
+        if self.scope.as_ref().is_none_or(|(v, _)| *v != version) {
+            self.scope = Some((version, self.compute_scope(replica)));
         }
     }
 
-    /// Whether the peer holds `author`'s log, as last computed.
+    /// Whether the link exchanges `author`'s log, as last computed: what
+    /// we push we hold, so this is whether the peer holds it.
     fn peer_holds(&self, author: &NodeId) -> bool {
-        (self.peer_scope.as_ref()).is_none_or(|(_, s)| s.contains(author))
+        (self.scope.as_ref()).is_none_or(|(_, s)| s.contains(author))
     }
 
     /// The message that opens a link. The dialler's carries its frontier
@@ -274,7 +278,7 @@ impl Session {
         if let PeerMsg::Digest { holds, .. } = &msg {
             if *holds != self.peer_holds {
                 self.peer_holds = *holds;
-                self.peer_scope = None;
+                self.scope = None;
             }
         }
         self.refresh_scope(replica);
