@@ -1,8 +1,12 @@
-//! A seeded simulation of six nodes (HQ, five regions; hub-and-spoke plus
-//! one region-to-region link) talking only through the sans-IO core. The
-//! network delivers in random order, drops, duplicates and resets links;
-//! nodes write throughout with skewed clocks. After a final heal every node
-//! must hold every write and the same records.
+//! A seeded simulation of a federation talking only through the sans-IO
+//! core. Two in three seeds run six nodes (HQ, five regions; hub-and-spoke
+//! plus one region-to-region link); every third seed runs the
+//! organisation's tree (HQ, two regions, four municipal units, one of them
+//! under another unit, plus one link between sibling units), where any unit
+//! may hold only its branch (`Holds::Tree`). The network delivers in random
+//! order, drops, duplicates and resets links; nodes write throughout with
+//! skewed clocks. After a final heal every node must hold exactly the
+//! writes of the authors it holds, and the records they make.
 //!
 //! `FEDSYNC_CORE_SIM_SEEDS=N` runs N seeds (default 300);
 //! `FEDSYNC_CORE_SIM_SEED=S` replays one.
@@ -10,7 +14,8 @@
 use std::collections::BTreeMap;
 
 use fedsync::core::{
-    merge::resolve, Limits, MemStore, Op, PeerMsg, RecordRef, Replica, Session, SignedDelta,
+    merge::resolve, Above, Holds, Limits, MemStore, Op, PeerMsg, RecordRef, Replica, Roster, Scope,
+    Session, SignedDelta,
 };
 use fedsync::testkit::{roster, Author};
 use rand::rngs::StdRng;
@@ -18,11 +23,21 @@ use rand::{Rng, SeedableRng};
 
 const START_MS: u64 = 1_800_000_000_000;
 const REGIONS: [&str; 5] = ["fr", "de", "ke", "br", "in"];
+/// The tree's units: name, what it hangs from (a region, or a unit when
+/// the flag is set), and the index of the node it dials.
+const UNITS: [(&str, &str, bool, usize); 4] = [
+    ("fr-a", "fr", false, 1),
+    ("fr-b", "fr", false, 1),
+    ("fr-c", "fr-b", true, 4),
+    ("de-a", "de", false, 2),
+];
 
 struct Node {
     name: String,
     author: Author,
     replica: Replica<MemStore>,
+    /// The authors it holds.
+    scope: Scope,
     skew_ms: i64,
     /// Sessions by peer index.
     sessions: BTreeMap<usize, Session>,
@@ -48,43 +63,87 @@ fn link(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b))
 }
 
+type Shape = (Vec<Author>, Roster, Vec<(usize, usize)>);
+
+/// HQ and five regions, each dialling HQ, and fr and de linked.
+fn star(seed: u64) -> Shape {
+    let mut authors = vec![Author::hq(seed * 100)];
+    for (i, r) in REGIONS.iter().enumerate() {
+        authors.push(Author::region(seed * 100 + 1 + i as u64, r));
+    }
+    let mut links: Vec<_> = (1..authors.len()).map(|r| (0, r)).collect();
+    links.push((1, 2)); // one region-to-region link
+    let roster = roster(authors.iter());
+    (authors, roster, links)
+}
+
+/// HQ, fr and de dialling it, and [`UNITS`] each dialling the node above
+/// it; fr-a and fr-b, siblings, also linked.
+fn tree(seed: u64) -> Shape {
+    let mut authors = vec![Author::hq(seed * 100)];
+    for (i, r) in REGIONS[..2].iter().enumerate() {
+        authors.push(Author::region(seed * 100 + 1 + i as u64, r));
+    }
+    let mut links: Vec<_> = vec![(0, 1), (0, 2)];
+    for (i, (unit, _, _, at)) in UNITS.iter().enumerate() {
+        links.push((*at, authors.len()));
+        authors.push(Author::unit(seed * 100 + 10 + i as u64, unit));
+    }
+    links.push((3, 4));
+    let mut roster = roster(authors.iter());
+    for (unit, above, nested, _) in UNITS {
+        let above = if nested {
+            Above::Unit(above.into())
+        } else {
+            Above::Region(above.into())
+        };
+        roster.units.insert(unit, above);
+    }
+    (authors, roster, links)
+}
+
 impl Sim {
     fn new(seed: u64) -> Sim {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut authors = vec![Author::hq(seed * 100)];
-        for (i, r) in REGIONS.iter().enumerate() {
-            authors.push(Author::region(seed * 100 + 1 + i as u64, r));
-        }
-        let roster = roster(authors.iter());
+        let (authors, roster, links) = if seed % 3 == 2 {
+            tree(seed)
+        } else {
+            star(seed)
+        };
         let limits = Limits {
             held_deltas_max: 20,
             ..Limits::default()
         };
-        let nodes: Vec<Node> = authors
-            .into_iter()
-            .enumerate()
-            .map(|(i, author)| Node {
-                name: if i == 0 {
-                    "hq".into()
-                } else {
-                    REGIONS[i - 1].into()
-                },
-                author,
-                replica: Replica::open(MemStore::default(), roster.clone(), limits.clone())
-                    .unwrap(),
-                skew_ms: rng.gen_range(-600_000..=600_000),
-                sessions: BTreeMap::new(),
+        let mut partial = vec![false; authors.len()];
+        for (i, a) in authors.iter().enumerate() {
+            let Some((_, _, nested, at)) = UNITS.iter().find(|u| a.unit.as_deref() == Some(u.0))
+            else {
+                continue;
+            };
+            // A unit below a partial one gets only what that one holds,
+            // so it holds its branch too (the README: hubs hold "all").
+            partial[i] = (*nested && partial[*at]) || rng.gen_bool(0.5);
+        }
+        let nodes: Vec<Node> = (authors.into_iter().zip(partial))
+            .map(|(author, partial)| {
+                let mut replica =
+                    Replica::open(MemStore::default(), roster.clone(), limits.clone()).unwrap();
+                let holds = if partial { Holds::Tree } else { Holds::All };
+                replica.set_holds(author.id(), holds);
+                Node {
+                    name: author.member().name,
+                    scope: replica.scope().clone(),
+                    author,
+                    replica,
+                    skew_ms: rng.gen_range(-600_000..=600_000),
+                    sessions: BTreeMap::new(),
+                }
             })
             .collect();
-        let mut links = BTreeMap::new();
-        for r in 1..nodes.len() {
-            links.insert((0, r), 0);
-        }
-        links.insert((1, 2), 0); // one region-to-region link
         let mut sim = Sim {
             rng,
             nodes,
-            links,
+            links: links.into_iter().map(|l| (l, 0)).collect(),
             flights: Vec::new(),
             now_ms: START_MS,
             written: Vec::new(),
@@ -115,7 +174,8 @@ impl Sim {
     fn connect(&mut self, a: usize, b: usize) {
         *self.links.get_mut(&link(a, b)).unwrap() += 1;
         for (x, y) in [(a, b), (b, a)] {
-            self.nodes[x].sessions.insert(y, Session::new());
+            let session = Session::with_peer(self.nodes[y].author.id());
+            self.nodes[x].sessions.insert(y, session);
             let msg = self.nodes[x].sessions[&y].opening(&self.nodes[x].replica, x == a);
             self.send(x, y, msg);
         }
@@ -262,31 +322,45 @@ impl Sim {
                 let f = self.flights.remove(0);
                 self.deliver(f);
             }
-            let d0 = self.nodes[0].replica.digest();
-            if self.nodes.iter().all(|n| n.replica.digest() == d0) {
+            if self.nodes.iter().all(|n| self.held(n) == self.expected(n)) {
                 return;
             }
         }
         panic!("no convergence after {ROUNDS_MAX} anti-entropy rounds on healed links");
     }
 
-    /// Set-full style check: every write everywhere, records as the rule says.
+    /// The writes `n` must end holding: those of every author it holds.
+    fn expected<'a>(&'a self, n: &Node) -> Vec<&'a SignedDelta> {
+        let mut v: Vec<_> = (self.written.iter())
+            .filter(|d| n.scope.contains(&d.author()))
+            .collect();
+        v.sort_by_key(|d| (d.author(), d.seq()));
+        v
+    }
+
+    fn held<'a>(&self, n: &'a Node) -> Vec<&'a SignedDelta> {
+        n.replica.store().logs.values().collect()
+    }
+
+    /// Set-full style check: each node holds exactly the writes of the
+    /// authors it holds, and their records as the rule says.
     fn check(&self) {
-        let mut expected: BTreeMap<String, RecordRef> = BTreeMap::new();
-        for d in &self.written {
-            if let Some(w) = resolve(expected.get(d.key()), &RecordRef::of(d)) {
-                expected.insert(d.key().to_owned(), w);
-            }
-        }
         for n in &self.nodes {
-            for d in &self.written {
+            let expected_writes = self.expected(n);
+            let mut expected: BTreeMap<String, RecordRef> = BTreeMap::new();
+            for d in &expected_writes {
+                if let Some(w) = resolve(expected.get(d.key()), &RecordRef::of(d)) {
+                    expected.insert(d.key().to_owned(), w);
+                }
+            }
+            for d in &expected_writes {
                 let stored = n.replica.store().logs.get(&(d.author(), d.seq()));
-                assert_eq!(stored, Some(d), "{} lacks {:?}", n.name, d);
+                assert_eq!(stored, Some(*d), "{} lacks {:?}", n.name, d);
             }
             assert_eq!(
                 n.replica.store().logs.len(),
-                self.written.len(),
-                "{} holds extra deltas",
+                expected_writes.len(),
+                "{} holds deltas it should not",
                 n.name
             );
             assert_eq!(
@@ -298,9 +372,17 @@ impl Sim {
             assert_eq!(n.replica.held_len(), 0, "{} still holds deltas", n.name);
         }
     }
+
+    /// Writes that some node rightly does not hold, summed over nodes.
+    fn not_held(&self) -> usize {
+        (self.nodes.iter())
+            .map(|n| self.written.len() - self.expected(n).len())
+            .sum()
+    }
 }
 
-fn run(seed: u64) {
+/// Runs one seed; returns the writes that partial nodes rightly lack.
+fn run(seed: u64) -> usize {
     let mut sim = Sim::new(seed);
     let steps = sim.rng.gen_range(200..600);
     for _ in 0..steps {
@@ -308,10 +390,11 @@ fn run(seed: u64) {
     }
     sim.heal();
     sim.check();
+    sim.not_held()
 }
 
 #[test]
-fn six_nodes_converge_under_random_delivery_drops_and_duplicates() {
+fn every_seed_converges_under_random_delivery_drops_and_duplicates() {
     let seeds: Vec<u64> = match std::env::var("FEDSYNC_CORE_SIM_SEED") {
         Ok(s) => vec![s.parse().expect("FEDSYNC_CORE_SIM_SEED is a number")],
         Err(_) => {
@@ -320,11 +403,21 @@ fn six_nodes_converge_under_random_delivery_drops_and_duplicates() {
             (0..n).collect()
         }
     };
-    for seed in seeds {
-        let outcome = std::panic::catch_unwind(|| run(seed));
-        if let Err(e) = outcome {
-            eprintln!("simulation failed for seed {seed}; replay: FEDSYNC_CORE_SIM_SEED={seed} cargo test --test simulation");
-            std::panic::resume_unwind(e);
+    let mut not_held = 0;
+    for &seed in &seeds {
+        match std::panic::catch_unwind(|| run(seed)) {
+            Ok(n) => not_held += n,
+            Err(e) => {
+                eprintln!("simulation failed for seed {seed}; replay: FEDSYNC_CORE_SIM_SEED={seed} cargo test --test simulation");
+                std::panic::resume_unwind(e);
+            }
         }
+    }
+    // The tree's seeds exercise nodes that hold only their branch.
+    if seeds.len() >= 3 {
+        assert!(
+            not_held > 0,
+            "no tree seed left a partial node without a write"
+        );
     }
 }
