@@ -10,11 +10,12 @@ use ed25519_dalek::SigningKey;
 
 use fedsync::core::{Above, NodeId, Op, SignedDelta, Standing};
 use fedsync::local::{LocalFederation, NodeSpec};
+use fedsync::node::status::{tree, NodeStatus, PeerState, PeerStatus};
 use fedsync::node::NodeHandle;
 
 mod common;
 use common::inject::{self, send_as};
-use common::{all_hold, frontier_of, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+use common::{all_hold, frontier_of, http_get, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 /// HQ; regions ru-altai and ru-kem dialling it; units aleysk and biysk
 /// dialling ru-altai's office.
@@ -276,6 +277,99 @@ async fn a_centre_holding_its_branch_gets_it_and_says_what_it_does_not_hold() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+/// Polls `node`'s status until `ready` holds of it.
+async fn status_when(
+    node: &NodeHandle,
+    what: &str,
+    ready: impl Fn(&NodeStatus) -> bool,
+) -> NodeStatus {
+    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let s = node.status().await.unwrap();
+        if ready(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {s:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn peer<'a>(s: &'a NodeStatus, name: &str) -> &'a PeerStatus {
+    s.peers.iter().find(|p| p.name == name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_node_under_its_parent_and_where_a_chain_breaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
+    let nodes = start_all(&mut fed, &NAMES).await;
+    let d = nodes[3].write("units/aleysk/a", Op::Put, b"1").await;
+    all_hold(&[&nodes[0], &nodes[4]], &frontier_of([&d.unwrap()])).await;
+
+    // HQ links with the regions only: a centre's data comes through its
+    // region's office, whose copy of the centre's log HQ compares with its own.
+    let s = status_when(&nodes[0], "HQ sees aleysk via its region", |s| {
+        let p = peer(s, "centre-aleysk");
+        p.seq == 1 && p.via.as_ref().is_some_and(|v| v.hop_seq == Some(1))
+    })
+    .await;
+    let aleysk = peer(&s, "centre-aleysk");
+    assert_eq!(aleysk.path, ["ru-altai", "aleysk"]);
+    assert_eq!(aleysk.via.as_ref().unwrap().hop, "office-altai");
+    assert_eq!(
+        tree::describe(&s, aleysk),
+        "via office-altai: in step (seq 1)"
+    );
+    assert!(peer(&s, "office-altai").via.is_none(), "a direct link");
+    let order: Vec<&str> = (tree::rows(&s).iter())
+        .map(|r| r.peer.map_or("hq", |p| p.name.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "hq",
+            "office-altai",
+            "centre-aleysk",
+            "centre-biysk",
+            "office-kem"
+        ]
+    );
+    // A centre reaches HQ and its sibling through the same office.
+    let s = nodes[4].status().await.unwrap();
+    assert_eq!(s.path, ["ru-altai", "biysk"]);
+    for far in ["hq", "centre-aleysk", "office-kem"] {
+        let v = peer(&s, far).via.as_ref();
+        assert_eq!(v.map(|v| v.hop.as_str()), Some("office-altai"), "{far}");
+    }
+
+    // The region's office goes down: at HQ the chain to each of its
+    // centres is broken there, on the page too.
+    let mut nodes = nodes;
+    nodes.remove(1).shutdown().await.unwrap();
+    let s = status_when(&nodes[0], "HQ loses office-altai", |s| {
+        peer(s, "office-altai").state == PeerState::Unreachable
+    })
+    .await;
+    for centre in ["centre-aleysk", "centre-biysk"] {
+        let p = peer(&s, centre);
+        assert!(tree::broken(&s, p), "{p:?}");
+        let text = tree::describe(&s, p);
+        assert!(
+            text.starts_with("chain broken at office-altai: unreachable"),
+            "{text}"
+        );
+    }
+    assert!(!tree::broken(&s, peer(&s, "office-kem")));
+    let (code, page) = http_get(nodes[0].admin_addr().unwrap(), "/").await;
+    assert_eq!(code, 200);
+    let row = r#"id="tree-centre-aleysk" data-broken="true""#;
+    assert!(page.contains(row), "{row} in {page}");
+    assert!(page.contains("chain broken at office-altai"), "{page}");
     for n in nodes {
         n.shutdown().await.unwrap();
     }

@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use anyhow::anyhow;
 use clap::Args;
-use fedsync::node::status::{age, describe_holds, describe_link, to_json, NodeStatus, PeerStatus};
+use fedsync::node::status::{
+    age, describe_holds, describe_link, to_json, tree, NodeStatus, PeerStatus,
+};
 
 use super::print_json;
 use super::records::Conn;
@@ -117,6 +119,17 @@ pub fn table(s: &NodeStatus) -> String {
     for p in s.peers.iter().filter(|p| p.state.as_str() != "operator") {
         let _ = writeln!(out, "{}", peer_row(p, s.now_ms));
     }
+    if tree::has_units(s) {
+        let _ = writeln!(out, "\nTREE (this node's hop towards each)");
+        for row in tree::rows(s) {
+            let indent = "  ".repeat(row.depth);
+            let line = match row.peer {
+                None => format!("{indent}{} (this node)", s.name),
+                Some(p) => format!("{indent}{:<16} {}", p.name, tree::describe(s, p)),
+            };
+            let _ = writeln!(out, "{}", fit(&line, WIDTH));
+        }
+    }
     let _ = writeln!(out, "\n{:<24} {:>10}  HEAD", "AUTHOR", "SEQ");
     for a in &s.authors {
         let who = format!("{} ({})", a.name.as_deref().unwrap_or("?"), a.id.short());
@@ -153,7 +166,9 @@ pub fn table(s: &NodeStatus) -> String {
 mod tests {
     use super::*;
     use fedsync::core::{DeltaHash, Lag, Lags, NodeId};
-    use fedsync::node::status::{AuthorStatus, LinkPace, PeerState, TimedText, Totals, Traffic};
+    use fedsync::node::status::{
+        AuthorStatus, LinkPace, PeerState, TimedText, Totals, Traffic, Via,
+    };
 
     fn peer(name: &str, state: PeerState, lags: Option<Lags>) -> PeerStatus {
         PeerStatus {
@@ -163,6 +178,9 @@ mod tests {
             unit: None,
             below: true,
             held: true,
+            path: vec!["fr".into()],
+            seq: 0,
+            via: None,
             standing: "active".into(),
             state,
             links: u32::from(state == PeerState::InSync),
@@ -198,6 +216,7 @@ mod tests {
             name: "headquarters-of-the-organisation".repeat(3),
             region: None,
             unit: None,
+            path: Vec::new(),
             holds: "tree".into(),
             version: "0.1.0".into(),
             now_ms: 601_000,
@@ -286,5 +305,117 @@ mod tests {
             text.contains("1 of 5 members' logs not held (office-de)"),
             "what a partial node does not hold:\n{text}"
         );
+    }
+
+    #[test]
+    fn the_tree_puts_each_node_under_its_parent_and_names_a_broken_chain() {
+        let at = |name: &str, path: &[&str], state: PeerState| PeerStatus {
+            path: path.iter().map(|p| p.to_string()).collect(),
+            seq: 41,
+            last_contact_ms: Some(1_000),
+            ..peer(name, state, Some(Lags::default()))
+        };
+        let via = |p: PeerStatus, hop: &str, hop_seq: Option<u64>| PeerStatus {
+            via: Some(Via {
+                hop: hop.into(),
+                hop_seq,
+            }),
+            ..p
+        };
+        let s = NodeStatus {
+            id: NodeId([9; 32]),
+            name: "hq".into(),
+            region: None,
+            unit: None,
+            path: Vec::new(),
+            holds: "all".into(),
+            version: "0.1.0".into(),
+            now_ms: 3_601_000,
+            started_ms: 1_000,
+            roster_version: 4,
+            serving: true,
+            stall_after_ms: 120_000,
+            peers: vec![
+                at("office-altai", &["ru-altai"], PeerState::Unreachable),
+                via(
+                    at("centre-biysk", &["ru-altai", "biysk"], PeerState::NoLink),
+                    "office-altai",
+                    Some(41),
+                ),
+                via(
+                    at("centre-aleysk", &["ru-altai", "aleysk"], PeerState::NoLink),
+                    "office-altai",
+                    Some(41),
+                ),
+                at("office-kem", &["ru-kem"], PeerState::InSync),
+                via(
+                    at("centre-tisul", &["ru-kem", "tisul"], PeerState::NoLink),
+                    "office-kem",
+                    Some(44),
+                ),
+                via(
+                    at(
+                        "centre-izhmorsk",
+                        &["ru-kem", "izhmorsk"],
+                        PeerState::NoLink,
+                    ),
+                    "office-kem",
+                    Some(41),
+                ),
+            ],
+            authors: Vec::new(),
+            totals: Totals::default(),
+        };
+        let text = table(&s);
+        let tree: Vec<&str> = (text.lines())
+            .skip_while(|l| !l.starts_with("TREE"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let names: Vec<&str> = (tree.iter())
+            .map(|l| l.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "hq",
+                "office-altai",
+                "centre-aleysk",
+                "centre-biysk",
+                "office-kem",
+                "centre-izhmorsk",
+                "centre-tisul"
+            ],
+            "{text}"
+        );
+        assert!(tree[0].starts_with("hq (this node)"), "{text}");
+        assert!(tree[1].starts_with("  office-altai"), "{text}");
+        assert!(tree[2].starts_with("    centre-aleysk"), "{text}");
+        assert!(
+            tree[1].contains("unreachable, last contact 60m ago"),
+            "{text}"
+        );
+        assert!(
+            tree[2].contains("chain broken at office-altai: unreachable"),
+            "below a hop that is down the chain is broken:\n{text}"
+        );
+        assert!(tree[4].ends_with("in sync"), "{text}");
+        assert!(
+            tree[5].contains("via office-kem: in step (seq 41)"),
+            "{text}"
+        );
+        assert!(
+            tree[6].contains("via office-kem: we lack 3 of its log"),
+            "{text}"
+        );
+        for l in &tree {
+            assert!(l.chars().count() <= WIDTH, "{l}");
+        }
+        // A federation without units has no tree beyond the table.
+        let flat = NodeStatus {
+            peers: vec![at("office-fr", &["fr"], PeerState::InSync)],
+            ..s
+        };
+        assert!(!table(&flat).contains("TREE"));
     }
 }

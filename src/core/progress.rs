@@ -133,10 +133,13 @@ impl Progress {
 
     /// The peer's confirmed seq for `author` (0 if unknown).
     pub fn known_seq(&self, author: &NodeId) -> u64 {
-        self.known
-            .as_ref()
-            .and_then(|k| k.get(author).copied())
-            .unwrap_or(0)
+        self.confirmed(author).unwrap_or(0)
+    }
+
+    /// The peer's confirmed seq for `author`: `None` until the peer has
+    /// told us what it holds, 0 if it holds none of the author's log.
+    pub fn confirmed(&self, author: &NodeId) -> Option<u64> {
+        (self.known.as_ref()).map(|k| k.get(author).copied().unwrap_or(0))
     }
 
     /// Since when the link has been behind without progress, if that has

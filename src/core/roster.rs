@@ -193,6 +193,16 @@ impl Roster {
         self.units.place(m.unit.as_deref()?)
     }
 
+    /// Where a member sits, as a path from HQ: `[]` for HQ's nodes,
+    /// `[region]` for a region's, `[region, unit, …, its unit]` for a
+    /// unit's (see [`units::next_hop`](super::units::next_hop)).
+    pub fn path_of<'a>(&'a self, m: &'a Member) -> Vec<&'a str> {
+        match self.place_of(m) {
+            Some(p) => std::iter::once(p.region).chain(p.units).collect(),
+            None => m.region.as_deref().into_iter().collect(),
+        }
+    }
+
     pub fn member(&self, id: &NodeId) -> Option<&Member> {
         self.members.get(id)
     }

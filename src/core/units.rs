@@ -136,6 +136,20 @@ impl Units {
     }
 }
 
+/// The place one step from `from` towards `to` along the tree, each place
+/// a path from HQ (`[]`, `[region]`, `[region, unit, …]`): down into
+/// `to`'s branch if it lies below `from`, else up to `from`'s parent.
+/// `None` when they are the same place.
+pub fn next_hop<'p, T: PartialEq>(from: &'p [T], to: &'p [T]) -> Option<&'p [T]> {
+    if from == to {
+        None
+    } else if to.starts_with(from) {
+        Some(&to[..from.len() + 1])
+    } else {
+        Some(&from[..from.len() - 1])
+    }
+}
+
 /// The key prefix a unit's nodes write.
 pub fn unit_space(unit: &str) -> String {
     format!("units/{unit}/")
@@ -151,6 +165,27 @@ mod tests {
         t.insert("biysk", Above::Region("ru-altai".into()));
         t.insert("aleysk-north", Above::Unit("aleysk".into()));
         t
+    }
+
+    #[test]
+    fn the_next_hop_goes_down_into_a_branch_and_up_out_of_one() {
+        let (hq, altai, aleysk, north, biysk, kem): (&[&str], _, _, _, _, _) = (
+            &[],
+            &["ru-altai"][..],
+            &["ru-altai", "aleysk"][..],
+            &["ru-altai", "aleysk", "north"][..],
+            &["ru-altai", "biysk"][..],
+            &["ru-kem"][..],
+        );
+        assert_eq!(next_hop(hq, north), Some(altai));
+        assert_eq!(next_hop(altai, north), Some(aleysk));
+        assert_eq!(next_hop(aleysk, north), Some(north));
+        assert_eq!(next_hop(north, hq), Some(aleysk));
+        assert_eq!(next_hop(aleysk, biysk), Some(altai));
+        assert_eq!(next_hop(biysk, kem), Some(altai));
+        assert_eq!(next_hop(altai, kem), Some(hq));
+        assert_eq!(next_hop(aleysk, aleysk), None);
+        assert_eq!(next_hop(hq, hq), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::Actor;
 use crate::core::{Member, Standing};
 use std::sync::atomic::Ordering;
 
-use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals};
+use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals, Via};
 
 impl Actor {
     pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
@@ -17,6 +17,7 @@ impl Actor {
         // regions, a region of its units): it expects a link with each, as
         // a node expects one with each peer it dials.
         let mine = roster.member(&crate::core::NodeId(me));
+        let path = mine.map(|m| roster.path_of(m)).unwrap_or_default();
         let mut peers: Vec<PeerStatus> = roster
             .members()
             .filter(|m| m.id.0 != me)
@@ -25,6 +26,7 @@ impl Actor {
                 self.peer_status(m, below, now_ms)
             })
             .collect();
+        self.route(&mut peers, &path);
         peers.sort_by(|a, b| a.state.cmp(&b.state).then_with(|| a.name.cmp(&b.name)));
         let authors = self
             .replica
@@ -63,6 +65,7 @@ impl Actor {
             name: self.wiring.name.clone(),
             region: mine.and_then(|m| roster.region_of(m)).map(str::to_owned),
             unit: mine.and_then(|m| m.unit.clone()),
+            path: path.iter().map(|p| p.to_string()).collect(),
             holds: self.replica.holds().as_str().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             now_ms,
@@ -73,6 +76,38 @@ impl Actor {
             peers,
             authors,
             totals,
+        }
+    }
+
+    /// Names, for each member held here that this node does not link
+    /// with, the member next on the tree's path to it (from `path`, ours),
+    /// and what that one confirmed holding of its log.
+    fn route(&self, peers: &mut [PeerStatus], path: &[&str]) {
+        let linked: Vec<(Vec<String>, String, bool)> = (peers.iter())
+            .filter(|p| !matches!(p.state, PeerState::NoLink | PeerState::Inactive))
+            .filter(|p| p.state != PeerState::Operator)
+            .map(|p| (p.path.clone(), p.name.clone(), p.links > 0))
+            .collect();
+        let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+        for p in peers.iter_mut() {
+            if p.state != PeerState::NoLink || !p.held {
+                continue;
+            }
+            let Some(hop) = crate::core::units::next_hop(&path, &p.path) else {
+                continue;
+            };
+            // The linked member at that place, one with a link open first.
+            let Some((_, name, _)) = (linked.iter())
+                .filter(|(at, _, _)| at[..] == *hop)
+                .max_by_key(|(_, name, open)| (*open, std::cmp::Reverse(name.clone())))
+            else {
+                continue;
+            };
+            let hop_seq = (self.peers.get(name)).and_then(|e| e.progress.confirmed(&p.id));
+            p.via = Some(Via {
+                hop: name.clone(),
+                hop_seq,
+            });
         }
     }
 
@@ -138,6 +173,11 @@ impl Actor {
             unit: m.unit.clone(),
             below,
             held: self.replica.scope().contains(&m.id),
+            path: (self.replica.roster().path_of(m).iter())
+                .map(|p| p.to_string())
+                .collect(),
+            seq: self.replica.frontier().head(&m.id).seq,
+            via: None,
             standing: m.standing.describe(),
             state: state(m, entry, links, stalled_since),
             links: live.len() as u32,

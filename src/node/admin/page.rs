@@ -4,7 +4,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::node::status::{age, describe_holds, describe_link, NodeStatus, PeerState, PeerStatus};
+use crate::node::status::{
+    age, describe_holds, describe_link, tree, NodeStatus, PeerState, PeerStatus,
+};
 
 /// Seconds between the browser's reloads.
 pub const REFRESH_SECS: u32 = 5;
@@ -25,6 +27,8 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 .no_link .state,.inactive .state,.operator .state{color:#666}
 .err{color:#b00020;font-size:.9em;word-break:break-word}
 .totals{margin-top:12px;color:#333}
+h2{font-size:1.05em;margin:18px 0 6px}
+.tree td.broken{color:#b00020;font-weight:600}
 @media (max-width:600px){.wide{display:none}}
 ";
 
@@ -84,6 +88,32 @@ fn refused_by_reason(s: &NodeStatus) -> String {
         .map(|(r, n)| format!("{} {n}", r.replace('_', " ")))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Every node under the one above it, with this node's hop towards each.
+fn tree_view(s: &NodeStatus) -> Markup {
+    html! {
+        h2 { "tree" }
+        div.wrap { table.tree {
+            thead { tr {
+                th { "node" } th title="this node's hop towards it: its link, or the node its data comes through" { "hop from here" }
+            } }
+            tbody {
+                @for row in tree::rows(s) {
+                    @let indent = format!("padding-left:{:.1}em", 0.5 + 1.5 * row.depth as f64);
+                    @match row.peer {
+                        None => tr id="tree-self" {
+                            td style=(indent) { strong { (s.name) } } td { "this node" }
+                        },
+                        Some(p) => tr id={ "tree-" (p.name) } data-broken=(tree::broken(s, p)) {
+                            td style=(indent) { (p.name) }
+                            td class=[tree::broken(s, p).then_some("broken")] { (tree::describe(s, p)) }
+                        },
+                    }
+                }
+            }
+        } }
+    }
 }
 
 pub fn render(s: &NodeStatus) -> String {
@@ -149,6 +179,7 @@ pub fn render(s: &NodeStatus) -> String {
                         }
                     }
                 }
+                @if tree::has_units(s) { (tree_view(s)) }
                 p.totals {
                     (s.totals.records) " records · " (s.totals.deltas) " deltas · "
                     (s.totals.quarantined) " quarantined · " (s.totals.conflicts) " conflicts resolved · "

@@ -4,6 +4,7 @@
 
 mod json;
 pub mod pb;
+pub mod tree;
 
 use std::collections::BTreeMap;
 
@@ -124,6 +125,14 @@ pub struct PeerStatus {
     pub below: bool,
     /// This node holds its log (false: outside the branch it holds).
     pub held: bool,
+    /// Where it sits in the tree, from HQ: `[]`, `[region]`, `[region,
+    /// unit, …]`.
+    pub path: Vec<String>,
+    /// Of its log, the seq this node holds (0: none).
+    pub seq: u64,
+    /// A member this node does not link with: the node next on the tree's
+    /// path to it, through which its data comes.
+    pub via: Option<Via>,
     /// `active`, `retired`, `revoked …`.
     pub standing: String,
     pub state: PeerState,
@@ -146,6 +155,16 @@ pub struct PeerStatus {
     /// Deltas the peer reported refusing (duplicates aside), and why.
     pub refused_by_peer: u64,
     pub last_refusal_by_peer: Option<String>,
+}
+
+/// The hop towards a member this node does not link with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Via {
+    /// The member next on the tree's path, which this node links with.
+    pub hop: String,
+    /// The seq of the member's log that `hop` last confirmed holding;
+    /// `None` until it has said what it holds.
+    pub hop_seq: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,6 +229,8 @@ pub struct NodeStatus {
     pub name: String,
     pub region: Option<String>,
     pub unit: Option<String>,
+    /// Where it sits in the tree, as [`PeerStatus::path`].
+    pub path: Vec<String>,
     /// `all`, or `tree`: this node holds its branch of the tree only.
     pub holds: String,
     pub version: String,

@@ -2,7 +2,7 @@
 //! it, the operator's client decodes it (checking every field it relies on).
 
 use super::{
-    AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic,
+    AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic, Via,
 };
 use crate::core::{DeltaHash, Lag, Lags, NodeId};
 use crate::rpc::pb;
@@ -14,6 +14,7 @@ pub fn encode(s: &NodeStatus) -> pb::StatusReply {
         region: s.region.clone().unwrap_or_default(),
         unit: s.unit.clone().unwrap_or_default(),
         holds: s.holds.clone(),
+        path: s.path.clone(),
         version: s.version.clone(),
         now_ms: s.now_ms,
         started_ms: s.started_ms,
@@ -45,6 +46,10 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         unit: p.unit.clone().unwrap_or_default(),
         below: p.below,
         not_held: !p.held,
+        path: p.path.clone(),
+        seq: p.seq,
+        via_hop: p.via.as_ref().map(|v| v.hop.clone()).unwrap_or_default(),
+        via_hop_seq: p.via.as_ref().and_then(|v| v.hop_seq),
         standing: p.standing.clone(),
         state: p.state.as_str().to_owned(),
         links: p.links,
@@ -136,6 +141,7 @@ pub fn decode(r: pb::StatusReply) -> Result<NodeStatus, String> {
         name: r.name,
         region: some(r.region),
         unit: some(r.unit),
+        path: r.path,
         holds: if r.holds.is_empty() {
             "all".into()
         } else {
@@ -192,6 +198,12 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
         unit: some(p.unit),
         below: p.below,
         held: !p.not_held,
+        path: p.path,
+        seq: p.seq,
+        via: some(p.via_hop).map(|hop| Via {
+            hop,
+            hop_seq: p.via_hop_seq,
+        }),
         standing: p.standing,
         state,
         links: p.links,
