@@ -8,6 +8,7 @@
 
 use ed25519_dalek::SigningKey;
 
+use fedsync::client::{Client, ClientConfig};
 use fedsync::core::{Above, NodeId, Op, SignedDelta, Standing};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::status::{tree, NodeStatus, PeerState, PeerStatus};
@@ -370,6 +371,69 @@ async fn status_shows_each_node_under_its_parent_and_where_a_chain_breaks() {
     let row = r#"id="tree-centre-aleysk" data-broken="true""#;
     assert!(page.contains(row), "{row} in {page}");
     assert!(page.contains("chain broken at office-altai"), "{page}");
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hq_sees_the_hops_below_its_regions_as_they_report_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = "[sync]\nanti_entropy_secs = 1\n";
+    let mut fed = LocalFederation::create(dir.path(), &tree(), quick).unwrap();
+    let mut nodes = start_all(&mut fed, &NAMES).await;
+    let d = nodes[3].write("units/aleysk/a", Op::Put, b"1").await;
+    all_hold(&[&nodes[0]], &frontier_of([&d.unwrap()])).await;
+    let reported = |s: &NodeStatus, centre: &str| peer(s, centre).reported.clone();
+    let s = status_when(&nodes[0], "office-altai reports its centres", |s| {
+        ["centre-aleysk", "centre-biysk"].iter().all(|c| {
+            reported(s, c).is_some_and(|r| {
+                r.from == "office-altai" && r.to == *c && r.state == PeerState::InSync
+            })
+        })
+    })
+    .await;
+    let text = tree::describe(&s, peer(&s, "centre-aleysk"));
+    assert!(text.ends_with("; office-altai in sync with it"), "{text}");
+
+    // A centre goes down: HQ's own link to the office is fine, and the
+    // office's report says where the chain breaks.
+    nodes.remove(4).shutdown().await.unwrap();
+    let s = status_when(&nodes[0], "HQ hears centre-biysk is down", |s| {
+        reported(s, "centre-biysk").is_some_and(|r| r.state == PeerState::Unreachable)
+    })
+    .await;
+    assert_eq!(peer(&s, "office-altai").state, PeerState::InSync);
+    assert!(tree::broken(&s, peer(&s, "centre-biysk")));
+    assert!(!tree::broken(&s, peer(&s, "centre-aleysk")));
+    let text = tree::describe(&s, peer(&s, "centre-biysk"));
+    assert!(
+        text.starts_with("chain broken at office-altai -> centre-biysk: unreachable, last contact"),
+        "{text}"
+    );
+    let (_, json) = http_get(nodes[0].admin_addr().unwrap(), "/status.json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let biysk = (json["peers"].as_array().unwrap().iter())
+        .find(|p| p["name"] == "centre-biysk")
+        .unwrap();
+    assert_eq!(biysk["reported"]["state"], "unreachable", "{biysk}");
+    assert_eq!(biysk["via"]["hop"], "office-altai", "{biysk}");
+    // And to an operator over the Status call.
+    let config = ClientConfig::load(&fed.client_config()).unwrap();
+    let wire = Client::from_config(&config)
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    let (ours, theirs) = (peer(&s, "centre-biysk"), peer(&wire, "centre-biysk"));
+    assert_eq!(theirs.via, ours.via);
+    assert_eq!(theirs.path, ["ru-altai", "biysk"]);
+    let r = theirs.reported.as_ref().unwrap();
+    assert_eq!(
+        (r.from.as_str(), r.state),
+        ("office-altai", PeerState::Unreachable)
+    );
+    assert!(r.contact_ms.is_some());
     for n in nodes {
         n.shutdown().await.unwrap();
     }

@@ -181,6 +181,7 @@ mod tests {
             path: vec!["fr".into()],
             seq: 0,
             via: None,
+            reported: None,
             standing: "active".into(),
             state,
             links: u32::from(state == PeerState::InSync),

@@ -12,6 +12,7 @@ pub mod admin;
 mod dial;
 pub mod env;
 mod health;
+pub mod hops;
 mod link;
 mod link_info;
 pub mod net;

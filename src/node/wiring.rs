@@ -157,8 +157,10 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
 
     let refusals = Arc::new(super::link_info::MessageRefusals::default());
     let conn_refusals = net::ConnRefusals::default();
+    let hops = Arc::new(super::hops::Board::default());
     let wiring = actor::Wiring {
         name: config.name.clone(),
+        hops: hops.clone(),
         signer: key.signing_key().clone(),
         batch_deltas_max: config.sync.batch_deltas_max,
         batch_bytes_max: config.sync.batch_bytes_max,
@@ -208,6 +210,7 @@ fn open(setup: Setup, env: Env) -> Result<Core, StartError> {
         keepalive: config.sync.keepalive(),
         keepalive_timeout: config.sync.keepalive_timeout(),
         staging: Arc::new(std::sync::Mutex::new(staging(&config.limits))),
+        hops,
         rate_caps: Arc::new(
             (config.peers.iter())
                 .filter(|p| p.rate_kbit.is_some())

@@ -266,6 +266,7 @@ fn pb_digest(d: FrontierDigest, roster_version: u64, rebuild: &Announce) -> pb::
         staged: Vec::new(),
         frontier: None,
         holds_tree: false,
+        hops: None,
     }
 }
 

@@ -295,6 +295,7 @@ impl Actor {
     }
 
     pub(super) fn handle_anti_entropy(&mut self) {
+        self.report_hops(self.wiring.clock.now_ms());
         let ids: Vec<LinkId> = self.links.keys().copied().collect();
         for id in ids {
             let link = self.links.get_mut(&id).expect("listed");

@@ -23,6 +23,7 @@ use crate::store::KvStore;
 
 mod command;
 mod group;
+mod hops;
 mod links;
 mod peers;
 mod rebuild;
@@ -82,6 +83,8 @@ pub(crate) struct Wiring {
     pub clock: std::sync::Arc<dyn crate::node::Clock>,
     /// Set while a rebuild from peers is unfinished.
     pub rebuild: Option<crate::core::Rebuild>,
+    /// The hop reports this node sends up and was sent (`node::hops`).
+    pub hops: Arc<crate::node::hops::Board>,
 }
 
 pub(crate) struct Actor {

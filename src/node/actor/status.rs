@@ -7,7 +7,7 @@ use super::Actor;
 use crate::core::{Member, Standing};
 use std::sync::atomic::Ordering;
 
-use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals, Via};
+use crate::node::status::{AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, Totals};
 
 impl Actor {
     pub(super) fn status(&self, now_ms: u64) -> NodeStatus {
@@ -79,39 +79,7 @@ impl Actor {
         }
     }
 
-    /// Names, for each member held here that this node does not link
-    /// with, the member next on the tree's path to it (from `path`, ours),
-    /// and what that one confirmed holding of its log.
-    fn route(&self, peers: &mut [PeerStatus], path: &[&str]) {
-        let linked: Vec<(Vec<String>, String, bool)> = (peers.iter())
-            .filter(|p| !matches!(p.state, PeerState::NoLink | PeerState::Inactive))
-            .filter(|p| p.state != PeerState::Operator)
-            .map(|p| (p.path.clone(), p.name.clone(), p.links > 0))
-            .collect();
-        let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
-        for p in peers.iter_mut() {
-            if p.state != PeerState::NoLink || !p.held {
-                continue;
-            }
-            let Some(hop) = crate::core::units::next_hop(&path, &p.path) else {
-                continue;
-            };
-            // The linked member at that place, one with a link open first.
-            let Some((_, name, _)) = (linked.iter())
-                .filter(|(at, _, _)| at[..] == *hop)
-                .max_by_key(|(_, name, open)| (*open, std::cmp::Reverse(name.clone())))
-            else {
-                continue;
-            };
-            let hop_seq = (self.peers.get(name)).and_then(|e| e.progress.confirmed(&p.id));
-            p.via = Some(Via {
-                hop: name.clone(),
-                hop_seq,
-            });
-        }
-    }
-
-    fn peer_status(&self, m: &Member, below: bool, now_ms: u64) -> PeerStatus {
+    pub(super) fn peer_status(&self, m: &Member, below: bool, now_ms: u64) -> PeerStatus {
         let entry = self.peers.get(&m.name);
         let live: Vec<_> = self
             .links
@@ -178,6 +146,7 @@ impl Actor {
                 .collect(),
             seq: self.replica.frontier().head(&m.id).seq,
             via: None,
+            reported: None,
             standing: m.standing.describe(),
             state: state(m, entry, links, stalled_since),
             links: live.len() as u32,

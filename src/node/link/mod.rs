@@ -77,6 +77,8 @@ pub(crate) struct LinkContext {
     pub rate_caps: Arc<BTreeMap<String, u64>>,
     /// Deltas received in part, from any link (`pieces.rs`).
     pub staging: Arc<Mutex<Staging>>,
+    /// The hop reports this node sends up and was sent (`node::hops`).
+    pub hops: Arc<crate::node::hops::Board>,
 }
 
 impl LinkContext {
@@ -126,6 +128,8 @@ pub(crate) async fn open(
         lan_rtt_ms: ctx.lan_rtt_ms,
         announced: announced.clone(),
         staging: ctx.staging.clone(),
+        hops: (name.clone(), ctx.hops.clone(), ctx.clock.clone()),
+        hops_sent: None,
         pending: VecDeque::new(),
         context: pack::Context::default(),
         flush_first: false,
@@ -246,6 +250,15 @@ where
             }
             if let Err(ending) = announced.heard(d) {
                 return ending;
+            }
+            if let Some(report) = &d.hops {
+                match crate::node::hops::decode(report, ctx.clock.now_ms()) {
+                    Ok(hops) => ctx.hops.heard(peer, hops),
+                    Err(e) => {
+                        let status = Status::invalid_argument(format!("protocol violation: {e}"));
+                        return Ending::Refused("protocol_violation", status);
+                    }
+                }
             }
         }
         let batch = match Incoming::try_from(msg) {

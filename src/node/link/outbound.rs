@@ -16,6 +16,9 @@ use super::{EndSlot, LinkStats};
 use crate::core::staging::Staging;
 use crate::core::PeerMsg;
 use crate::node::actor::{Command, LinkId};
+use crate::node::hops::{self, Board};
+use crate::node::status::Hop;
+use crate::node::Clock;
 use crate::rpc::{convert, pack, pb};
 
 /// What tonic sends on a link: drained as HTTP/2 flow control allows, and
@@ -34,6 +37,11 @@ pub(crate) struct Outbound {
     pub(super) lan_rtt_ms: u64,
     pub(super) announced: Arc<Announced>,
     pub(super) staging: Arc<Mutex<Staging>>,
+    /// The peer's name, the node's hop reports and its clock: a digest to
+    /// the node above carries the report when it changed.
+    pub(super) hops: (String, Arc<Board>, Arc<dyn Clock>),
+    /// The report this link last carried.
+    pub(super) hops_sent: Option<Arc<Vec<Hop>>>,
     /// Messages of one batch cut into pieces, still to go, and whether
     /// tonic is to flush what it holds before the next.
     pub(super) pending: VecDeque<pb::PeerMessage>,
@@ -90,12 +98,27 @@ impl Outbound {
                         .expect("staging lock poisoned")
                         .prefixes();
                     convert::set_staged(d, &held);
+                    self.report_hops(d);
                 }
                 m
             }
             _ => pb::PeerMessage::from(msg),
         };
         self.pending.push_back(m);
+    }
+
+    /// Our hop report in `d`, a digest to the node above us, if it is
+    /// new to this link.
+    fn report_hops(&mut self, d: &mut pb::Digest) {
+        let (peer, board, clock) = &self.hops;
+        let Some(report) = board.report_for(peer) else {
+            return;
+        };
+        if (self.hops_sent.as_ref()).is_some_and(|sent| Arc::ptr_eq(sent, &report)) {
+            return;
+        }
+        d.hops = Some(hops::encode(&report, clock.now_ms()));
+        self.hops_sent = Some(report);
     }
 
     /// Whether the link's round trip is a LAN's (`sync.lan_rtt_ms`).

@@ -59,6 +59,14 @@ impl PeerState {
         }
     }
 
+    /// A link in this state carries nothing now.
+    pub fn is_down(self) -> bool {
+        matches!(
+            self,
+            PeerState::Stalled | PeerState::Refused | PeerState::Unreachable
+        )
+    }
+
     pub fn parse(s: &str) -> Option<PeerState> {
         ALL_STATES.iter().copied().find(|p| p.as_str() == s)
     }
@@ -133,6 +141,10 @@ pub struct PeerStatus {
     /// A member this node does not link with: the node next on the tree's
     /// path to it, through which its data comes.
     pub via: Option<Via>,
+    /// For a member below a node below this one: the hop into it as the
+    /// node above it reported, or the first hop on the way that is down,
+    /// or the deepest one reported.
+    pub reported: Option<Hop>,
     /// `active`, `retired`, `revoked …`.
     pub standing: String,
     pub state: PeerState,
@@ -155,6 +167,27 @@ pub struct PeerStatus {
     /// Deltas the peer reported refusing (duplicates aside), and why.
     pub refused_by_peer: u64,
     pub last_refusal_by_peer: Option<String>,
+}
+
+/// One link of the tree as the node at its upper end sees it (reported
+/// up the tree, `node::hops`); times in this node's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub from: String,
+    pub to: String,
+    pub state: PeerState,
+    /// Deltas `from` holds that `to` lacks, and the other way.
+    pub they_lack: u64,
+    pub we_lack: u64,
+    /// When `from` last heard from `to`.
+    pub contact_ms: Option<u64>,
+}
+
+impl Hop {
+    /// Carries nothing now.
+    pub fn is_down(&self) -> bool {
+        self.state.is_down()
+    }
 }
 
 /// The hop towards a member this node does not link with.
@@ -328,6 +361,39 @@ pub fn describe_link(p: &PeerStatus) -> Option<String> {
         parts.push(format!("{left} to send{eta}"));
     }
     Some(parts.join(" · "))
+}
+
+#[cfg(test)]
+impl PeerStatus {
+    /// A member known by name only, for tests to fill in.
+    pub(crate) fn blank(name: &str) -> PeerStatus {
+        PeerStatus {
+            name: name.into(),
+            id: NodeId([0; 32]),
+            region: None,
+            unit: None,
+            below: false,
+            held: true,
+            path: Vec::new(),
+            seq: 0,
+            via: None,
+            reported: None,
+            standing: "active".into(),
+            state: PeerState::NoLink,
+            links: 0,
+            address: None,
+            last_contact_ms: None,
+            last_sync_ms: None,
+            lags: None,
+            stalled_since_ms: None,
+            refused_since_ms: None,
+            last_error: None,
+            traffic: Traffic::default(),
+            pace: None,
+            refused_by_peer: 0,
+            last_refusal_by_peer: None,
+        }
+    }
 }
 
 #[cfg(test)]

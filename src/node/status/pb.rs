@@ -2,7 +2,7 @@
 //! it, the operator's client decodes it (checking every field it relies on).
 
 use super::{
-    AuthorStatus, LinkPace, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic, Via,
+    AuthorStatus, Hop, LinkPace, NodeStatus, PeerState, PeerStatus, TimedText, Totals, Traffic, Via,
 };
 use crate::core::{DeltaHash, Lag, Lags, NodeId};
 use crate::rpc::pb;
@@ -50,6 +50,15 @@ fn encode_peer(p: &PeerStatus) -> pb::PeerStatus {
         seq: p.seq,
         via_hop: p.via.as_ref().map(|v| v.hop.clone()).unwrap_or_default(),
         via_hop_seq: p.via.as_ref().and_then(|v| v.hop_seq),
+        reported: p.reported.as_ref().map(|h| pb::Hop {
+            from: h.from.clone(),
+            to: h.to.clone(),
+            state: h.state.as_str().to_owned(),
+            they_lack: h.they_lack,
+            we_lack: h.we_lack,
+            contact_age_ms: None,
+        }),
+        reported_contact_ms: p.reported.as_ref().and_then(|h| h.contact_ms),
         standing: p.standing.clone(),
         state: p.state.as_str().to_owned(),
         links: p.links,
@@ -204,6 +213,18 @@ fn decode_peer(p: pb::PeerStatus) -> Result<PeerStatus, String> {
             hop,
             hop_seq: p.via_hop_seq,
         }),
+        reported: match p.reported {
+            None => None,
+            Some(h) => Some(Hop {
+                state: PeerState::parse(&h.state)
+                    .ok_or_else(|| format!("reported hop state {:?}", h.state))?,
+                from: h.from,
+                to: h.to,
+                they_lack: h.they_lack,
+                we_lack: h.we_lack,
+                contact_ms: p.reported_contact_ms,
+            }),
+        },
         standing: p.standing,
         state,
         links: p.links,

@@ -5,8 +5,9 @@
 //! hop its data comes through) and how that hop's copy of its log
 //! compares with ours, or that the chain is broken there.
 //!
-//! Only hops that touch this node are known here: how the next node's own
-//! links to its children stand is on that node's page.
+//! Below the nodes below it, this node knows the hops as those reported
+//! them up the tree (`node::hops`): the hop into each member, or the first
+//! one on the way that is down. Above and beside it, only its own hops.
 
 use super::{age, NodeStatus, PeerState, PeerStatus};
 
@@ -39,19 +40,15 @@ pub fn rows(s: &NodeStatus) -> Vec<TreeRow<'_>> {
         .collect()
 }
 
-/// A hop that carries nothing now.
-fn down(state: PeerState) -> bool {
-    matches!(
-        state,
-        PeerState::Stalled | PeerState::Refused | PeerState::Unreachable
-    )
-}
-
-/// The chain is broken at a hop next to this node.
+/// The chain to `p` is broken: at a hop next to this node, or at one
+/// further down as reported.
 pub fn broken(s: &NodeStatus, p: &PeerStatus) -> bool {
     match &p.via {
-        Some(v) => (s.peers.iter()).any(|h| h.name == v.hop && down(h.state)),
-        None => down(p.state),
+        Some(v) => {
+            (s.peers.iter()).any(|h| h.name == v.hop && h.state.is_down())
+                || p.reported.as_ref().is_some_and(|r| r.is_down())
+        }
+        None => p.state.is_down(),
     }
 }
 
@@ -62,14 +59,15 @@ pub fn describe(s: &NodeStatus, p: &PeerStatus) -> String {
     if !p.held {
         return "not held here (outside this node's branch)".into();
     }
-    let contact = |h: &PeerStatus| match h.last_contact_ms {
+    let ago = |at: Option<u64>| match at {
         Some(t) => format!("last contact {} ago", age(s.now_ms.saturating_sub(t))),
         None => "never in contact".into(),
     };
+    let contact = |h: &PeerStatus| ago(h.last_contact_ms);
     let Some(v) = &p.via else {
         let state = p.state.as_str().replace('_', " ");
         return match (p.state, p.lags) {
-            (st, _) if down(st) => format!("{state}, {}", contact(p)),
+            (st, _) if st.is_down() => format!("{state}, {}", contact(p)),
             (PeerState::Lagging, Some(l)) => format!(
                 "lagging: they lack {}, we lack {}",
                 l.they_lack.deltas, l.we_lack.deltas
@@ -79,15 +77,33 @@ pub fn describe(s: &NodeStatus, p: &PeerStatus) -> String {
         };
     };
     let hop = s.peers.iter().find(|h| h.name == v.hop);
-    if let Some(h) = hop.filter(|h| down(h.state)) {
+    if let Some(h) = hop.filter(|h| h.state.is_down()) {
         let state = h.state.as_str();
         return format!("chain broken at {}: {state}, {}", h.name, contact(h));
     }
     let seq = p.seq;
-    match v.hop_seq {
+    let copy = match v.hop_seq {
         None => format!("via {}: it has not said what it holds", v.hop),
         Some(h) if h > seq => format!("via {}: we lack {} of its log", v.hop, h - seq),
         Some(h) if h < seq => format!("via {}: it lacks {} of its log", v.hop, seq - h),
         Some(_) => format!("via {}: in step (seq {seq})", v.hop),
+    };
+    match &p.reported {
+        Some(r) if r.is_down() => format!(
+            "chain broken at {} -> {}: {}, {}",
+            r.from,
+            r.to,
+            r.state.as_str(),
+            ago(r.contact_ms)
+        ),
+        Some(r) if r.to == p.name => match r.state {
+            PeerState::InSync => format!("{copy}; {} in sync with it", r.from),
+            PeerState::Lagging => format!(
+                "{copy}; {} lagging: it lacks {}, {} lacks {}",
+                r.from, r.they_lack, r.from, r.we_lack
+            ),
+            st => format!("{copy}; {}: {}", r.from, st.as_str().replace('_', " ")),
+        },
+        _ => copy,
     }
 }
