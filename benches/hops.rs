@@ -344,6 +344,20 @@ async fn whole(regions: usize, units: usize, writes: u64) {
             .unwrap();
         down.push(visible(&mut at, &key, since).await);
     }
+    // HQ's status names each centre's hop as its office reported it.
+    let since = Instant::now();
+    let (reported, status_ms) = loop {
+        let t0 = Instant::now();
+        let s = hq.status().await.unwrap();
+        let status_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let reported = (s.peers.iter())
+            .filter(|p| p.reported.as_ref().is_some_and(|r| r.to == p.name))
+            .count();
+        if reported == regions * units || since.elapsed() > WITHIN {
+            break (reported, status_ms);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let (up, centre) = (UPLINK.1, CENTRE.1);
     println!(
         "the whole tree, {nodes} processes ({regions} offices under HQ, {units} centres under \
@@ -360,6 +374,12 @@ async fn whole(regions: usize, units: usize, writes: u64) {
         .flat_map(|r| (0..units).map(move |u| (r, u)))
         .map(|(r, u)| format!("centre-{}", unit(r, u)))
         .collect();
+    println!(
+        "  HQ's status names the hop into {reported} of {} centres as their offices \
+         reported it ({:.0} s after the last row); one Status call took {status_ms:.1} ms",
+        regions * units,
+        since.elapsed().as_secs_f64()
+    );
     let hq_rss = t.node("hq").rss().1;
     let (lo, mid, hi) = t.rss(offices.iter());
     let (clo, cmid, chi) = t.rss(centres.iter());
