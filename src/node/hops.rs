@@ -40,14 +40,17 @@ pub struct Board {
 
 impl Board {
     /// The report for the node above, as of now; replaced only when it
-    /// changed, so a link sends it again only then.
-    pub fn set_report(&self, above: BTreeSet<String>, hops: Vec<Hop>) {
+    /// changed, so a link sends it again only then. Returns whether a
+    /// hop came, went or changed state: news to send at once.
+    pub fn set_report(&self, above: BTreeSet<String>, hops: Vec<Hop>) -> bool {
         let mut up = self.up.lock().expect("hops lock poisoned");
+        let news = !same_states(&up.1, &hops);
         let same = up.1.len() == hops.len() && up.1.iter().zip(&hops).all(|(a, b)| same(a, b));
         up.0 = above;
         if !same {
             up.1 = Arc::new(hops);
         }
+        news
     }
 
     /// For a digest to `peer`: the report, if `peer` is above this node.
@@ -56,8 +59,13 @@ impl Board {
         up.0.contains(peer).then(|| up.1.clone())
     }
 
-    pub fn heard(&self, peer: &str, hops: Vec<Hop>) {
-        (self.heard.lock().expect("hops lock poisoned")).insert(peer.to_owned(), hops);
+    /// Files `peer`'s report; returns whether a hop in it came, went or
+    /// changed state since its last.
+    pub fn heard(&self, peer: &str, hops: Vec<Hop>) -> bool {
+        let mut heard = self.heard.lock().expect("hops lock poisoned");
+        let news = !(heard.get(peer)).is_some_and(|before| same_states(before, &hops));
+        heard.insert(peer.to_owned(), hops);
+        news
     }
 
     /// What `peer` last reported (empty if nothing).
@@ -65,6 +73,12 @@ impl Board {
         let heard = self.heard.lock().expect("hops lock poisoned");
         heard.get(peer).cloned().unwrap_or_default()
     }
+}
+
+/// The same hops in the same states, whatever their lags.
+fn same_states(a: &[Hop], b: &[Hop]) -> bool {
+    a.len() == b.len()
+        && (a.iter().zip(b)).all(|(a, b)| (&a.from, &a.to, a.state) == (&b.from, &b.to, b.state))
 }
 
 /// `hops` on the wire, their times as ages at `now_ms`.
@@ -149,12 +163,24 @@ mod tests {
     }
 
     #[test]
+    fn a_report_heard_is_news_when_a_hop_changes_state() {
+        let b = Board::default();
+        let report = |state| vec![hop("centre-biysk", state, None)];
+        assert!(b.heard("office-altai", report(PeerState::InSync)));
+        assert!(!b.heard("office-altai", report(PeerState::InSync)));
+        assert!(b.heard("office-altai", report(PeerState::Unreachable)));
+        assert_eq!(b.from("office-altai")[0].state, PeerState::Unreachable);
+        assert!(b.from("office-kem").is_empty());
+    }
+
+    #[test]
     fn a_report_goes_up_only_and_is_new_only_when_a_hop_changed() {
         let b = Board::default();
         let above: BTreeSet<String> = ["hq".to_owned()].into();
-        b.set_report(
-            above.clone(),
-            vec![hop("centre-biysk", PeerState::InSync, Some(1))],
+        let in_sync = |contact| vec![hop("centre-biysk", PeerState::InSync, Some(contact))];
+        assert!(
+            b.set_report(above.clone(), in_sync(1)),
+            "a first report is news"
         );
         assert!(
             b.report_for("centre-biysk").is_none(),
@@ -162,17 +188,18 @@ mod tests {
         );
         let first = b.report_for("hq").unwrap();
         // Only the time of the last contact moved: the same report.
-        b.set_report(
-            above.clone(),
-            vec![hop("centre-biysk", PeerState::InSync, Some(9))],
-        );
+        assert!(!b.set_report(above.clone(), in_sync(9)));
         assert!(Arc::ptr_eq(&first, &b.report_for("hq").unwrap()));
-        b.set_report(
-            above,
-            vec![hop("centre-biysk", PeerState::Unreachable, Some(9))],
-        );
+        // A lag moved: a new report, for the next digest, but no news.
+        let mut lagging = in_sync(9);
+        lagging[0].they_lack = 40;
+        assert!(!b.set_report(above.clone(), lagging));
+        let lagged = b.report_for("hq").unwrap();
+        assert!(!Arc::ptr_eq(&first, &lagged));
+        let down = vec![hop("centre-biysk", PeerState::Unreachable, Some(9))];
+        assert!(b.set_report(above, down));
         let next = b.report_for("hq").unwrap();
-        assert!(!Arc::ptr_eq(&first, &next));
+        assert!(!Arc::ptr_eq(&lagged, &next));
         assert_eq!(next[0].state, PeerState::Unreachable);
     }
 }

@@ -94,6 +94,8 @@ pub(crate) enum Command {
         link: LinkId,
     },
     AntiEntropy,
+    /// A node below reported a hop that came, went or changed state.
+    HopsHeard,
     /// HQ reports: submit, history, schema, aggregate, verify.
     Report(ReportCmd),
     /// Stop: drop every link (ending their streams) and return the replica.

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::Actor;
-use crate::core::{Member, Roster};
+use super::LinkId;
+use crate::core::{Member, NodeId, Roster};
 use crate::node::hops::HOPS_MAX;
 use crate::node::status::{Hop, PeerState, PeerStatus, Via};
 
@@ -51,14 +52,46 @@ impl Actor {
         }
     }
 
+    /// Refreshes the report for the node above, and if a hop in it came,
+    /// went or changed state, sends a digest (which carries it) to each
+    /// node above now, rather than at the next anti-entropy round: a chain
+    /// that breaks shows at HQ within a round trip a level.
+    pub(super) fn tell_hops(&mut self) {
+        if !self.report_hops(self.wiring.clock.now_ms()) {
+            return;
+        }
+        let roster = self.replica.roster();
+        let mine = roster.member(&self.me());
+        let above: Vec<LinkId> = (self.links.iter())
+            .filter(|(_, l)| {
+                let peer = roster.member(&l.peer.id);
+                mine.zip(peer).is_some_and(|(m, p)| roster.is_below(m, p))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in above {
+            let link = self.links.get_mut(&id).expect("listed");
+            let digest = link.session.digest(&self.replica);
+            link.pending.push_back(digest);
+            self.pump(id);
+        }
+    }
+
+    /// Whether the member `id` sits directly below this node.
+    pub(super) fn is_below_me(&self, id: &NodeId) -> bool {
+        let roster = self.replica.roster();
+        let (m, mine) = (roster.member(id), roster.member(&self.me()));
+        m.zip(mine)
+            .is_some_and(|(m, mine)| roster.is_below(m, mine))
+    }
+
     /// Refreshes the report for the node above: this node's links to each
     /// node below it, and what each of those that is linked now reported
-    /// of its own branch.
-    pub(super) fn report_hops(&self, now_ms: u64) {
+    /// of its own branch. Returns whether a hop came, went or changed state.
+    pub(super) fn report_hops(&self, now_ms: u64) -> bool {
         let roster = self.replica.roster();
-        let me = crate::core::NodeId(self.wiring.signer.verifying_key().to_bytes());
-        let Some(mine) = roster.member(&me) else {
-            return;
+        let Some(mine) = roster.member(&self.me()) else {
+            return false;
         };
         let above: BTreeSet<String> = (roster.members())
             .filter(|m| roster.is_below(mine, m))
@@ -81,7 +114,7 @@ impl Actor {
             }
         }
         hops.truncate(HOPS_MAX);
-        self.wiring.hops.set_report(above, hops);
+        self.wiring.hops.set_report(above, hops)
     }
 
     /// What the members below this node that are linked now reported.

@@ -195,9 +195,13 @@ impl Actor {
         };
         link.pending.push_back(opening);
         tracing::info!(peer = %link.peer.name, inbound = link.peer.inbound, "link open");
+        let below = self.is_below_me(&link.peer.id);
         self.links.insert(id, link);
         self.pump(id);
         let _ = reply.send(Ok(id));
+        if below {
+            self.tell_hops();
+        }
     }
 
     pub(super) fn handle_link_msg(&mut self, id: LinkId, msg: PeerMsg) {

@@ -275,9 +275,13 @@ impl Actor {
             Command::LinkClosed { link } => {
                 if let Some(l) = self.remove_link(link) {
                     tracing::info!(peer = %l.peer.name, "link closed");
+                    if self.is_below_me(&l.peer.id) {
+                        self.tell_hops();
+                    }
                 }
             }
             Command::AntiEntropy => self.handle_anti_entropy(),
+            Command::HopsHeard => self.tell_hops(),
             Command::Report(cmd) => self.handle_report(cmd),
             Command::Shutdown => unreachable!("handled by run"),
         }

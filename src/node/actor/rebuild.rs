@@ -40,7 +40,7 @@ pub(crate) fn rebuild_from(
 }
 
 impl Actor {
-    fn me(&self) -> NodeId {
+    pub(super) fn me(&self) -> NodeId {
         NodeId(self.wiring.signer.verifying_key().to_bytes())
     }
 

@@ -253,7 +253,13 @@ where
             }
             if let Some(report) = &d.hops {
                 match crate::node::hops::decode(report, ctx.clock.now_ms()) {
-                    Ok(hops) => ctx.hops.heard(peer, hops),
+                    Ok(hops) => {
+                        if ctx.hops.heard(peer, hops) {
+                            // News for the node above: a full queue only
+                            // leaves it to the next anti-entropy round.
+                            let _ = ctx.actor.try_send(Command::HopsHeard);
+                        }
+                    }
                     Err(e) => {
                         let status = Status::invalid_argument(format!("protocol violation: {e}"));
                         return Ending::Refused("protocol_violation", status);
