@@ -6,13 +6,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use fedsync::client::Client;
 use fedsync::core::Frontier;
 use fedsync::local::{LocalFederation, NodeSpec, OPERATOR};
-use fedsync::node::status::{NodeStatus, PeerState};
-use fedsync::node::{trust_from, NodeHandle};
+use fedsync::node::status::PeerState;
+use fedsync::node::trust_from;
 use fedsync::rpc::pb::{self, peer_client::PeerClient, peer_message::Body};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
@@ -20,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 
-use common::{NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+use common::{status_until, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 /// More offices than the old fixed limit of 64 connections, and than any
 /// fixed default: capacity must come from the roster.
@@ -28,23 +27,6 @@ const OFFICES: usize = 120;
 
 fn office(i: usize) -> String {
     format!("office-{i:03}")
-}
-
-/// Waits until `hq`'s status satisfies `done`.
-async fn status_until(
-    hq: &NodeHandle,
-    what: &str,
-    done: impl Fn(&NodeStatus) -> bool,
-) -> NodeStatus {
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    loop {
-        let s = hq.status().await.unwrap();
-        if done(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: {s:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

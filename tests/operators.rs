@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fedsync::client::{Client, ClientConfig};
 use fedsync::core::Op;
@@ -16,7 +16,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use common::{http_get, sample, scrape, SYNC_TIMEOUT};
+use common::{http_get, sample, scrape, status_until, SYNC_TIMEOUT};
 
 /// Quick redials and a one-second stall threshold, so a test sees a stall
 /// and a recovery in seconds.
@@ -34,26 +34,6 @@ fn specs() -> Vec<NodeSpec> {
 
 fn peer<'a>(s: &'a NodeStatus, name: &str) -> &'a PeerStatus {
     s.peers.iter().find(|p| p.name == name).unwrap()
-}
-
-/// Polls `node`'s status until `ok` holds, or fails with the last status.
-async fn status_until(
-    node: &NodeHandle,
-    what: &str,
-    ok: impl Fn(&NodeStatus) -> bool,
-) -> NodeStatus {
-    let deadline = Instant::now() + SYNC_TIMEOUT;
-    loop {
-        let s = node.status().await.unwrap();
-        if ok(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: never happened; last {s:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// HQ and office-fr running (office-ke only in the roster).

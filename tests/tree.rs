@@ -16,7 +16,7 @@ use fedsync::node::NodeHandle;
 
 mod common;
 use common::inject::{self, send_as};
-use common::{all_hold, frontier_of, http_get, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
+use common::{all_hold, frontier_of, http_get, status_until, NO_ANTI_ENTROPY, SYNC_TIMEOUT};
 
 /// HQ; regions ru-altai and ru-kem dialling it; units aleysk and biysk
 /// dialling ru-altai's office.
@@ -263,40 +263,15 @@ async fn a_centre_holding_its_branch_gets_it_and_says_what_it_does_not_hold() {
     assert_eq!(nodes[3].get("regions/ru-kem/a").await.unwrap(), None);
     // Lag both ways is over what both ends hold: none.
     for (at, peer) in [(3, "office-altai"), (1, "centre-aleysk")] {
-        let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
-        loop {
-            let s = nodes[at].status().await.unwrap();
+        let what = format!("{} in sync with {peer}", names[at]);
+        status_until(&nodes[at], &what, |s| {
             let p = s.peers.iter().find(|p| p.name == peer).unwrap();
-            if p.lags.is_some_and(|l| l.in_sync()) {
-                break;
-            }
-            let at = names[at];
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{at} sees {peer}: {p:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            p.lags.is_some_and(|l| l.in_sync())
+        })
+        .await;
     }
     for n in nodes {
         n.shutdown().await.unwrap();
-    }
-}
-
-/// Polls `node`'s status until `ready` holds of it.
-async fn status_when(
-    node: &NodeHandle,
-    what: &str,
-    ready: impl Fn(&NodeStatus) -> bool,
-) -> NodeStatus {
-    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
-    loop {
-        let s = node.status().await.unwrap();
-        if ready(&s) {
-            return s;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: {s:#?}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -314,7 +289,7 @@ async fn status_shows_each_node_under_its_parent_and_where_a_chain_breaks() {
 
     // HQ links with the regions only: a centre's data comes through its
     // region's office, whose copy of the centre's log HQ compares with its own.
-    let s = status_when(&nodes[0], "HQ sees aleysk via its region", |s| {
+    let s = status_until(&nodes[0], "HQ sees aleysk via its region", |s| {
         let p = peer(s, "centre-aleysk");
         p.seq == 1 && p.via.as_ref().is_some_and(|v| v.hop_seq == Some(1))
     })
@@ -353,7 +328,7 @@ async fn status_shows_each_node_under_its_parent_and_where_a_chain_breaks() {
     // centres is broken there, on the page too.
     let mut nodes = nodes;
     nodes.remove(1).shutdown().await.unwrap();
-    let s = status_when(&nodes[0], "HQ loses office-altai", |s| {
+    let s = status_until(&nodes[0], "HQ loses office-altai", |s| {
         peer(s, "office-altai").state == PeerState::Unreachable
     })
     .await;
@@ -386,7 +361,7 @@ async fn hq_sees_the_hops_below_its_regions_as_they_report_them() {
     let d = nodes[3].write("units/aleysk/a", Op::Put, b"1").await;
     all_hold(&[&nodes[0]], &frontier_of([&d.unwrap()])).await;
     let reported = |s: &NodeStatus, centre: &str| peer(s, centre).reported.clone();
-    let s = status_when(&nodes[0], "office-altai reports its centres", |s| {
+    let s = status_until(&nodes[0], "office-altai reports its centres", |s| {
         ["centre-aleysk", "centre-biysk"].iter().all(|c| {
             reported(s, c).is_some_and(|r| {
                 r.from == "office-altai" && r.to == *c && r.state == PeerState::InSync
@@ -400,7 +375,7 @@ async fn hq_sees_the_hops_below_its_regions_as_they_report_them() {
     // A centre goes down: HQ's own link to the office is fine, and the
     // office's report says where the chain breaks.
     nodes.remove(4).shutdown().await.unwrap();
-    let s = status_when(&nodes[0], "HQ hears centre-biysk is down", |s| {
+    let s = status_until(&nodes[0], "HQ hears centre-biysk is down", |s| {
         reported(s, "centre-biysk").is_some_and(|r| r.state == PeerState::Unreachable)
     })
     .await;
@@ -446,12 +421,12 @@ async fn a_hop_that_goes_down_reaches_hq_without_waiting_for_a_round() {
     // No anti-entropy round within the test: only the news itself moves.
     let mut fed = LocalFederation::create(dir.path(), &tree(), NO_ANTI_ENTROPY).unwrap();
     let mut nodes = start_all(&mut fed, &NAMES).await;
-    status_when(&nodes[0], "office-altai reports centre-biysk", |s| {
+    status_until(&nodes[0], "office-altai reports centre-biysk", |s| {
         peer(s, "centre-biysk").reported.is_some()
     })
     .await;
     nodes.remove(4).shutdown().await.unwrap();
-    let s = status_when(&nodes[0], "HQ hears centre-biysk is down", |s| {
+    let s = status_until(&nodes[0], "HQ hears centre-biysk is down", |s| {
         (peer(s, "centre-biysk").reported.as_ref()).is_some_and(|r| r.is_down())
     })
     .await;

@@ -102,6 +102,27 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
+/// Polls `node`'s status until `ok` holds of it, or fails with the last
+/// status.
+pub async fn status_until(
+    node: &NodeHandle,
+    what: &str,
+    ok: impl Fn(&fedsync::node::status::NodeStatus) -> bool,
+) -> fedsync::node::status::NodeStatus {
+    let deadline = std::time::Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let s = node.status().await.unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never happened; last {s:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A plain HTTP/1.1 GET over TCP: (status code, body). For the admin port,
 /// which needs no client library to read.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
