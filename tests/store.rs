@@ -546,3 +546,48 @@ fn a_log_that_came_back_shorter_refuses_the_start() {
     assert!(err.to_string().starts_with("store corrupt"), "{err}");
     assert!(err.to_string().contains("--rebuild"), "{err}");
 }
+
+/// When a report's delta first arrived is kept with it: written in the
+/// commit that stores the delta, once, across a restart, and gone with a
+/// retracted log. Other deltas keep none.
+#[test]
+fn a_reports_arrival_is_kept_once_and_retracted_with_its_log() {
+    use fedsync::core::{Commit, SeqRange};
+    let dir = tempfile::tempdir().unwrap();
+    let mut fr = Author::region(1, "fr");
+    let r = roster([&fr]);
+    let note = fr.put("notes/1", b"x", NOW);
+    let report = fr.put("reports/2026-09", b"{}", NOW + 1);
+    let later = fr.put("reports/2026-10", b"{}", NOW + 2);
+    {
+        let store = KvStore::open(dir.path(), &opts(100)).unwrap();
+        let mut rep = Replica::open(store, r.clone(), Limits::default()).unwrap();
+        rep.ingest(vec![note.clone(), report.clone()], "t", NOW + 10)
+            .unwrap();
+        rep.ingest(vec![report.clone(), later.clone()], "t", NOW + 20)
+            .unwrap();
+    }
+    let mut store = KvStore::open(dir.path(), &opts(100)).unwrap();
+    let id = fr.id();
+    let arrived = |s: &KvStore, seq| s.arrived(&id, seq).unwrap();
+    assert_eq!(arrived(&store, 1), None, "a note is not a report");
+    assert_eq!(
+        arrived(&store, 2),
+        Some(NOW + 10),
+        "the duplicate kept the first"
+    );
+    assert_eq!(arrived(&store, 3), Some(NOW + 20));
+    let retract = Commit {
+        retract: vec![SeqRange {
+            author: id,
+            first: 3,
+            last: 3,
+        }],
+        ..Commit::default()
+    };
+    store.commit(&retract).unwrap();
+    assert_eq!(
+        (arrived(&store, 2), arrived(&store, 3)),
+        (Some(NOW + 10), None)
+    );
+}

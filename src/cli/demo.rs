@@ -2,7 +2,7 @@
 //! directory, set up exactly as the CLI would set it up: HQ, two regional
 //! offices (France, and Altai with three municipal centres dialling it).
 //! Offices and centres submit their quarterly reports through the
-//! operator's mTLS client (Aleysk corrects one figure, superseding its
+//! operator's mTLS client for the quarter under way (Aleysk corrects one figure, superseding its
 //! first report), every node converges to one frontier, France reads
 //! Aleysk's report relayed through Altai and HQ, HQ's status shows the
 //! regions in sync, Altai signs the aggregate of its centres (Rubtsovsk has
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 
 use fedsync::client::{Client, ClientConfig};
-use fedsync::core::report::{document, Submission};
+use fedsync::core::report::{document, Period, Submission};
 use fedsync::core::{Above, Frontier};
 use fedsync::local::{LocalFederation, NodeSpec};
 use fedsync::node::status::{NodeStatus, PeerState};
@@ -22,7 +22,14 @@ use fedsync::node::NodeHandle;
 
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 
-const PERIOD: &str = "2026-Q3";
+/// The quarter under way: its reports are not due yet, so the demo shows
+/// them on time and Rubtsovsk's as pending, on whatever day it runs.
+fn this_quarter() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Period::quarter_at(now.as_millis() as u64).to_string()
+}
 
 /// (node, figures, notes): each reports its own work; Aleysk's second
 /// report corrects its first.
@@ -44,6 +51,8 @@ const REPORTS: [(&str, [i64; 4], &str); 5] = [
 const METRICS: [&str; 4] = ["volunteers", "events", "participants", "hours"];
 
 pub async fn run(keep_running: bool) -> anyhow::Result<()> {
+    let period = this_quarter();
+    let period = period.as_str();
     let dir = tempfile::Builder::new().prefix("fedsync-demo-").tempdir()?;
     let altai = || Above::Region("ru-altai".into());
     let specs = [
@@ -78,7 +87,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         let sub = Submission {
             region: None,
             unit: None,
-            period: PERIOD.into(),
+            period: period.into(),
             metrics: METRICS.iter().map(|m| m.to_string()).zip(figures).collect(),
             notes: notes.into(),
         };
@@ -89,7 +98,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         );
     }
     let mut at_hq = client_at(&client_config, node(&nodes, "hq")?)?;
-    let notice = r#"{"text":"Q3 reports are due"}"#;
+    let notice = format!(r#"{{"text":"{period} reports are due"}}"#);
     at_hq
         .put("hq/announcements/2026-11", notice.as_bytes())
         .await
@@ -108,7 +117,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
     print_frontiers(&nodes).await?;
 
     let mut at_fr = client_at(&client_config, node(&nodes, "office-fr")?)?;
-    let aleysk_key = format!("units/aleysk/reports/{PERIOD}");
+    let aleysk_key = format!("units/aleysk/reports/{period}");
     let report = at_fr
         .get(&aleysk_key)
         .await
@@ -121,7 +130,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
 
     println!("\nhq's status (`fedsync status`), through the operator's client:");
     print!("{}", super::status::table(&settled(&mut at_hq).await?));
-    aggregate_and_verify(&mut at_hq, &client_config, &nodes, &fed).await?;
+    aggregate_and_verify(&mut at_hq, &client_config, &nodes, &fed, period).await?;
 
     if keep_running {
         println!("\nThe federation is running. In another shell:");
@@ -133,11 +142,11 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
         );
         println!("  cargo run --release -- frontier");
         println!("  cargo run --release -- status");
-        println!("  cargo run --release -- report aggregate --period {PERIOD} --by unit");
+        println!("  cargo run --release -- report aggregate --period {period} --by unit");
         println!(
             "  cargo run --release -- report verify --connect {} {}",
             node(&nodes, "centre-aleysk")?.local_addr(),
-            fed.dir.join(format!("aggregate-{PERIOD}.json")).display()
+            fed.dir.join(format!("aggregate-{period}.json")).display()
         );
         println!("Press Ctrl-C to stop (the directory is removed on exit).");
         super::shutdown_signal().await;
@@ -156,6 +165,7 @@ async fn aggregate_and_verify(
     config: &ClientConfig,
     nodes: &[NodeHandle],
     fed: &LocalFederation,
+    period: &str,
 ) -> anyhow::Result<()> {
     use super::report::By;
     let mut at_altai = client_at(config, node(nodes, "office-altai")?)?;
@@ -165,8 +175,8 @@ async fn aggregate_and_verify(
         ("hq", at_hq, By::Region),
     ] {
         let flag = if by == By::Unit { "unit" } else { "region" };
-        println!("\n{who}'s aggregate (`fedsync report aggregate --period {PERIOD} --by {flag}`):");
-        let doc = (client.aggregate_reports(PERIOD, 0, None, false))
+        println!("\n{who}'s aggregate (`fedsync report aggregate --period {period} --by {flag}`):");
+        let doc = (client.aggregate_reports(period, 0, None, false))
             .await
             .map_err(|e| anyhow!(e))?;
         let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!(e))?;
@@ -176,7 +186,7 @@ async fn aggregate_and_verify(
         );
         docs.push((who, doc));
     }
-    let path = fed.dir.join(format!("aggregate-{PERIOD}.json"));
+    let path = fed.dir.join(format!("aggregate-{period}.json"));
     std::fs::write(&path, &docs[1].1)?;
     println!("hq's signed document saved to {}", path.display());
     for (checker, (signer, doc)) in [

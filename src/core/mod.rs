@@ -13,6 +13,7 @@ pub mod held;
 pub mod hlc;
 pub mod holds;
 pub mod ids;
+pub mod keyspace;
 pub mod merge;
 pub mod pace;
 pub mod progress;

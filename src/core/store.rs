@@ -46,6 +46,10 @@ pub struct Commit {
     pub records_created: u64,
     /// A newly adopted signed roster, replacing the stored one.
     pub roster: Option<Vec<u8>>,
+    /// Deltas among `deltas` whose arrival is kept (reports': see
+    /// [`super::keyspace::is_report`]), each first held at `arrived_ms`.
+    pub arrivals: Vec<(NodeId, u64)>,
+    pub arrived_ms: u64,
 }
 
 impl Commit {
@@ -119,6 +123,10 @@ pub trait Store {
         keys: &std::collections::BTreeSet<String>,
     ) -> Result<Vec<SignedDelta>, Self::Error>;
 
+    /// When this store first held the delta `author`/`seq`, for the deltas
+    /// a commit listed in [`Commit::arrivals`]; `None` for any other.
+    fn arrived(&self, author: &NodeId, seq: u64) -> Result<Option<u64>, Self::Error>;
+
     /// The signed roster last committed, as committed.
     fn roster(&self) -> Result<Option<Vec<u8>>, Self::Error>;
 
@@ -148,6 +156,7 @@ pub struct MemStore {
     pub heads: BTreeMap<NodeId, Head>,
     pub quarantine: VecDeque<Quarantined>,
     pub roster: Option<Vec<u8>>,
+    pub arrivals: BTreeMap<(NodeId, u64), u64>,
 }
 
 impl Store for MemStore {
@@ -214,6 +223,10 @@ impl Store for MemStore {
             .collect())
     }
 
+    fn arrived(&self, author: &NodeId, seq: u64) -> Result<Option<u64>, Infallible> {
+        Ok(self.arrivals.get(&(*author, seq)).copied())
+    }
+
     fn roster(&self) -> Result<Option<Vec<u8>>, Infallible> {
         Ok(self.roster.clone())
     }
@@ -227,6 +240,7 @@ impl Store for MemStore {
                 .collect();
             for k in doomed {
                 self.logs.remove(&k);
+                self.arrivals.remove(&k);
             }
         }
         for k in &c.records_removed {
@@ -237,6 +251,9 @@ impl Store for MemStore {
         }
         for (k, r) in &c.records {
             self.records.insert(k.clone(), *r);
+        }
+        for a in &c.arrivals {
+            self.arrivals.entry(*a).or_insert(c.arrived_ms);
         }
         for (a, h) in &c.heads {
             if h.seq == 0 {

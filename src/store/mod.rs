@@ -22,6 +22,10 @@
 //! | `b`    | a record key (UTF-8): the bucket's separator | up to 32 records, in key order: key, winning delta's hlc, author, seq, deleted (see `records.rs`) |
 //! | `h`    | author (32)                 | frontier head: seq, hash                  |
 //! | `q`    | u64 BE, increasing          | refused delta: time, origin, code, reason, bytes, evidence |
+//! | `a`    | author (32) ‖ seq (u64 BE)  | u64 ms: when this store first held that delta; reports' deltas only |
+//!
+//! The `a` entries came later within layout 4: a store without them reads
+//! as one that never noted an arrival, and an older binary ignores them.
 //!
 //! A layout change gets a new version; opening a store with an unknown
 //! version is refused rather than guessed at. Stores of earlier layouts are
@@ -72,6 +76,7 @@ mod prefix {
     // b'b': a bucket of records, `records::BUCKET`.
     pub const HEAD: u8 = b'h';
     pub const QUARANTINE: u8 = b'q';
+    pub const ARRIVAL: u8 = b'a';
 }
 
 const LAYOUT: &str = "layout";

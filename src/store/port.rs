@@ -110,6 +110,18 @@ impl Store for KvStore {
         Ok(out)
     }
 
+    fn arrived(&self, author: &NodeId, seq: u64) -> Result<Option<u64>, StoreError> {
+        let k = arrival_key(author, seq);
+        let Some(v) = self.kv.get(&k)? else {
+            return Ok(None);
+        };
+        let payload = unframe(&v).map_err(|e| corrupt(&k, e))?;
+        let ms: [u8; 8] = payload
+            .try_into()
+            .map_err(|_| corrupt(&k, CodecError::Shape))?;
+        Ok(Some(u64::from_be_bytes(ms)))
+    }
+
     fn roster(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let k = key(prefix::META, ROSTER.as_bytes());
         let Some(v) = self.kv.get(&k)? else {
@@ -135,6 +147,11 @@ impl Store for KvStore {
         let mut batch = Batch::default();
         for r in &c.retract {
             log::retract(&*self.kv, &self.chunks, &mut batch, &r.author, r.first)?;
+            let (from, _) = prefix_bounds(&arrival_key(&r.author, r.first));
+            let (_, to) = prefix_bounds(&key(prefix::ARRIVAL, &r.author.0));
+            for item in self.kv.scan(from, to, false) {
+                batch.remove(item?.0.to_vec());
+            }
         }
         if let Some(r) = &c.roster {
             batch.insert(key(prefix::META, ROSTER.as_bytes()), frame(r));
@@ -162,6 +179,11 @@ impl Store for KvStore {
                 batch.insert(key(prefix::HEAD, &a.0), frame(&codec::encode_head(h)));
             }
         }
+        // A delta is applied once, so its arrival is written once.
+        let at = frame(&c.arrived_ms.to_be_bytes());
+        for (author, seq) in &c.arrivals {
+            batch.insert(arrival_key(author, *seq), at.clone());
+        }
         let q = self.quarantine_into(&mut batch, &c.quarantine);
         let before = self.records.load(Ordering::Relaxed);
         let records = (before + c.records_created).saturating_sub(c.records_removed.len() as u64);
@@ -180,4 +202,11 @@ impl Store for KvStore {
         self.unsynced = true;
         Ok(())
     }
+}
+
+fn arrival_key(author: &NodeId, seq: u64) -> Vec<u8> {
+    key(
+        prefix::ARRIVAL,
+        &[&author.0[..], &seq.to_be_bytes()].concat(),
+    )
 }

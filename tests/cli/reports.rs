@@ -2,6 +2,7 @@
 //! verify at a region.
 
 use super::{federation, fedsync, node_config, ok, Running, BIN};
+use serde_json::json;
 
 /// The report commands end to end: two regions submit (a file, flags, a
 /// correction), bad reports are refused with a clear line, HQ aggregates
@@ -182,6 +183,49 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
     );
     assert_eq!(fr_entry["frontier"][0]["seq"], 1);
 
+    // 2026-Q3's reports were due 30 days after it (the default schema),
+    // on 2026-10-31; these were submitted on today's clock, after that.
+    assert_eq!(agg["due_ms"], 1_793_404_800_000u64);
+    assert_eq!(fr_entry["timeliness"], "late");
+    assert_eq!(br["timeliness"], "overdue");
+    let rates = &agg["reporting"]["total"];
+    assert_eq!(
+        (
+            &rates["expected"],
+            &rates["received"],
+            &rates["reporting_rate"],
+            &rates["on_time_rate"]
+        ),
+        (&json!(3), &json!(2), &json!(66.7), &json!(0.0)),
+        "{agg}"
+    );
+    let late = run_ok(&report(&hq.addr, &["overdue", "--period", "2026-Q3"]));
+    assert!(
+        late.contains("2026-Q3 reports were due 2026-10-31 00:00 UTC"),
+        "{late}"
+    );
+    let row = |name: &str| {
+        late.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}: {late}"))
+            .to_owned()
+    };
+    assert!(row("br ").contains("overdue"), "{late}");
+    assert!(
+        row("fr ").contains("late") && row("ke ").contains("late"),
+        "{late}"
+    );
+    assert!(
+        late.contains("2 of 3 received (66.7%), 0 on time (0.0%)"),
+        "{late}"
+    );
+    let late: serde_json::Value = serde_json::from_str(&run_ok(&report(
+        &hq.addr,
+        &["overdue", "--period", "2026-Q3", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(late["late"].as_array().unwrap().len(), 3, "{late}");
+
     let saved = d("aggregate.json");
     let table = run_ok(&report(
         &hq.addr,
@@ -212,13 +256,13 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier"
+        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms"
     );
     assert!(
-        lines.contains(&"total,volunteers,2,210,90,120,,,,"),
+        lines.contains(&"total,volunteers,2,210,90,120,,,,,,,"),
         "{csv}"
     );
-    assert!(lines.contains(&"ke,volunteers,1,90,90,90,,,,"), "{csv}");
+    assert!(lines.contains(&"ke,volunteers,1,90,90,90,,,,,,,"), "{csv}");
     assert!(
         lines
             .iter()

@@ -33,6 +33,10 @@ pub enum ReportCmd {
     /// Check a signed aggregate against this node's own log (run at a
     /// region or unit): exit status 1 if anything does not match.
     Verify(VerifyArgs),
+    /// Who is late with a period's report: overdue (nothing counted yet,
+    /// past the deadline) and late (first submitted after it), with the
+    /// reporting rates. The deadline is the schema's.
+    Overdue(OverdueArgs),
     /// Show the report schema in force, or publish one (at HQ).
     Schema(SchemaArgs),
 }
@@ -132,6 +136,21 @@ pub struct AggregateArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct OverdueArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    period: String,
+    /// Only this region or unit and what is below it (default: what the
+    /// node aggregates: HQ the federation, a region its units).
+    #[command(flatten)]
+    scope: PartArgs,
+    /// The whole federation, at any node.
+    #[arg(long, conflicts_with_all = ["region", "unit"])]
+    all: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct VerifyArgs {
     #[command(flatten)]
     conn: Conn,
@@ -147,7 +166,8 @@ pub struct SchemaArgs {
     #[command(flatten)]
     conn: Conn,
     /// Publish this schema (JSON or TOML, `metrics = [{name, description,
-    /// allow_negative}]`) as the federation's. HQ nodes only.
+    /// allow_negative}]`, and optionally `[due]` with `month_days` and
+    /// `quarter_days`) as the federation's. HQ nodes only.
     #[arg(long, value_name = "FILE")]
     publish: Option<PathBuf>,
 }
@@ -161,6 +181,7 @@ pub async fn run(cmd: ReportCmd) -> anyhow::Result<()> {
         ReportCmd::History(a) => history(a).await,
         ReportCmd::Aggregate(a) => aggregate(a).await,
         ReportCmd::Verify(a) => verify(a).await,
+        ReportCmd::Overdue(a) => overdue(a).await,
         ReportCmd::Schema(a) => schema(a).await,
     }
 }
@@ -325,6 +346,23 @@ async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn overdue(a: OverdueArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    let doc = client
+        .aggregate_reports(&a.period, 0, a.scope.part().as_ref(), a.all)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let agg = document::open(doc.as_bytes())
+        .map_err(|e| anyhow!("node sent {e}"))?
+        .aggregate;
+    if a.conn.json {
+        print_json(&render::overdue_json(&agg));
+    } else {
+        print!("{}", render::overdue(&agg));
+    }
+    Ok(())
+}
+
 async fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     let doc = std::fs::read(&a.document).with_context(|| format!("{}", a.document.display()))?;
     let mut client = a.conn.open()?;
@@ -396,6 +434,7 @@ async fn schema(a: SchemaArgs) -> anyhow::Result<()> {
         print_json(&json!({
             "published": published,
             "metrics": serde_json::to_value(&schema.metrics).expect("a schema serialises"),
+            "due": schema.due,
         }));
         return Ok(());
     }
@@ -413,5 +452,12 @@ async fn schema(a: SchemaArgs) -> anyhow::Result<()> {
         };
         println!("  {:<20} {}{sign}", m.name, m.description);
     }
+    let days =
+        |d: Option<u32>| d.map_or("no deadline".into(), |d| format!("{d} days after it ends"));
+    println!(
+        "due: a month's report {}, a quarter's {}",
+        days(schema.due.month_days),
+        days(schema.due.quarter_days)
+    );
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use fedsync::client::Revision;
 use fedsync::core::report::aggregate::{totals, Aggregate, MetricTotal, RegionCoverage};
+use fedsync::core::report::timeliness::{day, Pct, Rates, Timeliness};
 
 use super::By;
 use fedsync::node::status::age;
@@ -23,6 +24,97 @@ fn frontier(r: &RegionCoverage) -> String {
         .map(|h| format!("{}:{} {}", h.name, h.seq, h.hash.short()))
         .collect();
     heads.join(", ")
+}
+
+/// `on time`, `late 3d`, `overdue 2d`, `pending, due in 4d`: the entry
+/// against its deadline, as of the aggregate.
+pub fn deadline_cell(a: &Aggregate, r: &RegionCoverage) -> String {
+    let Some(t) = r.timeliness else {
+        return "-".into();
+    };
+    let by = |late: u64| age(late);
+    match (t, a.due_ms) {
+        (Timeliness::Late, Some(due)) => {
+            format!(
+                "late {}",
+                by(r.first_submitted_ms.unwrap_or(due).saturating_sub(due))
+            )
+        }
+        (Timeliness::Overdue, Some(due)) => {
+            format!("overdue {}", by(a.computed_ms.saturating_sub(due)))
+        }
+        (Timeliness::Pending, Some(due)) => {
+            format!("due in {}", by(due.saturating_sub(a.computed_ms)))
+        }
+        (t, _) => t.describe().into(),
+    }
+}
+
+fn pct(p: Option<Pct>) -> String {
+    p.map_or("-".into(), |p| p.to_string())
+}
+
+/// `4 of 5 received (80.0%), 4 on time (80.0%), 0 late, 0 overdue, 1 pending`.
+fn summary(t: &Rates) -> String {
+    format!(
+        "{} of {} received ({}), {} on time ({}), {} late, {} overdue, {} pending",
+        t.received,
+        t.expected,
+        pct(t.reporting_rate),
+        t.on_time,
+        pct(t.on_time_rate),
+        t.late,
+        t.overdue,
+        t.pending
+    )
+}
+
+/// The totals line of the reporting rates, and one line per region.
+fn rates(out: &mut String, a: &Aggregate, name_w: usize) {
+    let Some(rep) = &a.reporting else {
+        return;
+    };
+    let due = a
+        .due_ms
+        .map_or("no deadline set".into(), |d| format!("due {}", day(d)));
+    let t = &rep.total;
+    let _ = writeln!(out, "\nREPORTING ({due}): {}", summary(t));
+    if t.arrived_late > 0 {
+        let _ = writeln!(
+            out,
+            "{} reached {} only after the deadline",
+            t.arrived_late, a.computed_by
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<name_w$} {:>8} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>7}",
+        "REGION",
+        "EXPECTED",
+        "RECEIVED",
+        "ON TIME",
+        "LATE",
+        "OVERDUE",
+        "PENDING",
+        "RATE",
+        "ON-TIME"
+    );
+    for r in &rep.regions {
+        let t = &r.rates;
+        let _ = writeln!(
+            out,
+            "{:<name_w$} {:>8} {:>8} {:>7} {:>4} {:>7} {:>7} {:>7} {:>7}",
+            r.region,
+            t.expected,
+            t.received,
+            t.on_time,
+            t.late,
+            t.overdue,
+            t.pending,
+            pct(t.reporting_rate),
+            pct(t.on_time_rate)
+        );
+    }
 }
 
 fn coverage_cell(r: &RegionCoverage) -> String {
@@ -123,6 +215,7 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
         }
         out.push('\n');
     }
+    rates(&mut out, a, name_w);
     let _ = writeln!(
         out,
         "\nCOVERAGE (stale: no contact for over {})",
@@ -130,15 +223,16 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<name_w$} {:<26} {:<12} FRONTIER COUNTED (author:seq head)",
-        "REGION/UNIT", "REPORT", "CONTACT"
+        "{:<name_w$} {:<26} {:<14} {:<12} FRONTIER COUNTED (author:seq head)",
+        "REGION/UNIT", "REPORT", "DEADLINE", "CONTACT"
     );
     for r in &a.regions {
         let _ = writeln!(
             out,
-            "{:<name_w$} {:<26} {:<12} {}",
+            "{:<name_w$} {:<26} {:<14} {:<12} {}",
             r.label(),
             coverage_cell(r),
+            deadline_cell(a, r),
             ago(a.computed_ms, r.last_contact_ms),
             frontier(r)
         );
@@ -163,6 +257,90 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
     out
 }
 
+/// Who is late, for operators: each late or overdue entry with how late,
+/// its signed submission and when this node first held it.
+pub fn overdue(a: &Aggregate) -> String {
+    let mut out = String::new();
+    let Some(due) = a.due_ms else {
+        let _ = writeln!(out, "the schema sets no deadline for {} reports", a.period);
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "{} reports were due {}; as of {} at {}:",
+        a.period,
+        day(due),
+        day(a.computed_ms),
+        a.computed_by
+    );
+    let behind: Vec<&RegionCoverage> = (a.regions.iter())
+        .filter(|r| r.timeliness.is_some_and(Timeliness::is_behind))
+        .collect();
+    if behind.is_empty() {
+        let _ = writeln!(out, "nobody is late");
+    } else {
+        let w = behind
+            .iter()
+            .map(|r| r.label().len())
+            .max()
+            .unwrap_or(0)
+            .max(11);
+        let _ = writeln!(
+            out,
+            "{:<w$} {:<14} {:<22} HELD HERE SINCE",
+            "REGION/UNIT", "STATE", "SUBMITTED (SIGNED)"
+        );
+        let at = |t: Option<u64>| t.map_or("-".into(), day);
+        for r in behind {
+            let _ = writeln!(
+                out,
+                "{:<w$} {:<14} {:<22} {}",
+                r.label(),
+                deadline_cell(a, r),
+                at(r.first_submitted_ms),
+                at(r.first_held_ms)
+            );
+        }
+    }
+    if let Some(rep) = &a.reporting {
+        let _ = writeln!(out, "{}", summary(&rep.total));
+    }
+    out
+}
+
+/// [`overdue`] as JSON: the late and overdue entries, and the rates.
+pub fn overdue_json(a: &Aggregate) -> serde_json::Value {
+    let behind: Vec<serde_json::Value> = (a.regions.iter())
+        .filter(|r| r.timeliness.is_some_and(Timeliness::is_behind))
+        .map(|r| {
+            let late_by = a.due_ms.map(|due| {
+                let t = match r.timeliness {
+                    Some(Timeliness::Late) => r.first_submitted_ms.unwrap_or(due),
+                    _ => a.computed_ms,
+                };
+                t.saturating_sub(due)
+            });
+            serde_json::json!({
+                "region": r.region,
+                "unit": r.unit,
+                "timeliness": r.timeliness,
+                "late_by_ms": late_by,
+                "first_submitted_ms": r.first_submitted_ms,
+                "first_held_ms": r.first_held_ms,
+                "report": r.report,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "period": a.period,
+        "due_ms": a.due_ms,
+        "computed_by": a.computed_by,
+        "computed_ms": a.computed_ms,
+        "late": behind,
+        "reporting": a.reporting,
+    })
+}
+
 /// A verification's checks, one line each: `ok` or `FAIL`, and why.
 pub fn checks(checks: &[fedsync::rpc::pb::Check]) -> String {
     let mut out = String::new();
@@ -184,7 +362,7 @@ fn field(s: &str) -> String {
 fn figure_row(out: &mut String, scope: &str, t: &MetricTotal) {
     let _ = writeln!(
         out,
-        "{},{},{},{},{},{},,,,",
+        "{},{},{},{},{},{},,,,,,,",
         field(scope),
         field(&t.metric),
         t.count,
@@ -198,8 +376,9 @@ fn figure_row(out: &mut String, scope: &str, t: &MetricTotal) {
 /// region and unit, `region/unit`) and metric with `by`, then a coverage
 /// row per region and unit (metric empty).
 pub fn csv(a: &Aggregate, by: Option<By>) -> String {
-    let mut out =
-        String::from("scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier\n");
+    let mut out = String::from(
+        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms\n",
+    );
     for t in &a.totals {
         figure_row(&mut out, "total", t);
     }
@@ -214,14 +393,18 @@ pub fn csv(a: &Aggregate, by: Option<By>) -> String {
             .iter()
             .map(|h| format!("{}:{}:{}", h.author, h.seq, h.hash))
             .collect();
+        let ms = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},,,,,,{},{},{},{}",
+            "{},,,,,,{},{},{},{},{},{},{}",
             field(&r.label()),
             r.status(),
             r.stale,
-            r.last_contact_ms.map(|n| n.to_string()).unwrap_or_default(),
-            heads.join(" ")
+            ms(r.last_contact_ms),
+            heads.join(" "),
+            r.timeliness.map_or("", |t| t.describe()),
+            ms(r.first_submitted_ms),
+            ms(r.first_held_ms),
         );
     }
     out

@@ -17,6 +17,7 @@ use super::held::{Held, HoldOutcome};
 use super::hlc::HlcClock;
 use super::holds::{Holds, Scope};
 use super::ids::NodeId;
+use super::keyspace;
 use super::merge::{resolve, RecordRef};
 use super::roster::{AuthorityError, Roster};
 use super::signed_roster::SignedRoster;
@@ -471,6 +472,9 @@ impl<S: Store> Replica<S> {
                     }
                     None => out.report.conflicts += 1,
                 }
+                if keyspace::is_report(d.key()) {
+                    out.commit.arrivals.push((d.author(), d.seq()));
+                }
                 out.commit.deltas.push(d.clone());
                 out.report.applied.push(d);
             }
@@ -527,7 +531,10 @@ impl<'a> Outcome<'a> {
         Outcome {
             origin,
             now_ms,
-            commit: Commit::default(),
+            commit: Commit {
+                arrived_ms: now_ms,
+                ..Commit::default()
+            },
             report: IngestReport::default(),
             behind_gap: Vec::new(),
         }

@@ -12,14 +12,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::timeliness::{first_revision, Reporting, Timeliness};
 use super::{read, DeltaRef, Part, Period, Report, Schema};
 use crate::core::ids::{DeltaHash, NodeId};
 use crate::core::replica::Replica;
 use crate::core::roster::{Member, Roster};
 use crate::core::store::Store;
 
-/// The `format` of every aggregate this version writes.
-pub const FORMAT: &str = "fedsync.aggregate.v1";
+/// The `format` of every aggregate this version writes: v2 added
+/// deadlines and reporting rates.
+pub const FORMAT: &str = "fedsync.aggregate.v2";
+/// The format before deadlines: still read and verified, without them.
+pub const FORMAT_V1: &str = "fedsync.aggregate.v1";
 
 /// An aggregate: what the signed document carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +42,13 @@ pub struct Aggregate {
     pub scope: Option<String>,
     /// A region not heard from for longer than this is stale.
     pub stale_after_ms: u64,
+    /// When the period's reports were due, if the schema sets a deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_ms: Option<u64>,
+    /// Expected, received, on time, late and missing, in total and per
+    /// region (absent from v1 aggregates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reporting: Option<Reporting>,
     /// The schema's metrics, in its order: the ones totalled.
     pub metrics: Vec<String>,
     pub totals: Vec<MetricTotal>,
@@ -83,6 +94,19 @@ pub struct RegionCoverage {
     pub stale: bool,
     /// When this node last heard from one of the region's nodes directly.
     pub last_contact_ms: Option<u64>,
+    /// A counted report's first revision: its signed submission time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_submitted_ms: Option<u64>,
+    /// When the aggregating node first held a revision of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_held_ms: Option<u64>,
+    /// Against the deadline, by the signed time (v2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeliness: Option<Timeliness>,
+    /// Against the deadline, by when this node first held it: on time or
+    /// late, when both a deadline and that time are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived: Option<Timeliness>,
 }
 
 impl RegionCoverage {
@@ -214,6 +238,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
     }
     let mut out = Vec::with_capacity(parts.len());
     let mut warnings = Vec::new();
+    let due_ms = cx.period.due_ms(&cx.schema.due);
     for (slot, members) in parts {
         let (region, unit) = (slot.0.as_str(), slot.1.as_deref());
         let part = match unit {
@@ -247,11 +272,23 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             Some(r) if !r.deleted => replica.store().delta(&r.author, r.seq)?,
             _ => None,
         };
-        let (figures, invalid) = match delta.as_ref().map(|d| read(d, cx.schema)) {
+        let mut first = None;
+        let (figures, invalid) = match delta.as_ref().map(|d| (d, read(d, cx.schema))) {
             None => (None, None),
-            Some(Ok(r)) => (Some(Figures::of(r)), None),
-            Some(Err(e)) => (None, Some(e.to_string())),
+            Some((d, Ok(r))) => {
+                first = Some(first_revision(replica.store(), d, &r)?);
+                (Some(Figures::of(r)), None)
+            }
+            Some((_, Err(e))) => (None, Some(e.to_string())),
         };
+        if let Some(why) = first.as_ref().and_then(|f| f.broken.as_ref()) {
+            warnings.push(format!(
+                "{}: timeliness from the oldest revision held: {why}",
+                part.describe()
+            ));
+        }
+        let submitted = first.as_ref().map(|f| f.submitted_ms);
+        let held = first.as_ref().and_then(|f| f.held_ms);
         if let Some(f) = &figures {
             for name in f.values.keys().filter(|n| cx.schema.metric(n).is_none()) {
                 warnings.push(format!(
@@ -273,6 +310,11 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             invalid,
             stale,
             last_contact_ms: last_contact,
+            first_submitted_ms: submitted,
+            first_held_ms: held,
+            timeliness: Some(Timeliness::judge(submitted, due_ms, cx.now_ms)),
+            arrived: (held.zip(due_ms))
+                .map(|(h, d)| Timeliness::judge(Some(h), Some(d), cx.now_ms)),
         });
     }
     let metrics: Vec<String> = cx.schema.metrics.iter().map(|m| m.name.clone()).collect();
@@ -285,6 +327,8 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         roster_version: roster.version,
         scope: cx.scope.as_ref().map(Part::describe),
         stale_after_ms: cx.stale_after_ms,
+        due_ms,
+        reporting: Some(Reporting::of(&out)),
         totals: totals(&metrics, &out),
         metrics,
         regions: out,

@@ -18,7 +18,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::aggregate::{totals, Aggregate, Figures, RegionCoverage, FORMAT};
+use super::aggregate::{totals, Aggregate, Figures, RegionCoverage, FORMAT, FORMAT_V1};
+use super::timeliness;
 use super::{previous, read, Back, DeltaRef, Part, Period, ReportError, METRICS_MAX};
 use crate::core::delta::{Op, SignedDelta};
 use crate::core::ids::NodeId;
@@ -102,7 +103,7 @@ pub fn open(doc: &[u8]) -> Result<Opened, DocError> {
     .map_err(|_| DocError::BadSignature(env.signer.short()))?;
     let aggregate: Aggregate =
         serde_json::from_str(env.aggregate.get()).map_err(|e| bad(e.to_string()))?;
-    if aggregate.format != FORMAT {
+    if aggregate.format != FORMAT && aggregate.format != FORMAT_V1 {
         return Err(bad(format!("aggregate format {:?}", aggregate.format)));
     }
     if aggregate.metrics.len() > METRICS_MAX || aggregate.regions.len() > REGIONS_MAX {
@@ -244,6 +245,13 @@ pub fn check_opened<S: Store>(
     } else {
         v.fail("the totals are not the sums of the reports listed".into());
     }
+    match (agg.format.as_str(), timeliness::check_rates(agg)) {
+        (FORMAT_V1, _) => {
+            v.pass("a v1 aggregate, made before deadlines: it states no reporting rates".into())
+        }
+        (_, Ok(text)) => v.pass(text),
+        (_, Err(text)) => v.fail(text),
+    }
     if let Some(part) = part {
         match agg.regions.iter().find(|r| r.part() == *part) {
             Some(entry) => {
@@ -381,7 +389,15 @@ fn check_region<S: Store>(
             d.seq(),
             d.hash().short()
         )),
-        (Some(d), Some(_)) => compare_figures(replica, &d, entry, v),
+        (Some(d), Some(_)) => {
+            compare_figures(replica, &d, entry, v);
+            if agg.format != FORMAT_V1 && entry.figures.is_some() {
+                match timeliness::check_first(store, &d, entry)? {
+                    Ok(text) => v.pass(text),
+                    Err(text) => v.fail(text),
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -21,13 +21,14 @@
 pub mod aggregate;
 pub mod document;
 mod history;
-mod period;
+pub mod period;
 mod schema;
+pub mod timeliness;
 
 pub use history::{history, previous, Back};
 pub use period::Period;
 use schema::check_metric_name;
-pub use schema::{publish_schema, published, schema, MetricDef, Schema};
+pub use schema::{publish_schema, published, schema, Due, MetricDef, Schema, DUE_DAYS_MAX};
 
 use std::collections::BTreeMap;
 
@@ -131,13 +132,7 @@ impl Part {
 /// Keys only the report calls write: a plain put there would bypass the
 /// schema and the supersede chain.
 pub fn is_reserved(key: &str) -> bool {
-    if key.starts_with("hq/reports/") {
-        return true;
-    }
-    (key.strip_prefix("regions/")
-        .or_else(|| key.strip_prefix("units/")))
-    .and_then(|rest| rest.split_once('/'))
-    .is_some_and(|(_, tail)| tail.starts_with("reports/"))
+    key.starts_with("hq/reports/") || crate::core::keyspace::is_report(key)
 }
 
 /// A delta a report names: the revision it supersedes.

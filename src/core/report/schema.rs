@@ -29,11 +29,33 @@ pub struct MetricDef {
 #[serde(deny_unknown_fields)]
 pub struct Schema {
     pub metrics: Vec<MetricDef>,
+    /// When reports are due; a schema without it sets no deadline.
+    #[serde(default, skip_serializing_if = "Due::is_unset")]
+    pub due: Due,
+}
+
+/// Deadlines, in whole days after the period ends, per kind of period.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Due {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month_days: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarter_days: Option<u32>,
+}
+
+/// The longest deadline a schema may set.
+pub const DUE_DAYS_MAX: u32 = 366;
+
+impl Due {
+    fn is_unset(&self) -> bool {
+        *self == Due::default()
+    }
 }
 
 impl Schema {
     /// What applies until HQ publishes a schema: four counts, none
-    /// negative.
+    /// negative, due 15 days after a month and 30 after a quarter.
     pub fn default_set() -> Schema {
         let m = |name: &str, description: &str| MetricDef {
             name: name.into(),
@@ -47,6 +69,10 @@ impl Schema {
                 m("participants", "people who took part in events"),
                 m("hours", "volunteer hours, rounded to whole hours"),
             ],
+            due: Due {
+                month_days: Some(15),
+                quarter_days: Some(30),
+            },
         }
     }
 
@@ -66,6 +92,12 @@ impl Schema {
         let bad = |why: String| Err(ReportError::BadSchema(why));
         if self.metrics.is_empty() || self.metrics.len() > METRICS_MAX {
             return bad(format!("it needs 1 to {METRICS_MAX} metrics"));
+        }
+        let days = [self.due.month_days, self.due.quarter_days];
+        if days.into_iter().flatten().any(|d| d > DUE_DAYS_MAX) {
+            return bad(format!(
+                "a report may be due at most {DUE_DAYS_MAX} days after its period"
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.metrics {

@@ -42,7 +42,8 @@ pub(crate) enum ReportCmd {
     },
     /// A document whose signature the caller verified off this thread.
     Verify {
-        opened: document::Opened,
+        /// Boxed: an aggregate is large beside the other commands.
+        opened: Box<document::Opened>,
         /// `None`: this node's own part.
         part: Option<Part>,
         reply: Reply<document::Verdict>,

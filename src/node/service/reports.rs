@@ -176,7 +176,7 @@ pub(super) async fn verify(
         Ok(opened) => {
             svc.ask(|reply| {
                 Command::Report(ReportCmd::Verify {
-                    opened,
+                    opened: Box::new(opened),
                     part,
                     reply,
                 })

@@ -2,6 +2,7 @@
 //! chain, aggregation with coverage; `document.rs`: signed aggregates
 //! checked against a region's log.
 
+mod deadlines;
 mod document;
 
 use std::collections::BTreeMap;
