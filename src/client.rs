@@ -215,6 +215,15 @@ impl Client {
             metrics: sub.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             notes: sub.notes.clone(),
             unit: sub.unit.clone().unwrap_or_default(),
+            categories: (sub.categories.iter())
+                .flat_map(|(metric, figures)| {
+                    figures.iter().map(|(combo, &value)| pb::CategoryFigure {
+                        metric: metric.clone(),
+                        combo: combo.clone(),
+                        value,
+                    })
+                })
+                .collect(),
         };
         self.inner
             .submit_report(req)

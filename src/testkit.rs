@@ -141,6 +141,7 @@ pub fn roster<'a>(authors: impl IntoIterator<Item = &'a Author>) -> Roster {
 /// A report submission for `period` with `metrics`, no region or notes.
 pub fn submission(period: &str, metrics: &[(&str, i64)]) -> crate::core::report::Submission {
     crate::core::report::Submission {
+        categories: Default::default(),
         region: None,
         unit: None,
         period: period.into(),

@@ -77,7 +77,7 @@ proptest! {
                     unit: None,
                     period: "2026-Q3".into(),
                     metrics: metrics.clone(),
-                    notes: String::new(),
+                    ..Submission::default()
                 };
                 let result = submit(&mut at, &regions[i].key, &schema, &who, &sub, NOW + n as u64);
                 if metrics.is_empty() {

@@ -90,6 +90,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<()> {
             period: period.into(),
             metrics: METRICS.iter().map(|m| m.to_string()).zip(figures).collect(),
             notes: notes.into(),
+            ..Submission::default()
         };
         let r = client.submit_report(&sub).await.map_err(|e| anyhow!(e))?;
         println!(

@@ -256,13 +256,16 @@ fn reports_submitted_at_two_regions_aggregate_at_hq_and_verify_at_a_region() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms"
+        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms,rule,value,category"
     );
     assert!(
-        lines.contains(&"total,volunteers,2,210,90,120,,,,,,,"),
+        lines.contains(&"total,volunteers,2,210,90,120,,,,,,,,sum,210,"),
         "{csv}"
     );
-    assert!(lines.contains(&"ke,volunteers,1,90,90,90,,,,,,,"), "{csv}");
+    assert!(
+        lines.contains(&"ke,volunteers,1,90,90,90,,,,,,,,sum,90,"),
+        "{csv}"
+    );
     assert!(
         lines
             .iter()

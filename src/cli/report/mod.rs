@@ -62,6 +62,11 @@ pub struct SubmitArgs {
     /// A figure, `name=value` (repeatable), e.g. `--metric volunteers=120`.
     #[arg(long = "metric", value_name = "NAME=VALUE")]
     metrics: Vec<String>,
+    /// A figure of a breakdown, `name[combination]=value` (repeatable), e.g.
+    /// `--category 'volunteers[age=under_18,sex=female]=30'`. A metric given
+    /// only by category gets the total its rule makes.
+    #[arg(long = "category", value_name = "NAME[COMBO]=VALUE")]
+    categories: Vec<String>,
     /// Free text to go with the figures.
     #[arg(long)]
     notes: Option<String>,
@@ -245,10 +250,26 @@ fn submission(a: &SubmitArgs) -> anyhow::Result<Submission> {
             .map_err(|_| anyhow!("--metric {m:?}: {value:?} is not a whole number"))?;
         sub.metrics.insert(name.trim().to_owned(), value);
     }
+    for c in &a.categories {
+        let (name, combo, value) = category_flag(c)?;
+        sub.categories.entry(name).or_default().insert(combo, value);
+    }
     if sub.period.is_empty() {
         bail!("no period: give --period (e.g. 2026-09 or 2026-Q3) or a file with one");
     }
     Ok(sub)
+}
+
+/// `volunteers[age=under_18,sex=female]=30` as its three parts.
+fn category_flag(flag: &str) -> anyhow::Result<(String, String, i64)> {
+    let bad = || anyhow!("--category {flag:?}: expected NAME[COMBINATION]=VALUE");
+    let (name, rest) = flag.split_once('[').ok_or_else(bad)?;
+    let (combo, value) = rest.rsplit_once("]=").ok_or_else(bad)?;
+    let value: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("--category {flag:?}: {value:?} is not a whole number"))?;
+    Ok((name.trim().to_owned(), combo.trim().to_owned(), value))
 }
 
 async fn submit(a: SubmitArgs) -> anyhow::Result<()> {
@@ -433,6 +454,7 @@ async fn schema(a: SchemaArgs) -> anyhow::Result<()> {
     if a.conn.json {
         print_json(&json!({
             "published": published,
+            "version": schema.version,
             "metrics": serde_json::to_value(&schema.metrics).expect("a schema serialises"),
             "due": schema.due,
         }));
@@ -443,14 +465,24 @@ async fn schema(a: SchemaArgs) -> anyhow::Result<()> {
     } else {
         "the default set; HQ has published none"
     };
-    println!("report schema ({source}):");
+    println!("report schema version {} ({source}):", schema.version);
     for m in &schema.metrics {
         let sign = if m.allow_negative {
             " (may be negative)"
         } else {
             ""
         };
-        println!("  {:<20} {}{sign}", m.name, m.description);
+        let rule = match m.aggregate {
+            fedsync::core::report::Rule::Sum => String::new(),
+            r => format!(" [{}]", r.as_str()),
+        };
+        println!("  {:<20} {}{sign}{rule}", m.name, m.description);
+        for c in &m.categories {
+            println!("  {:<20}   by {}: {}", "", c.name, c.options.join(", "));
+        }
+        if !m.formerly.is_empty() {
+            println!("  {:<20}   formerly {}", "", m.formerly.join(", "));
+        }
     }
     let days =
         |d: Option<u32>| d.map_or("no deadline".into(), |d| format!("{d} days after it ends"));

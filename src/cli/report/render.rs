@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use fedsync::client::Revision;
-use fedsync::core::report::aggregate::{totals, Aggregate, MetricTotal, RegionCoverage};
+use fedsync::core::report::aggregate::{totals, Aggregate, Figure, MetricTotal, RegionCoverage};
 use fedsync::core::report::timeliness::{day, Pct, Rates, Timeliness};
 
 use super::By;
@@ -15,6 +15,42 @@ use crate::cli::trust::when;
 
 fn opt(v: Option<i64>) -> String {
     v.map_or("-".into(), |n| n.to_string())
+}
+
+/// The figure a metric's rule makes, `-` if none; a v1 aggregate's sum.
+fn value(t: &MetricTotal) -> String {
+    match (t.value, t.count) {
+        (Some(v), _) => v.to_string(),
+        (None, 0) => "-".into(),
+        (None, _) => t.sum.to_string(),
+    }
+}
+
+/// Each broken-down metric's figure per combination, by its rule.
+fn categories(out: &mut String, a: &Aggregate) {
+    let broken: Vec<&MetricTotal> = a
+        .totals
+        .iter()
+        .filter(|t| !t.categories.is_empty())
+        .collect();
+    if broken.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<20} {:<40} {:>14} {:>6}",
+        "METRIC", "CATEGORY", "VALUE", "COUNT"
+    );
+    for t in broken {
+        for c in &t.categories {
+            let v = c.value.map_or("-".into(), |v| v.to_string());
+            let _ = writeln!(
+                out,
+                "{:<20} {:<40} {v:>14} {:>6}",
+                t.metric, c.category, c.count
+            );
+        }
+    }
 }
 
 fn frontier(r: &RegionCoverage) -> String {
@@ -134,7 +170,7 @@ fn coverage_cell(r: &RegionCoverage) -> String {
 fn rows(a: &Aggregate, by: By) -> Vec<(String, Vec<MetricTotal>)> {
     match by {
         By::Unit => (a.regions.iter())
-            .map(|r| (r.label(), totals(&a.metrics, std::slice::from_ref(r))))
+            .map(|r| (r.label(), totals(a, std::slice::from_ref(r))))
             .collect(),
         By::Region => {
             let mut groups: Vec<(String, Vec<RegionCoverage>)> = Vec::new();
@@ -145,7 +181,7 @@ fn rows(a: &Aggregate, by: By) -> Vec<(String, Vec<MetricTotal>)> {
                 }
             }
             (groups.into_iter())
-                .map(|(name, g)| (name, totals(&a.metrics, &g)))
+                .map(|(name, g)| (name, totals(a, &g)))
                 .collect()
         }
     }
@@ -171,20 +207,23 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<20} {:>6} {:>14} {:>14} {:>14}",
-        "METRIC", "COUNT", "SUM", "MIN", "MAX"
+        "\n{:<20} {:<4} {:>14} {:>6} {:>14} {:>14} {:>14}",
+        "METRIC", "RULE", "VALUE", "COUNT", "SUM", "MIN", "MAX"
     );
     for t in &a.totals {
         let _ = writeln!(
             out,
-            "{:<20} {:>6} {:>14} {:>14} {:>14}",
+            "{:<20} {:<4} {:>14} {:>6} {:>14} {:>14} {:>14}",
             t.metric,
+            t.rule.as_str(),
+            value(t),
             t.count,
             t.sum,
             opt(t.min),
             opt(t.max)
         );
     }
+    categories(&mut out, a);
     let name_w = (a.regions.iter().map(|r| r.label().len()))
         .max()
         .unwrap_or(0)
@@ -204,14 +243,13 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
         for (name, t) in rows(a, by) {
             let _ = write!(out, "{name:<name_w$}");
             for (t, w) in t.iter().zip(&widths) {
-                let v = (t.count > 0).then_some(t.sum);
-                let _ = write!(out, " {:>w$}", opt(v));
+                let _ = write!(out, " {:>w$}", value(t));
             }
             out.push('\n');
         }
         let _ = write!(out, "{:<name_w$}", "TOTAL");
         for (t, w) in a.totals.iter().zip(&widths) {
-            let _ = write!(out, " {:>w$}", t.sum);
+            let _ = write!(out, " {:>w$}", value(t));
         }
         out.push('\n');
     }
@@ -360,16 +398,35 @@ fn field(s: &str) -> String {
 }
 
 fn figure_row(out: &mut String, scope: &str, t: &MetricTotal) {
+    let n = |v: Option<i64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let v = |v: Option<Figure>| v.map(|n| n.to_string()).unwrap_or_default();
     let _ = writeln!(
         out,
-        "{},{},{},{},{},{},,,,,,,",
+        "{},{},{},{},{},{},,,,,,,,{},{},",
         field(scope),
         field(&t.metric),
         t.count,
         t.sum,
-        t.min.map(|n| n.to_string()).unwrap_or_default(),
-        t.max.map(|n| n.to_string()).unwrap_or_default(),
+        n(t.min),
+        n(t.max),
+        t.rule.as_str(),
+        v(t.value),
     );
+    for c in &t.categories {
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},,,,,,,,{},{},{}",
+            field(scope),
+            field(&t.metric),
+            c.count,
+            c.sum,
+            n(c.min),
+            n(c.max),
+            t.rule.as_str(),
+            v(c.value),
+            field(&c.category),
+        );
+    }
 }
 
 /// One table: a row per metric in total (scope `total`), per region (or
@@ -377,7 +434,7 @@ fn figure_row(out: &mut String, scope: &str, t: &MetricTotal) {
 /// row per region and unit (metric empty).
 pub fn csv(a: &Aggregate, by: Option<By>) -> String {
     let mut out = String::from(
-        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms\n",
+        "scope,metric,count,sum,min,max,status,stale,last_contact_ms,frontier,timeliness,first_submitted_ms,first_held_ms,rule,value,category\n",
     );
     for t in &a.totals {
         figure_row(&mut out, "total", t);
@@ -396,7 +453,7 @@ pub fn csv(a: &Aggregate, by: Option<By>) -> String {
         let ms = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},,,,,,{},{},{},{},{},{},{}",
+            "{},,,,,,{},{},{},{},{},{},{},,,",
             field(&r.label()),
             r.status(),
             r.stale,
@@ -430,6 +487,11 @@ pub fn history(revs: &[Revision]) -> String {
                     when(rep.submitted_ms),
                     figures.join(" ")
                 );
+                for (metric, figures) in &rep.categories {
+                    let f: Vec<String> =
+                        figures.iter().map(|(c, v)| format!("[{c}]={v}")).collect();
+                    let _ = writeln!(out, "    {metric} by category: {}", f.join(" "));
+                }
                 if !rep.notes.is_empty() {
                     let _ = writeln!(out, "    notes: {}", rep.notes);
                 }

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::rules::{totals, CategoryTotal, Figure, MetricTotal};
 use super::timeliness::{first_revision, Reporting, Timeliness};
-use super::{read, DeltaRef, Part, Period, Report, Schema};
+use super::{read, Categories, DeltaRef, Part, Period, Report, Rule, Schema};
 use crate::core::ids::{DeltaHash, NodeId};
 use crate::core::replica::Replica;
 use crate::core::roster::{Member, Roster};
@@ -51,6 +52,15 @@ pub struct Aggregate {
     pub reporting: Option<Reporting>,
     /// The schema's metrics, in its order: the ones totalled.
     pub metrics: Vec<String>,
+    /// The schema version in force here (0: the default set).
+    #[serde(default)]
+    pub schema_version: u32,
+    /// Each metric's rule where it is not `sum`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rules: BTreeMap<String, Rule>,
+    /// Former metric names, each counted as the metric it is now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renamed: BTreeMap<String, String>,
     pub totals: Vec<MetricTotal>,
     /// Every region in the roster (in scope), by name, each followed by
     /// its units, by name.
@@ -58,17 +68,6 @@ pub struct Aggregate {
     /// What was left out of the totals, and why.
     #[serde(default)]
     pub warnings: Vec<String>,
-}
-
-/// Count, sum, min and max of one metric over the reports that carry it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricTotal {
-    pub metric: String,
-    pub count: u64,
-    pub sum: i64,
-    pub min: Option<i64>,
-    pub max: Option<i64>,
 }
 
 /// One region's or unit's part: what was counted, and from which point of
@@ -151,7 +150,13 @@ pub struct Figures {
     pub revision: u32,
     pub submitted_by: String,
     pub submitted_ms: u64,
+    /// As the report names them: a former name stays as it was signed.
     pub values: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: Categories,
+    /// The schema version the report was submitted under.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub notes: String,
 }
@@ -163,6 +168,8 @@ impl Figures {
             submitted_by: r.submitted_by,
             submitted_ms: r.submitted_ms,
             values: r.metrics,
+            categories: r.categories,
+            schema_version: r.schema_version,
             notes: r.notes,
         }
     }
@@ -239,6 +246,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
     let mut out = Vec::with_capacity(parts.len());
     let mut warnings = Vec::new();
     let due_ms = cx.period.due_ms(&cx.schema.due);
+    let renamed = cx.schema.renames();
     for (slot, members) in parts {
         let (region, unit) = (slot.0.as_str(), slot.1.as_deref());
         let part = match unit {
@@ -290,10 +298,14 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         let submitted = first.as_ref().map(|f| f.submitted_ms);
         let held = first.as_ref().and_then(|f| f.held_ms);
         if let Some(f) = &figures {
-            for name in f.values.keys().filter(|n| cx.schema.metric(n).is_none()) {
+            let unknown = (f.values.keys())
+                .filter(|n| cx.schema.metric(n).is_none() && !renamed.contains_key(*n));
+            for name in unknown {
                 warnings.push(format!(
-                    "{}: metric {name} is not in the schema; not in the totals",
-                    part.describe()
+                    "{}: metric {name} (schema v{}) is not in schema v{}; not in the totals",
+                    part.describe(),
+                    f.schema_version,
+                    cx.schema.version
                 ));
             }
         }
@@ -318,7 +330,20 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         });
     }
     let metrics: Vec<String> = cx.schema.metrics.iter().map(|m| m.name.clone()).collect();
-    Ok(Aggregate {
+    for (part, f) in out
+        .iter()
+        .filter_map(|e| Some((e.part(), e.figures.as_ref()?)))
+    {
+        for (old, new) in f.values.keys().filter_map(|k| Some((k, renamed.get(k)?))) {
+            warnings.push(format!(
+                "{}: metric {old}, as reported under schema v{}, counted as {new} (renamed by v{})",
+                part.describe(),
+                f.schema_version,
+                cx.schema.version
+            ));
+        }
+    }
+    let mut agg = Aggregate {
         format: FORMAT.into(),
         period: cx.period.to_string(),
         computed_by: cx.my_name.to_owned(),
@@ -329,38 +354,21 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         stale_after_ms: cx.stale_after_ms,
         due_ms,
         reporting: Some(Reporting::of(&out)),
-        totals: totals(&metrics, &out),
+        totals: Vec::new(),
         metrics,
+        schema_version: cx.schema.version,
+        rules: (cx.schema.metrics.iter())
+            .filter(|m| m.aggregate != Rule::Sum)
+            .map(|m| (m.name.clone(), m.aggregate))
+            .collect(),
+        renamed,
         regions: out,
         warnings,
-    })
+    };
+    agg.totals = totals(&agg, &agg.regions);
+    Ok(agg)
 }
 
-/// Each metric's count, sum, min and max over the regions' readable
-/// reports. Values are bounded by [`super::VALUE_MAX`], so a sum over any
-/// roster fits in i64; saturating is only a guard against a bad document.
-pub fn totals(metrics: &[String], regions: &[RegionCoverage]) -> Vec<MetricTotal> {
-    metrics
-        .iter()
-        .map(|metric| {
-            // Only a report counts: figures beside "missing" are not.
-            let values = (regions.iter())
-                .filter(|r| r.report.is_some())
-                .filter_map(|r| r.figures.as_ref()?.values.get(metric).copied());
-            let mut t = MetricTotal {
-                metric: metric.clone(),
-                count: 0,
-                sum: 0,
-                min: None,
-                max: None,
-            };
-            for v in values {
-                t.count += 1;
-                t.sum = t.sum.saturating_add(v);
-                t.min = Some(t.min.map_or(v, |m| m.min(v)));
-                t.max = Some(t.max.map_or(v, |m| m.max(v)));
-            }
-            t
-        })
-        .collect()
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }

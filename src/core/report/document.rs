@@ -237,7 +237,7 @@ pub fn check_opened<S: Store>(
         v.fail(why);
         return Ok(v);
     }
-    if totals(&agg.metrics, &agg.regions) == agg.totals {
+    if totals(agg, &agg.regions) == agg.totals {
         let counted = agg.regions.iter().filter(|r| r.figures.is_some()).count();
         v.pass(format!(
             "the totals are the sums of the {counted} reports listed"

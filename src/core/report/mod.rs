@@ -22,13 +22,17 @@ pub mod aggregate;
 pub mod document;
 mod history;
 pub mod period;
+pub mod rules;
 mod schema;
 pub mod timeliness;
 
 pub use history::{history, previous, Back};
 pub use period::Period;
 use schema::check_metric_name;
-pub use schema::{publish_schema, published, schema, Due, MetricDef, Schema, DUE_DAYS_MAX};
+pub use schema::{
+    publish_schema, published, schema, CategoryDef, Due, MetricDef, Rule, Schema, COMBOS_MAX,
+    DUE_DAYS_MAX,
+};
 
 use std::collections::BTreeMap;
 
@@ -82,6 +86,21 @@ pub enum ReportError {
     BadSchema(String),
     #[error("unreadable report: {0}")]
     BadReport(String),
+    #[error("metric {metric} has no categories in the schema")]
+    NoCategories { metric: String },
+    #[error("{metric} has no category {combo:?}; its categories are: {known}")]
+    UnknownCategory {
+        metric: String,
+        combo: String,
+        known: String,
+    },
+    #[error("{metric} is stated as {stated}, but the {rule} of its categories is {derived}")]
+    TotalDisagrees {
+        metric: String,
+        stated: i64,
+        rule: &'static str,
+        derived: i64,
+    },
 }
 
 /// The record key of `region`'s report for `period`.
@@ -129,6 +148,57 @@ impl Part {
     }
 }
 
+/// Per metric, its figures by combination of category options.
+pub type Categories = BTreeMap<String, BTreeMap<String, i64>>;
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// A combination's spelling, in bytes: three categories of 40-byte names
+/// and options fit.
+const COMBO_MAX: usize = 250;
+
+/// The figure `rule` makes of a metric's categories, if it makes one.
+fn derive(rule: Rule, figures: &BTreeMap<String, i64>) -> Option<i64> {
+    let v = figures.values().copied();
+    match rule {
+        // Figures are bounded, so a sum of 64 fits in i64.
+        Rule::Sum => Some(v.fold(0i64, i64::saturating_add)),
+        Rule::Min => v.min(),
+        Rule::Max => v.max(),
+        Rule::Avg | Rule::Last => None,
+    }
+}
+
+/// Each categorised metric's total against its categories, by its rule:
+/// what a submission must state, and what a patched node may not sign.
+fn check_totals(
+    metrics: &BTreeMap<String, i64>,
+    categories: &Categories,
+    schema: &Schema,
+) -> Result<(), ReportError> {
+    for (name, figures) in categories {
+        // A metric this schema does not define has no rule to hold it to,
+        // and is not totalled here either.
+        let Some(rule) = schema.resolve(name).map(|m| m.aggregate) else {
+            continue;
+        };
+        let (Some(derived), Some(&stated)) = (derive(rule, figures), metrics.get(name)) else {
+            continue;
+        };
+        if stated != derived {
+            return Err(ReportError::TotalDisagrees {
+                metric: name.clone(),
+                stated,
+                rule: rule.as_str(),
+                derived,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Keys only the report calls write: a plain put there would bypass the
 /// schema and the supersede chain.
 pub fn is_reserved(key: &str) -> bool {
@@ -169,6 +239,13 @@ pub struct Report {
     /// more than the revision it supersedes.
     pub revision: u32,
     pub metrics: BTreeMap<String, i64>,
+    /// Figures by category, per metric that has a breakdown: combination
+    /// (`age=under_18,sex=female`) to figure. Its total is in `metrics`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: Categories,
+    /// The schema version it was submitted under (0: the default set).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub notes: String,
     /// The operator (roster name) whose call submitted it.
@@ -217,6 +294,25 @@ impl Report {
             check_metric_name(name).map_err(bad)?;
             check_magnitude(name, value)?;
         }
+        if r.categories.len() > METRICS_MAX {
+            return Err(bad(format!(
+                "categories for more than {METRICS_MAX} metrics"
+            )));
+        }
+        for (name, figures) in &r.categories {
+            check_metric_name(name).map_err(bad)?;
+            if !r.metrics.contains_key(name) {
+                return Err(bad(format!("{name} has categories but no total")));
+            }
+            if figures.len() > COMBOS_MAX || figures.keys().any(|c| c.len() > COMBO_MAX) {
+                return Err(bad(format!(
+                    "{name} has more than {COMBOS_MAX} categories, or one too long"
+                )));
+            }
+            for &value in figures.values() {
+                check_magnitude(name, value)?;
+            }
+        }
         if r.notes.len() > NOTES_MAX {
             return Err(ReportError::NotesTooLong(r.notes.len()));
         }
@@ -234,14 +330,16 @@ pub fn read(delta: &SignedDelta, schema: &Schema) -> Result<Report, ReportError>
     if r.metrics.is_empty() {
         return Err(ReportError::NoMetrics);
     }
-    for (name, &value) in &r.metrics {
-        if value < 0 && schema.metric(name).is_some_and(|m| !m.allow_negative) {
+    let category_figures = (r.categories.iter()).flat_map(|(n, f)| f.values().map(move |v| (n, v)));
+    for (name, &value) in r.metrics.iter().chain(category_figures) {
+        if value < 0 && schema.resolve(name).is_some_and(|m| !m.allow_negative) {
             return Err(ReportError::Negative {
                 metric: name.clone(),
                 value,
             });
         }
     }
+    check_totals(&r.metrics, &r.categories, schema)?;
     Ok(r)
 }
 
@@ -266,7 +364,13 @@ pub struct Submission {
     #[serde(default)]
     pub unit: Option<String>,
     pub period: String,
+    /// Totals. A metric given by category may leave its total out: it is
+    /// then the categories' sum (or minimum, or maximum, by its rule).
+    #[serde(default)]
     pub metrics: BTreeMap<String, i64>,
+    /// Figures by category: metric, then combination, as in [`Report`].
+    #[serde(default)]
+    pub categories: Categories,
     #[serde(default)]
     pub notes: String,
 }
@@ -294,12 +398,13 @@ impl<'a> Submitter<'a> {
 }
 
 /// Checks a submission against the schema and the submitter: `Ok` is the
-/// key the report goes to.
+/// key the report goes to, and its totals, with those the categories
+/// imply filled in.
 pub fn validate(
     sub: &Submission,
     schema: &Schema,
     who: &Submitter<'_>,
-) -> Result<String, ReportError> {
+) -> Result<(String, BTreeMap<String, i64>), ReportError> {
     let part =
         (who.part.as_ref()).ok_or_else(|| ReportError::NotARegion(who.node_name.to_owned()))?;
     if let Some(asked) = sub.region.as_deref().filter(|a| Some(*a) != who.region) {
@@ -319,28 +424,56 @@ pub fn validate(
         });
     }
     let period: Period = sub.period.parse()?;
-    if sub.metrics.is_empty() {
+    if sub.metrics.is_empty() && sub.categories.is_empty() {
         return Err(ReportError::NoMetrics);
     }
-    for (name, &value) in &sub.metrics {
-        let def = schema
+    let def = |name: &str| {
+        schema
             .metric(name)
             .ok_or_else(|| ReportError::UnknownMetric {
                 name: name.chars().take(60).collect(),
                 known: schema.names(),
-            })?;
+            })
+    };
+    let figure = |name: &str, value: i64, def: &MetricDef| {
         if value < 0 && !def.allow_negative {
             return Err(ReportError::Negative {
-                metric: name.clone(),
+                metric: name.to_owned(),
                 value,
             });
         }
-        check_magnitude(name, value)?;
+        check_magnitude(name, value)
+    };
+    for (name, &value) in &sub.metrics {
+        figure(name, value, def(name)?)?;
     }
+    let mut metrics = sub.metrics.clone();
+    for (name, figures) in &sub.categories {
+        let d = def(name)?;
+        if d.categories.is_empty() {
+            return Err(ReportError::NoCategories {
+                metric: name.clone(),
+            });
+        }
+        for (combo, &value) in figures {
+            if !d.is_combo(combo) {
+                return Err(ReportError::UnknownCategory {
+                    metric: name.clone(),
+                    combo: combo.chars().take(COMBO_MAX).collect(),
+                    known: d.combos().join(" "),
+                });
+            }
+            figure(name, value, d)?;
+        }
+        if let Some(total) = derive(d.aggregate, figures) {
+            metrics.entry(name.clone()).or_insert(total);
+        }
+    }
+    check_totals(&metrics, &sub.categories, schema)?;
     if sub.notes.len() > NOTES_MAX {
         return Err(ReportError::NotesTooLong(sub.notes.len()));
     }
-    Ok(part.key(period))
+    Ok((part.key(period), metrics))
 }
 
 /// Why a submission was not stored.
@@ -363,7 +496,7 @@ pub fn submit<S: Store>(
     sub: &Submission,
     now_ms: u64,
 ) -> Result<(SignedDelta, Report), SubmitError<S::Error>> {
-    let key = validate(sub, schema, who)?;
+    let (key, metrics) = validate(sub, schema, who)?;
     let current = replica.get(&key).map_err(WriteError::Store)?;
     // The chain continues from whatever the key holds now; a current value
     // that is not a readable report is still superseded, by reference.
@@ -380,7 +513,12 @@ pub fn submit<S: Store>(
         },
         period: period.to_string(),
         revision,
-        metrics: sub.metrics.clone(),
+        metrics,
+        categories: (sub.categories.iter())
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect(),
+        schema_version: schema.version,
         notes: sub.notes.clone(),
         submitted_by: who.operator.chars().take(NAME_MAX).collect(),
         submitted_ms: now_ms,

@@ -4,7 +4,7 @@
 use tonic::{Response, Status};
 
 use super::{status, write_reply, ClientService};
-use crate::core::report::{document, Part, Period, Schema, Submission};
+use crate::core::report::{self, document, Part, Period, Schema, Submission};
 use crate::node::actor::{Command, ReportCmd, Scope};
 use crate::node::ApiError;
 use crate::rpc::pb;
@@ -47,6 +47,26 @@ fn part(region: String, unit: String) -> Result<Option<Part>, Status> {
     }
 }
 
+/// The breakdown as the core takes it: bounded before it is built, and
+/// each figure given once.
+fn categories(figures: Vec<pb::CategoryFigure>) -> Result<report::Categories, Status> {
+    if figures.len() > report::METRICS_MAX * report::COMBOS_MAX {
+        return Err(bad("more category figures than any schema defines"));
+    }
+    let mut out = report::Categories::new();
+    for f in figures {
+        let metric = out.entry(f.metric.clone()).or_default();
+        if metric.insert(f.combo.clone(), f.value).is_some() {
+            return Err(bad(format!(
+                "{} {:?} is given twice",
+                f.metric.chars().take(40).collect::<String>(),
+                f.combo.chars().take(250).collect::<String>()
+            )));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) async fn submit(
     svc: &ClientService,
     r: pb::SubmitReportRequest,
@@ -57,6 +77,7 @@ pub(super) async fn submit(
         unit: named(r.unit)?,
         period: r.period,
         metrics: r.metrics.into_iter().collect(),
+        categories: categories(r.categories)?,
         notes: r.notes,
     };
     let (delta, report) = svc

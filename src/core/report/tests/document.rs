@@ -58,7 +58,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .unwrap()
         .values
         .insert("events".into(), 4);
-    forged.totals = crate::core::report::aggregate::totals(&forged.metrics, &forged.regions);
+    forged.totals = crate::core::report::aggregate::totals(&forged, &forged.regions);
     let v = check(
         &at_fr,
         sign(&forged, &hq.key).as_bytes(),
@@ -93,7 +93,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .find(|r| r.region == "fr")
         .unwrap();
     (entry.report, entry.figures, entry.missing) = (None, None, true);
-    dropped.totals = crate::core::report::aggregate::totals(&dropped.metrics, &dropped.regions);
+    dropped.totals = crate::core::report::aggregate::totals(&dropped, &dropped.regions);
     let v = check(
         &at_fr,
         sign(&dropped, &hq.key).as_bytes(),
@@ -146,7 +146,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .unwrap()
         .clone();
     twice.regions.push(fr_entry);
-    twice.totals = crate::core::report::aggregate::totals(&twice.metrics, &twice.regions);
+    twice.totals = crate::core::report::aggregate::totals(&twice, &twice.regions);
     let v = check(
         &at_fr,
         sign(&twice, &hq.key).as_bytes(),
@@ -171,7 +171,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .figures
         .clone();
     assert_eq!(
-        crate::core::report::aggregate::totals(&ghost.metrics, &ghost.regions),
+        crate::core::report::aggregate::totals(&ghost, &ghost.regions),
         agg.totals
     );
     let v = check(
@@ -195,7 +195,7 @@ fn signed_aggregates_verify_against_the_regions_log() {
         .find(|r| r.region == "fr")
         .unwrap();
     (entry.frontier, entry.report, entry.figures, entry.missing) = (vec![], None, None, true);
-    hidden.totals = crate::core::report::aggregate::totals(&hidden.metrics, &hidden.regions);
+    hidden.totals = crate::core::report::aggregate::totals(&hidden, &hidden.regions);
     let v = check(
         &at_fr,
         sign(&hidden, &hq.key).as_bytes(),

@@ -4,10 +4,11 @@
 
 mod deadlines;
 mod document;
+mod rules;
 
 use std::collections::BTreeMap;
 
-use super::aggregate::{compute, Aggregate, Context};
+use super::aggregate::{self, compute, Aggregate, Context, MetricTotal, RegionCoverage};
 use super::*;
 use crate::core::store::MemStore;
 use crate::core::Limits;
