@@ -246,6 +246,7 @@ fn main() {
             stale_after_ms: 86_400_000,
             last_contact: &|_| Some(NOW),
             scope: None,
+            approved_only: false,
         };
         let t = Instant::now();
         let agg = compute(&hq.replica, &cx).unwrap();

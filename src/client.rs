@@ -308,6 +308,7 @@ impl Client {
         stale_after_secs: u64,
         scope: Option<&Part>,
         all: bool,
+        approved_only: bool,
     ) -> Result<String, String> {
         let (region, unit) = names(scope);
         let req = pb::AggregateRequest {
@@ -316,6 +317,7 @@ impl Client {
             region,
             unit,
             all,
+            approved_only,
         };
         let r = self
             .inner
@@ -324,6 +326,30 @@ impl Client {
             .map_err(err)?
             .into_inner();
         String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
+    }
+
+    /// Approves `part`'s current report for `period` (or withdraws the
+    /// approval); `revision`, when given, must be the current one.
+    pub async fn approve_report(
+        &mut self,
+        part: &Part,
+        period: &str,
+        withdraw: bool,
+        revision: Option<u32>,
+    ) -> Result<pb::ApproveReportReply, String> {
+        let (region, unit) = names(Some(part));
+        let req = pb::ApproveReportRequest {
+            period: period.to_owned(),
+            region,
+            unit,
+            withdraw,
+            revision: revision.unwrap_or(0),
+        };
+        self.inner
+            .approve_report(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(err)
     }
 
     /// Has the node check a signed aggregate against its log (`part`

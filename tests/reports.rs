@@ -142,6 +142,7 @@ fn aggregate_at(at: &Replica<MemStore>, me: &Author, schema: &Schema) -> Aggrega
         stale_after_ms: 1_000,
         last_contact: &|_| Some(NOW),
         scope: None,
+        approved_only: false,
     };
     compute(at, &cx).unwrap()
 }
@@ -161,7 +162,7 @@ async fn aggregate_until(hq: &mut Client, what: &str, ok: impl Fn(&Aggregate) ->
     let deadline = Instant::now() + SYNC_TIMEOUT;
     loop {
         let doc = hq
-            .aggregate_reports("2026-09", 0, None, false)
+            .aggregate_reports("2026-09", 0, None, false, false)
             .await
             .unwrap();
         let agg = document::open(doc.as_bytes()).unwrap().aggregate;

@@ -98,6 +98,7 @@ fn aggregate(at: &Replica<MemStore>, me: &Author, scope: Option<Part>) -> Aggreg
         stale_after_ms: 1_000,
         last_contact: &|_| Some(NOW),
         scope,
+        approved_only: false,
     };
     compute(at, &cx).unwrap()
 }

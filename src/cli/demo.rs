@@ -177,7 +177,7 @@ async fn aggregate_and_verify(
     ] {
         let flag = if by == By::Unit { "unit" } else { "region" };
         println!("\n{who}'s aggregate (`fedsync report aggregate --period {period} --by {flag}`):");
-        let doc = (client.aggregate_reports(period, 0, None, false))
+        let doc = (client.aggregate_reports(period, 0, None, false, false))
             .await
             .map_err(|e| anyhow!(e))?;
         let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!(e))?;

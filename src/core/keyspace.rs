@@ -11,9 +11,17 @@ pub fn is_report(key: &str) -> bool {
         .is_some_and(|(owner, tail)| !owner.is_empty() && tail.starts_with("reports/"))
 }
 
+/// `regions/<r>/approvals/…`: a region's approvals of its units' reports
+/// (HQ's are under `hq/approvals/`).
+pub fn is_approval(key: &str) -> bool {
+    (key.strip_prefix("regions/"))
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(owner, tail)| !owner.is_empty() && tail.starts_with("approvals/"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_report;
+    use super::{is_approval, is_report};
 
     #[test]
     fn report_keys_are_the_regions_and_units_report_spaces() {
@@ -24,5 +32,7 @@ mod tests {
         assert!(!is_report("regions//reports/x"));
         assert!(!is_report("hq/reports/schema"));
         assert!(!is_report("hq/approvals/x"));
+        assert!(is_approval("regions/fr/approvals/2026-09/units/a"));
+        assert!(!is_approval("units/a/approvals/2026-09"));
     }
 }

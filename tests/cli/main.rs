@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+mod cycle;
 #[path = "../common/flood.rs"]
 #[allow(dead_code)]
 mod flood;

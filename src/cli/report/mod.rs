@@ -2,6 +2,7 @@
 //! the schema, a signed aggregate with coverage (HQ's of everything, a
 //! region's of its units), and verify an aggregate at a region or unit.
 
+mod export;
 pub(crate) mod render;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,16 @@ pub enum ReportCmd {
     /// Check a signed aggregate against this node's own log (run at a
     /// region or unit): exit status 1 if anything does not match.
     Verify(VerifyArgs),
+    /// Approve a report for the level above: at a region's node, one of
+    /// its units' (`--unit`); at HQ, a region's (`--region`). The approval
+    /// names the exact report delta and locks it: a new submission is
+    /// refused until the approval is withdrawn (`--withdraw`).
+    Approve(ApproveArgs),
+    /// Write a period's aggregate as tidy rows for analytics engines: one
+    /// row per figure counted (period, region, unit, metric, category,
+    /// value, and the report's author, seq and hash). Parquet, CSV or
+    /// JSON lines; DuckDB, pandas and Spark load the file as it is.
+    Export(ExportArgs),
     /// Who is late with a period's report: overdue (nothing counted yet,
     /// past the deadline) and late (first submitted after it), with the
     /// reporting rates. The deadline is the schema's.
@@ -127,6 +138,10 @@ pub struct AggregateArgs {
     /// Cover the whole federation, at any node.
     #[arg(long, conflicts_with_all = ["region", "unit"])]
     all: bool,
+    /// Count only reports approved by the level above (a unit's by its
+    /// region, a region's by HQ); each entry states its approval.
+    #[arg(long)]
+    approved: bool,
     /// CSV: one row per metric in total (and per region or unit with
     /// `--by`), then one coverage row per region and unit.
     #[arg(long, conflicts_with = "json")]
@@ -138,6 +153,47 @@ pub struct AggregateArgs {
     /// `reports.stale_after_secs`).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     stale_after: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    period: String,
+    #[arg(long, value_enum, default_value = "parquet")]
+    format: export::Format,
+    /// The file to write (replaced whole once complete).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Only this region or unit and what is below it.
+    #[command(flatten)]
+    scope: PartArgs,
+    /// The whole federation, at any node.
+    #[arg(long, conflicts_with_all = ["region", "unit"])]
+    all: bool,
+    /// Only reports approved by the level above.
+    #[arg(long)]
+    approved: bool,
+    /// Also save the signed aggregate the rows come from here.
+    #[arg(long, value_name = "FILE")]
+    document: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[arg(long)]
+    period: String,
+    #[command(flatten)]
+    part: PartArgs,
+    /// The revision you checked: refused if the current one is another.
+    #[arg(long)]
+    revision: Option<u32>,
+    /// Withdraw the approval, so that the report may be submitted again.
+    #[arg(long)]
+    withdraw: bool,
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +243,8 @@ pub async fn run(cmd: ReportCmd) -> anyhow::Result<()> {
         ReportCmd::Aggregate(a) => aggregate(a).await,
         ReportCmd::Verify(a) => verify(a).await,
         ReportCmd::Overdue(a) => overdue(a).await,
+        ReportCmd::Approve(a) => approve(a).await,
+        ReportCmd::Export(a) => export(a).await,
         ReportCmd::Schema(a) => schema(a).await,
     }
 }
@@ -346,6 +404,7 @@ async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
             a.stale_after.unwrap_or(0),
             a.scope.part().as_ref(),
             a.all,
+            a.approved,
         )
         .await
         .map_err(|e| anyhow!(e))?;
@@ -367,10 +426,87 @@ async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn export(a: ExportArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    let doc = client
+        .aggregate_reports(&a.period, 0, a.scope.part().as_ref(), a.all, a.approved)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let agg = document::open(doc.as_bytes())
+        .map_err(|e| anyhow!("node sent {e}"))?
+        .aggregate;
+    let rows = fedsync::core::report::tidy::rows(&agg);
+    export::write(&rows, a.format, &a.out)?;
+    if let Some(path) = &a.document {
+        std::fs::write(path, &doc).with_context(|| format!("{}", path.display()))?;
+    }
+    if a.conn.json {
+        print_json(&json!({
+            "file": a.out,
+            "rows": rows.len(),
+            "period": agg.period,
+            "computed_by": agg.computed_by,
+            "approved_only": agg.approved_only,
+        }));
+    } else {
+        println!(
+            "wrote {} rows of {}'s signed aggregate for {} to {}",
+            rows.len(),
+            agg.computed_by,
+            agg.period,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+async fn approve(a: ApproveArgs) -> anyhow::Result<()> {
+    let part = (a.part.part()).ok_or_else(|| anyhow!("give --region or --unit"))?;
+    let mut client = a.conn.open()?;
+    let r = client
+        .approve_report(&part, &a.period, a.withdraw, a.revision)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    let w = r.write.unwrap_or_default();
+    let rep = r.report.unwrap_or_default();
+    if a.conn.json {
+        print_json(&json!({
+            "key": r.key,
+            "approved": r.approved,
+            "seq": w.seq,
+            "hash": hex::encode(&w.hash),
+            "report": {
+                "author": hex::encode(&rep.author),
+                "seq": rep.seq,
+                "hash": hex::encode(&rep.hash),
+                "revision": r.revision,
+            },
+        }));
+        return Ok(());
+    }
+    let hash = hex::encode(&rep.hash);
+    let what = if r.approved {
+        "approved"
+    } else {
+        "withdrew the approval of"
+    };
+    println!(
+        "{what} {}'s report for {} revision {} (seq {}, hash {}), as {} seq {}",
+        part.describe(),
+        a.period,
+        r.revision,
+        rep.seq,
+        hash.get(..16).unwrap_or(&hash),
+        r.key,
+        w.seq
+    );
+    Ok(())
+}
+
 async fn overdue(a: OverdueArgs) -> anyhow::Result<()> {
     let mut client = a.conn.open()?;
     let doc = client
-        .aggregate_reports(&a.period, 0, a.scope.part().as_ref(), a.all)
+        .aggregate_reports(&a.period, 0, a.scope.part().as_ref(), a.all, false)
         .await
         .map_err(|e| anyhow!(e))?;
     let agg = document::open(doc.as_bytes())

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use fedsync::client::Revision;
 use fedsync::core::report::aggregate::{totals, Aggregate, Figure, MetricTotal, RegionCoverage};
+use fedsync::core::report::approval::State;
 use fedsync::core::report::timeliness::{day, Pct, Rates, Timeliness};
 
 use super::By;
@@ -158,10 +159,17 @@ fn coverage_cell(r: &RegionCoverage) -> String {
         ("included", Some(f)) => format!("included rev {}", f.revision),
         (s, _) => s.to_uppercase(),
     };
+    let approval = match r.approval.as_ref().map(|n| n.state) {
+        Some(State::Approved) => ", approved".to_owned(),
+        Some(State::LockBroken) => ", LOCK BROKEN".to_owned(),
+        Some(State::Withdrawn) => ", withdrawn".to_owned(),
+        Some(State::Refused) => ", FORGED APPROVAL".to_owned(),
+        None => String::new(),
+    };
     if r.stale {
-        format!("{status}, STALE")
+        format!("{status}{approval}, STALE")
     } else {
-        status
+        format!("{status}{approval}")
     }
 }
 
@@ -205,6 +213,12 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
         when(a.computed_ms),
         a.roster_version
     );
+    if a.approved_only {
+        let _ = writeln!(
+            out,
+            "approved reports only: each approved by the level above"
+        );
+    }
     let _ = writeln!(
         out,
         "\n{:<20} {:<4} {:>14} {:>6} {:>14} {:>14} {:>14}",
@@ -261,13 +275,13 @@ pub fn table(a: &Aggregate, by: Option<By>) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<name_w$} {:<26} {:<14} {:<12} FRONTIER COUNTED (author:seq head)",
+        "{:<name_w$} {:<34} {:<14} {:<12} FRONTIER COUNTED (author:seq head)",
         "REGION/UNIT", "REPORT", "DEADLINE", "CONTACT"
     );
     for r in &a.regions {
         let _ = writeln!(
             out,
-            "{:<name_w$} {:<26} {:<14} {:<12} {}",
+            "{:<name_w$} {:<34} {:<14} {:<12} {}",
             r.label(),
             coverage_cell(r),
             deadline_cell(a, r),

@@ -10,170 +10,18 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-pub use super::rules::{totals, CategoryTotal, Figure, MetricTotal};
+use super::approval::{self, Blocked};
+pub use super::coverage::{
+    Aggregate, CategoryTotal, CoveredHead, Figure, Figures, MetricTotal, RegionCoverage, FORMAT,
+    FORMAT_V1,
+};
+pub use super::rules::totals;
 use super::timeliness::{first_revision, Reporting, Timeliness};
-use super::{read, Categories, DeltaRef, Part, Period, Report, Rule, Schema};
-use crate::core::ids::{DeltaHash, NodeId};
+use super::{read, DeltaRef, Part, Period, Rule, Schema};
+use crate::core::ids::NodeId;
 use crate::core::replica::Replica;
 use crate::core::roster::{Member, Roster};
 use crate::core::store::Store;
-
-/// The `format` of every aggregate this version writes: v2 added
-/// deadlines and reporting rates.
-pub const FORMAT: &str = "fedsync.aggregate.v2";
-/// The format before deadlines: still read and verified, without them.
-pub const FORMAT_V1: &str = "fedsync.aggregate.v1";
-
-/// An aggregate: what the signed document carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Aggregate {
-    pub format: String,
-    pub period: String,
-    /// The node that computed (and signs) it.
-    pub computed_by: String,
-    pub computed_by_id: NodeId,
-    pub computed_ms: u64,
-    pub roster_version: u64,
-    /// What it covers when not the whole federation: `region r` or
-    /// `unit u`, with everything below it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    /// A region not heard from for longer than this is stale.
-    pub stale_after_ms: u64,
-    /// When the period's reports were due, if the schema sets a deadline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due_ms: Option<u64>,
-    /// Expected, received, on time, late and missing, in total and per
-    /// region (absent from v1 aggregates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reporting: Option<Reporting>,
-    /// The schema's metrics, in its order: the ones totalled.
-    pub metrics: Vec<String>,
-    /// The schema version in force here (0: the default set).
-    #[serde(default)]
-    pub schema_version: u32,
-    /// Each metric's rule where it is not `sum`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rules: BTreeMap<String, Rule>,
-    /// Former metric names, each counted as the metric it is now.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub renamed: BTreeMap<String, String>,
-    pub totals: Vec<MetricTotal>,
-    /// Every region in the roster (in scope), by name, each followed by
-    /// its units, by name.
-    pub regions: Vec<RegionCoverage>,
-    /// What was left out of the totals, and why.
-    #[serde(default)]
-    pub warnings: Vec<String>,
-}
-
-/// One region's or unit's part: what was counted, and from which point of
-/// its log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegionCoverage {
-    /// The region, or for a unit the region the roster in force puts it in.
-    pub region: String,
-    /// A unit's entry: the unit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    /// The region's authors as this node held them: the totals include
-    /// their logs up to these heads and nothing after.
-    pub frontier: Vec<CoveredHead>,
-    /// No report for the period up to that point.
-    pub missing: bool,
-    /// The report's delta, when there is one.
-    pub report: Option<DeltaRef>,
-    /// Its figures, when it could be read; else why not (`invalid`).
-    pub figures: Option<Figures>,
-    pub invalid: Option<String>,
-    pub stale: bool,
-    /// When this node last heard from one of the region's nodes directly.
-    pub last_contact_ms: Option<u64>,
-    /// A counted report's first revision: its signed submission time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_submitted_ms: Option<u64>,
-    /// When the aggregating node first held a revision of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_held_ms: Option<u64>,
-    /// Against the deadline, by the signed time (v2 on).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeliness: Option<Timeliness>,
-    /// Against the deadline, by when this node first held it: on time or
-    /// late, when both a deadline and that time are known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub arrived: Option<Timeliness>,
-}
-
-impl RegionCoverage {
-    pub fn part(&self) -> Part {
-        match &self.unit {
-            Some(u) => Part::Unit(u.clone()),
-            None => Part::Region(self.region.clone()),
-        }
-    }
-
-    /// `fr`, `ru-altai/aleysk`: the entry's name in tables.
-    pub fn label(&self) -> String {
-        match &self.unit {
-            Some(u) => format!("{}/{u}", self.region),
-            None => self.region.clone(),
-        }
-    }
-
-    /// `included`, `missing` or `invalid`.
-    pub fn status(&self) -> &'static str {
-        match (&self.report, &self.figures) {
-            (None, _) => "missing",
-            (Some(_), Some(_)) => "included",
-            (Some(_), None) => "invalid",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CoveredHead {
-    pub author: NodeId,
-    pub name: String,
-    pub seq: u64,
-    pub hash: DeltaHash,
-}
-
-/// The counted report's contents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Figures {
-    pub revision: u32,
-    pub submitted_by: String,
-    pub submitted_ms: u64,
-    /// As the report names them: a former name stays as it was signed.
-    pub values: BTreeMap<String, i64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub categories: Categories,
-    /// The schema version the report was submitted under.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub schema_version: u32,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub notes: String,
-}
-
-impl Figures {
-    pub fn of(r: Report) -> Figures {
-        Figures {
-            revision: r.revision,
-            submitted_by: r.submitted_by,
-            submitted_ms: r.submitted_ms,
-            values: r.metrics,
-            categories: r.categories,
-            schema_version: r.schema_version,
-            notes: r.notes,
-        }
-    }
-}
 
 /// What the aggregating node knows besides its store.
 pub struct Context<'a> {
@@ -188,6 +36,8 @@ pub struct Context<'a> {
     pub last_contact: &'a dyn Fn(&str) -> Option<u64>,
     /// `None`: the whole federation; else a part and everything below it.
     pub scope: Option<Part>,
+    /// Count only reports approved by the level above.
+    pub approved_only: bool,
 }
 
 /// Where an entry sits: its region, and its unit if it is a unit's.
@@ -281,7 +131,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             _ => None,
         };
         let mut first = None;
-        let (figures, invalid) = match delta.as_ref().map(|d| (d, read(d, cx.schema))) {
+        let (mut figures, mut invalid) = match delta.as_ref().map(|d| (d, read(d, cx.schema))) {
             None => (None, None),
             Some((d, Ok(r))) => {
                 first = Some(first_revision(replica.store(), d, &r)?);
@@ -289,6 +139,29 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             }
             Some((_, Err(e))) => (None, Some(e.to_string())),
         };
+        let readable = delta
+            .as_ref()
+            .filter(|_| figures.is_some())
+            .map(DeltaRef::of);
+        let (approval, blocked) = approval::review(
+            replica,
+            &part,
+            cx.period,
+            readable.as_ref(),
+            cx.approved_only,
+        )?;
+        let mut unapproved = false;
+        match blocked {
+            Some(Blocked::Locked(why)) => (figures, invalid) = (None, Some(why)),
+            Some(Blocked::Unapproved) => (figures, unapproved) = (None, true),
+            None => {}
+        }
+        if let Some(why) = approval.as_ref().and_then(|n| n.why.as_ref()) {
+            warnings.push(format!(
+                "{}: the record at its approval key is not an approval: {why}",
+                part.describe()
+            ));
+        }
         if let Some(why) = first.as_ref().and_then(|f| f.broken.as_ref()) {
             warnings.push(format!(
                 "{}: timeliness from the oldest revision held: {why}",
@@ -327,6 +200,8 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
             timeliness: Some(Timeliness::judge(submitted, due_ms, cx.now_ms)),
             arrived: (held.zip(due_ms))
                 .map(|(h, d)| Timeliness::judge(Some(h), Some(d), cx.now_ms)),
+            approval,
+            unapproved,
         });
     }
     let metrics: Vec<String> = cx.schema.metrics.iter().map(|m| m.name.clone()).collect();
@@ -350,6 +225,7 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
         computed_by_id: cx.me,
         computed_ms: cx.now_ms,
         roster_version: roster.version,
+        approved_only: cx.approved_only,
         scope: cx.scope.as_ref().map(Part::describe),
         stale_after_ms: cx.stale_after_ms,
         due_ms,
@@ -367,8 +243,4 @@ pub fn compute<S: Store>(replica: &Replica<S>, cx: &Context<'_>) -> Result<Aggre
     };
     agg.totals = totals(&agg, &agg.regions);
     Ok(agg)
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
 }

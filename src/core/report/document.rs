@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::aggregate::{totals, Aggregate, Figures, RegionCoverage, FORMAT, FORMAT_V1};
-use super::timeliness;
+use super::{approval, timeliness};
 use super::{previous, read, Back, DeltaRef, Part, Period, ReportError, METRICS_MAX};
 use crate::core::delta::{Op, SignedDelta};
 use crate::core::ids::NodeId;
@@ -245,6 +245,11 @@ pub fn check_opened<S: Store>(
     } else {
         v.fail("the totals are not the sums of the reports listed".into());
     }
+    match approval::check_entries(agg) {
+        Ok(Some(text)) => v.pass(text),
+        Ok(None) => {}
+        Err(text) => v.fail(text),
+    }
     match (agg.format.as_str(), timeliness::check_rates(agg)) {
         (FORMAT_V1, _) => {
             v.pass("a v1 aggregate, made before deadlines: it states no reporting rates".into())
@@ -306,7 +311,11 @@ fn well_formed(agg: &Aggregate) -> Result<(), String> {
         }
         let consistent = match &r.report {
             None => r.missing && r.figures.is_none() && r.invalid.is_none(),
-            Some(_) => !r.missing && (r.figures.is_some() != r.invalid.is_some()),
+            Some(_) => {
+                let why_not = [r.invalid.is_some(), r.unapproved];
+                !r.missing
+                    && why_not.iter().filter(|w| **w).count() == usize::from(r.figures.is_none())
+            }
         };
         if !consistent {
             return Err(format!(
@@ -390,8 +399,17 @@ fn check_region<S: Store>(
             d.hash().short()
         )),
         (Some(d), Some(_)) => {
-            compare_figures(replica, &d, entry, v);
-            if agg.format != FORMAT_V1 && entry.figures.is_some() {
+            if let (Some(note), Ok(p)) = (&entry.approval, agg.period.parse()) {
+                match approval::check_note(replica, &entry.part(), p, note)? {
+                    Ok(text) => v.pass(text),
+                    Err(text) => v.fail(text),
+                }
+            }
+            match approval::held_out(agg, entry, &DeltaRef::of(&d)) {
+                Some(text) => v.pass(text),
+                None => compare_figures(replica, &d, entry, v),
+            }
+            if agg.format != FORMAT_V1 && entry.first_submitted_ms.is_some() {
                 match timeliness::check_first(store, &d, entry)? {
                     Ok(text) => v.pass(text),
                     Err(text) => v.fail(text),

@@ -19,11 +19,14 @@
 //! strictly, bounded, and a bad report is reported, never a panic.
 
 pub mod aggregate;
+pub mod approval;
+mod coverage;
 pub mod document;
 mod history;
 pub mod period;
 pub mod rules;
 mod schema;
+pub mod tidy;
 pub mod timeliness;
 
 pub use history::{history, previous, Back};
@@ -86,6 +89,15 @@ pub enum ReportError {
     BadSchema(String),
     #[error("unreadable report: {0}")]
     BadReport(String),
+    #[error("{0}")]
+    NotApprover(String),
+    #[error("{part}'s report for {period} is locked: {approver} approved revision {revision}; it must withdraw its approval before a new submission")]
+    Locked {
+        part: String,
+        period: String,
+        approver: String,
+        revision: u32,
+    },
     #[error("metric {metric} has no categories in the schema")]
     NoCategories { metric: String },
     #[error("{metric} has no category {combo:?}; its categories are: {known}")]
@@ -202,7 +214,10 @@ fn check_totals(
 /// Keys only the report calls write: a plain put there would bypass the
 /// schema and the supersede chain.
 pub fn is_reserved(key: &str) -> bool {
-    key.starts_with("hq/reports/") || crate::core::keyspace::is_report(key)
+    key.starts_with("hq/reports/")
+        || key.starts_with("hq/approvals/")
+        || crate::core::keyspace::is_report(key)
+        || crate::core::keyspace::is_approval(key)
 }
 
 /// A delta a report names: the revision it supersedes.
@@ -497,6 +512,19 @@ pub fn submit<S: Store>(
     now_ms: u64,
 ) -> Result<(SignedDelta, Report), SubmitError<S::Error>> {
     let (key, metrics) = validate(sub, schema, who)?;
+    let period: Period = sub.period.parse()?;
+    if let Some(part) = &who.part {
+        let standing = approval::standing(replica, part, period).map_err(WriteError::Store)?;
+        if let approval::Standing::Approved { approval, .. } = standing {
+            return Err(ReportError::Locked {
+                part: part.describe(),
+                period: period.to_string(),
+                approver: approval.approver,
+                revision: approval.value.map_or(0, |a| a.revision),
+            }
+            .into());
+        }
+    }
     let current = replica.get(&key).map_err(WriteError::Store)?;
     // The chain continues from whatever the key holds now; a current value
     // that is not a readable report is still superseded, by reference.
@@ -504,7 +532,6 @@ pub fn submit<S: Store>(
         .as_ref()
         .and_then(|d| Report::decode(d).ok())
         .map_or(1, |r| r.revision.saturating_add(1));
-    let period: Period = sub.period.parse()?;
     let report = Report {
         region: who.region.unwrap_or_default().to_owned(),
         unit: match &who.part {

@@ -6,111 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
-use super::aggregate::{Aggregate, RegionCoverage};
+use super::coverage::{
+    Aggregate, CategoryTotal, Figure, Figures, MetricTotal, RegionCoverage, FORMAT_V1,
+};
 use super::Rule;
-
-/// A metric over the reports that carry it: count, sum, min and max, and
-/// the figure its rule makes of them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricTotal {
-    pub metric: String,
-    #[serde(default, skip_serializing_if = "is_sum")]
-    pub rule: Rule,
-    pub count: u64,
-    pub sum: i64,
-    pub min: Option<i64>,
-    pub max: Option<i64>,
-    /// The figure the rule makes (absent from v1 aggregates).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<Figure>,
-    /// For `last`: whose report the figure is (region or region/unit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_from: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub categories: Vec<CategoryTotal>,
-}
-
-/// One combination of a breakdown, over the reports that give it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CategoryTotal {
-    pub category: String,
-    pub count: u64,
-    pub sum: i64,
-    pub min: Option<i64>,
-    pub max: Option<i64>,
-    pub value: Option<Figure>,
-}
-
-fn is_sum(r: &Rule) -> bool {
-    *r == Rule::Sum
-}
-
-/// A figure: a whole number, or a mean kept in thousandths so that the
-/// document and its recomputation compare exactly. JSON has it as `42`
-/// or `3.5`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Figure {
-    Whole(i64),
-    Thousandths(i64),
-}
-
-impl Figure {
-    /// `sum / count`, rounded to the nearest thousandth.
-    fn mean(sum: i64, count: u64) -> Option<Figure> {
-        let (sum, count) = (i128::from(sum) * 1000, i128::from(count));
-        (count > 0).then(|| {
-            let half = if sum < 0 { -count / 2 } else { count / 2 };
-            Figure::Thousandths(((sum + half) / count) as i64)
-        })
-    }
-}
-
-impl std::fmt::Display for Figure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Figure::Whole(n) => write!(f, "{n}"),
-            Figure::Thousandths(t) => {
-                let sign = if t < 0 { "-" } else { "" };
-                let t = t.unsigned_abs();
-                let frac = format!("{:03}", t % 1000);
-                write!(
-                    f,
-                    "{sign}{}.{}",
-                    t / 1000,
-                    frac.trim_end_matches('0').max("0")
-                )
-            }
-        }
-    }
-}
-
-impl Serialize for Figure {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match *self {
-            Figure::Whole(n) => s.serialize_i64(n),
-            Figure::Thousandths(t) => s.serialize_f64(t as f64 / 1000.0),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Figure {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Figure, D::Error> {
-        let n = serde_json::Number::deserialize(d)?;
-        if let Some(i) = n.as_i64() {
-            return Ok(Figure::Whole(i));
-        }
-        match n.as_f64() {
-            Some(v) if v.is_finite() && v.abs() < 1e15 => {
-                Ok(Figure::Thousandths((v * 1000.0).round() as i64))
-            }
-            _ => Err(serde::de::Error::custom(format!("{n} is not a figure"))),
-        }
-    }
-}
 
 /// Count, sum, min and max of a run of figures. Figures are bounded by
 /// [`super::VALUE_MAX`], so a sum over any roster fits in i64; saturating
@@ -148,13 +47,13 @@ impl Acc {
 /// subset of them), by the metric's rule, with former names counted as
 /// the metric they became.
 pub fn totals(agg: &Aggregate, entries: &[RegionCoverage]) -> Vec<MetricTotal> {
-    let v1 = agg.format == super::aggregate::FORMAT_V1;
+    let v1 = agg.format == FORMAT_V1;
     // Only a report counts: figures beside "missing" are not.
-    let counted: Vec<(&RegionCoverage, &super::aggregate::Figures)> = (entries.iter())
+    let counted: Vec<(&RegionCoverage, &Figures)> = (entries.iter())
         .filter(|e| e.report.is_some())
         .filter_map(|e| Some((e, e.figures.as_ref()?)))
         .collect();
-    let named = |f: &super::aggregate::Figures, metric: &str| -> Option<String> {
+    let named = |f: &Figures, metric: &str| -> Option<String> {
         f.values
             .keys()
             .find(|k| *k == metric || agg.renamed.get(*k).is_some_and(|n| n == metric))

@@ -11,9 +11,8 @@
 //! The first revision counts, so a correction after the deadline does not
 //! make an on-time report late; the revision counted is shown beside it.
 
-use serde::{Deserialize, Serialize};
-
-use super::aggregate::{Aggregate, RegionCoverage};
+use super::coverage::{Aggregate, RegionCoverage};
+pub use super::coverage::{Pct, Rates, RegionRates, Reporting, Timeliness};
 use super::period::civil;
 use super::{previous, Back, Report};
 use crate::core::delta::SignedDelta;
@@ -21,56 +20,6 @@ use crate::core::store::Store;
 
 /// Revisions followed back to the first before giving up.
 const CHAIN_MAX: usize = 10_000;
-
-/// How a part's report stands against the deadline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Timeliness {
-    /// Submitted (its first revision) by the deadline.
-    OnTime,
-    /// Submitted after it.
-    Late,
-    /// Counted, and no deadline applies.
-    Received,
-    /// None counted yet, and not due yet.
-    Pending,
-    /// None counted, and the deadline has passed.
-    Overdue,
-    /// None counted, and no deadline applies.
-    Missing,
-}
-
-impl Timeliness {
-    /// Judges a part: `counted`, the first revision's time if its report is
-    /// counted; `due`, the deadline if one applies; `now`, the aggregate's.
-    pub fn judge(counted: Option<u64>, due: Option<u64>, now: u64) -> Timeliness {
-        match (counted, due) {
-            (Some(t), Some(due)) if t <= due => Timeliness::OnTime,
-            (Some(_), Some(_)) => Timeliness::Late,
-            (Some(_), None) => Timeliness::Received,
-            (None, Some(due)) if now <= due => Timeliness::Pending,
-            (None, Some(_)) => Timeliness::Overdue,
-            (None, None) => Timeliness::Missing,
-        }
-    }
-
-    /// `on time`, `overdue`: as tables print it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Timeliness::OnTime => "on time",
-            Timeliness::Late => "late",
-            Timeliness::Received => "received",
-            Timeliness::Pending => "pending",
-            Timeliness::Overdue => "overdue",
-            Timeliness::Missing => "missing",
-        }
-    }
-
-    /// Late or overdue: what `report overdue` lists.
-    pub fn is_behind(self) -> bool {
-        matches!(self, Timeliness::Late | Timeliness::Overdue)
-    }
-}
 
 /// A report's first revision, found by walking its supersede chain back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,63 +72,6 @@ pub fn first_revision<S: Store>(
     Ok(first)
 }
 
-/// Reporting rates over the entries of an aggregate.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rates {
-    /// Every region and unit in scope.
-    pub expected: u64,
-    /// Reports counted (on time, late, or with no deadline).
-    pub received: u64,
-    /// Submitted by the deadline.
-    pub on_time: u64,
-    pub late: u64,
-    /// Held by the aggregating node only after the deadline, whatever
-    /// their signed time says.
-    pub arrived_late: u64,
-    pub pending: u64,
-    pub overdue: u64,
-    /// Reports held that could not be counted.
-    pub invalid: u64,
-    /// Received over expected, in percent; absent when none is expected.
-    pub reporting_rate: Option<Pct>,
-    /// On time over expected, as DHIS2 states it.
-    pub on_time_rate: Option<Pct>,
-}
-
-/// A percentage to one decimal, kept in tenths so that the document and
-/// its recomputation compare exactly; it reads and writes as `87.5`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Pct(pub u16);
-
-impl Pct {
-    pub fn of(n: u64, of: u64) -> Option<Pct> {
-        (of > 0).then(|| Pct(((n.min(of) * 1000 + of / 2) / of) as u16))
-    }
-}
-
-impl std::fmt::Display for Pct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}%", self.0 / 10, self.0 % 10)
-    }
-}
-
-impl Serialize for Pct {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(f64::from(self.0) / 10.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Pct {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pct, D::Error> {
-        let v = f64::deserialize(d)?;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(serde::de::Error::custom(format!("{v} is not a percentage")));
-        }
-        Ok(Pct((v * 10.0).round() as u16))
-    }
-}
-
 impl Rates {
     fn add(&mut self, e: &RegionCoverage) {
         self.expected += 1;
@@ -194,28 +86,13 @@ impl Rates {
         self.overdue += u64::from(t == Timeliness::Overdue);
         self.arrived_late += u64::from(e.arrived == Some(Timeliness::Late));
         self.invalid += u64::from(e.status() == "invalid");
+        self.approved += u64::from(e.figures.is_some() && e.is_approved());
     }
 
     fn finish(&mut self) {
         self.reporting_rate = Pct::of(self.received, self.expected);
         self.on_time_rate = Pct::of(self.on_time, self.expected);
     }
-}
-
-/// Rates in total and per region (a region's own report with its units').
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reporting {
-    pub total: Rates,
-    pub regions: Vec<RegionRates>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegionRates {
-    pub region: String,
-    #[serde(flatten)]
-    pub rates: Rates,
 }
 
 impl Reporting {
@@ -245,7 +122,8 @@ impl Reporting {
 /// What an entry's timeliness must be, from its own fields: the check a
 /// verifier runs on every entry. `Err` says what contradicts.
 pub fn recheck(e: &RegionCoverage, due: Option<u64>, now: u64) -> Result<(), String> {
-    let counted = e.figures.as_ref().and(e.first_submitted_ms);
+    // Received is readable: counted, or held out only for its approval.
+    let counted = e.first_submitted_ms;
     if e.figures.is_some() && e.first_submitted_ms.is_none() {
         return Err(format!("{}: counted, with no submission time", e.label()));
     }
@@ -258,9 +136,7 @@ pub fn recheck(e: &RegionCoverage, due: Option<u64>, now: u64) -> Result<(), Str
             want.describe()
         ));
     }
-    let arrived = e
-        .figures
-        .as_ref()
+    let arrived = (e.first_submitted_ms)
         .and(e.first_held_ms)
         .zip(due)
         .map(|(held, due)| Timeliness::judge(Some(held), Some(due), now));

@@ -4,7 +4,9 @@
 //! this node's log. The rules are in `core::report`; this wires them to
 //! the replica, the peers' last contact and the node's key.
 
-use crate::core::report::{self, aggregate, document, Part, Period, Report, Schema, Submission};
+use crate::core::report::{
+    self, aggregate, approval, document, Part, Period, Report, Schema, Submission,
+};
 use crate::core::SignedDelta;
 use crate::node::ApiError;
 
@@ -38,7 +40,17 @@ pub(crate) enum ReportCmd {
         /// `None`: the node's configured age.
         stale_after_ms: Option<u64>,
         scope: Scope,
+        approved_only: bool,
         reply: Reply<String>,
+    },
+    /// Approve a part's current report, or withdraw the approval.
+    Approve {
+        part: Part,
+        period: Period,
+        approved: bool,
+        expect: Option<u32>,
+        operator: String,
+        reply: Reply<(SignedDelta, approval::Approval)>,
     },
     /// A document whose signature the caller verified off this thread.
     Verify {
@@ -48,6 +60,15 @@ pub(crate) enum ReportCmd {
         part: Option<Part>,
         reply: Reply<document::Verdict>,
     },
+}
+
+/// An aggregate asked for, once its scope is resolved.
+struct Ask {
+    period: Period,
+    /// `None`: the node's configured age.
+    stale_after_ms: Option<u64>,
+    scope: Option<Part>,
+    approved_only: bool,
 }
 
 /// What an aggregate covers.
@@ -64,9 +85,9 @@ impl From<report::SubmitError<crate::store::StoreError>> for ApiError {
     fn from(e: report::SubmitError<crate::store::StoreError>) -> Self {
         use report::ReportError as R;
         match e {
-            report::SubmitError::Report(e @ (R::NotARegion(_) | R::NotHq(_))) => {
-                ApiError::NotAllowed(e.to_string())
-            }
+            report::SubmitError::Report(
+                e @ (R::NotARegion(_) | R::NotHq(_) | R::NotApprover(_) | R::Locked { .. }),
+            ) => ApiError::NotAllowed(e.to_string()),
             report::SubmitError::Report(e) => ApiError::BadRequest(e.to_string()),
             report::SubmitError::Write(w) => w.into(),
         }
@@ -126,6 +147,7 @@ impl Actor {
                 period,
                 stale_after_ms,
                 scope,
+                approved_only,
                 reply,
             } => {
                 let scope = match scope {
@@ -133,7 +155,30 @@ impl Actor {
                     Scope::All => None,
                     Scope::Part(p) => Some(p),
                 };
-                let _ = reply.send(self.aggregate(period, stale_after_ms, scope));
+                let ask = Ask {
+                    period,
+                    stale_after_ms,
+                    scope,
+                    approved_only,
+                };
+                let _ = reply.send(self.aggregate(ask));
+            }
+            ReportCmd::Approve {
+                part,
+                period,
+                approved,
+                expect,
+                operator,
+                reply,
+            } => {
+                let ask = approval::Ask {
+                    part: &part,
+                    period,
+                    approved,
+                    expect,
+                    operator: &operator,
+                };
+                let _ = reply.send(self.approve(&ask));
             }
             ReportCmd::Verify {
                 opened,
@@ -188,12 +233,25 @@ impl Actor {
         Part::of(self.replica.roster().member(&crate::core::NodeId(me))?)
     }
 
-    fn aggregate(
-        &self,
-        period: Period,
-        stale_after_ms: Option<u64>,
-        scope: Option<Part>,
-    ) -> Result<String, ApiError> {
+    fn approve(
+        &mut self,
+        ask: &approval::Ask<'_>,
+    ) -> Result<(SignedDelta, approval::Approval), ApiError> {
+        self.write_guard()?;
+        let now = self.wiring.clock.now_ms();
+        let result = approval::approve(&mut self.replica, &self.wiring.signer, ask, now)
+            .map_err(ApiError::from);
+        self.after_write(result.as_ref().map(|(d, _)| d));
+        result
+    }
+
+    fn aggregate(&self, ask: Ask) -> Result<String, ApiError> {
+        let Ask {
+            period,
+            stale_after_ms,
+            scope,
+            approved_only,
+        } = ask;
         let schema = self.schema()?;
         let now = self.wiring.clock.now_ms();
         // A peer with a link open now is in contact now, even if the link
@@ -213,6 +271,7 @@ impl Actor {
             stale_after_ms: stale_after_ms.unwrap_or(self.wiring.report_stale_after_ms),
             last_contact: &last_contact,
             scope,
+            approved_only,
         };
         let agg = aggregate::compute(&self.replica, &cx)?;
         Ok(document::sign(&agg, &self.wiring.signer))

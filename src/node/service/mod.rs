@@ -478,4 +478,12 @@ impl pb::client_server::Client for ClientService {
         let _permit = self.operator(&req)?;
         reports::verify(self, req.into_inner()).await
     }
+
+    async fn approve_report(
+        &self,
+        req: Request<pb::ApproveReportRequest>,
+    ) -> Result<Response<pb::ApproveReportReply>, Status> {
+        let (_permit, operator) = self.operator_named(&req)?;
+        reports::approve(self, req.into_inner(), operator).await
+    }
 }

@@ -173,12 +173,47 @@ pub(super) async fn aggregate(
                 period,
                 stale_after_ms,
                 scope,
+                approved_only: r.approved_only,
                 reply,
             })
         })
         .await?;
     Ok(Response::new(pb::AggregateReply {
         document: document.into_bytes(),
+    }))
+}
+
+pub(super) async fn approve(
+    svc: &ClientService,
+    r: pb::ApproveReportRequest,
+    operator: String,
+) -> Result<Response<pb::ApproveReportReply>, Status> {
+    let period = period(&r.period)?;
+    let part = part(r.region, r.unit)?.ok_or_else(|| bad("give --region or --unit"))?;
+    let expect = (r.revision > 0).then_some(r.revision);
+    let approved = !r.withdraw;
+    let (delta, a) = svc
+        .ask(|reply| {
+            Command::Report(ReportCmd::Approve {
+                part,
+                period,
+                approved,
+                expect,
+                operator,
+                reply,
+            })
+        })
+        .await?;
+    Ok(Response::new(pb::ApproveReportReply {
+        key: delta.key().to_owned(),
+        write: Some(write_reply(&delta)),
+        report: Some(pb::WriteReply {
+            author: a.report.author.0.to_vec(),
+            seq: a.report.seq,
+            hash: a.report.hash.0.to_vec(),
+        }),
+        revision: a.revision,
+        approved: a.approved,
     }))
 }
 

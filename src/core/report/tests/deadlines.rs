@@ -84,6 +84,7 @@ fn aggregate_at(at_hq: &Replica<MemStore>, hq: &Author, now: u64) -> Aggregate {
         stale_after_ms: 7 * DAY,
         last_contact: &none,
         scope: None,
+        approved_only: false,
     };
     compute(at_hq, &cx).unwrap()
 }

@@ -2,6 +2,7 @@
 //! chain, aggregation with coverage; `document.rs`: signed aggregates
 //! checked against a region's log.
 
+mod approvals;
 mod deadlines;
 mod document;
 mod rules;
@@ -62,6 +63,7 @@ fn aggregate(
         stale_after_ms: 7 * DAY,
         last_contact: contact,
         scope: None,
+        approved_only: false,
     };
     compute(rep, &cx).unwrap()
 }

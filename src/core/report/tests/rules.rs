@@ -3,8 +3,8 @@
 //! earlier schema version counted explicitly.
 
 use super::*;
+use crate::core::report::aggregate::Figure;
 use crate::core::report::document::{check, sign};
-use crate::core::report::rules::Figure;
 use crate::core::Above;
 
 /// Volunteers by age and sex (summed), the largest event (max, by
@@ -227,6 +227,7 @@ fn at(rep: &Replica<MemStore>, me: &Author, schema: &Schema, scope: Option<Part>
         stale_after_ms: DAY,
         last_contact: &none,
         scope,
+        approved_only: false,
     };
     compute(rep, &cx).unwrap()
 }
