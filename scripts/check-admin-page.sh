@@ -63,4 +63,17 @@ for png in "$out/status-phone.png" "$out/status-desktop.png"; do
     [ "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] || { echo "$png is not a PNG" >&2; exit 1; }
     [ "$(stat -c %s "$png")" -gt 5000 ] || { echo "$png is too small to show the page" >&2; exit 1; }
 done
-echo "admin page OK: $out/status-phone.png, $out/status-desktop.png"
+echo "== the /reports dashboard"
+timeout 60 "${chrome[@]}" --dump-dom "${url}reports" 2>/dev/null >"$out/reports.html"
+for part in 'id="chart-volunteers"' 'id="chart-rates"' 'id="cov-fr" data-status="included"' \
+            'id="late-ru-altai/rubtsovsk" data-timeliness="pending"' 'signed by hq'; do
+    grep -qF "$part" "$out/reports.html" || { echo "missing in /reports: $part" >&2; exit 1; }
+done
+grep -q '<rect' "$out/reports.html" || { echo "/reports drew no chart" >&2; exit 1; }
+timeout 60 "${chrome[@]}" --window-size=412,915 --screenshot="$out/reports-phone.png" "${url}reports" 2>/dev/null
+timeout 60 "${chrome[@]}" --window-size=1280,1000 --screenshot="$out/reports-desktop.png" "${url}reports" 2>/dev/null
+for png in "$out/reports-phone.png" "$out/reports-desktop.png"; do
+    [ "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] || { echo "$png is not a PNG" >&2; exit 1; }
+    [ "$(stat -c %s "$png")" -gt 5000 ] || { echo "$png is too small to show the page" >&2; exit 1; }
+done
+echo "admin page OK: $out/status-phone.png, $out/status-desktop.png, $out/reports-phone.png, $out/reports-desktop.png"

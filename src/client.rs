@@ -318,6 +318,7 @@ impl Client {
             unit,
             all,
             approved_only,
+            publish: false,
         };
         let r = self
             .inner
@@ -326,6 +327,47 @@ impl Client {
             .map_err(err)?
             .into_inner();
         String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
+    }
+
+    /// At HQ: aggregates `period` over the federation and publishes the
+    /// signed document where every node's receipts read it.
+    pub async fn publish_aggregate(
+        &mut self,
+        period: &str,
+        approved_only: bool,
+    ) -> Result<String, String> {
+        let req = pb::AggregateRequest {
+            period: period.to_owned(),
+            approved_only,
+            publish: true,
+            ..Default::default()
+        };
+        let r = self
+            .inner
+            .aggregate_reports(req)
+            .await
+            .map_err(err)?
+            .into_inner();
+        String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
+    }
+
+    /// Receipts for the node's own reports (one period's, or all), as the
+    /// JSON the node sent (a list of `core::report::receipt::Receipt`).
+    pub async fn report_receipts(
+        &mut self,
+        period: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let req = pb::ReceiptsRequest {
+            period: period.unwrap_or_default().to_owned(),
+        };
+        let r = self
+            .inner
+            .report_receipts(req)
+            .await
+            .map_err(err)?
+            .into_inner();
+        serde_json::from_slice(&r.receipts)
+            .map_err(|e| format!("node sent unreadable receipts: {e}"))
     }
 
     /// Approves `part`'s current report for `period` (or withdraws the

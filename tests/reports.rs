@@ -248,3 +248,68 @@ async fn a_stopped_region_turns_stale_and_hqs_schema_governs_submissions() {
     fr.shutdown().await.unwrap();
     hq.shutdown().await.unwrap();
 }
+
+/// HQ's `/reports` page on real nodes: totals by region as SVG, the
+/// reporting rate, who is late or missing, and the coverage of the signed
+/// aggregate HQ published; a region's page shows its own report at HQ.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hqs_dashboard_shows_totals_rates_the_late_and_its_signed_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let specs = [
+        NodeSpec::hq("hq"),
+        NodeSpec::region("office-fr", "fr", &["hq"]),
+        NodeSpec::region("office-ke", "ke", &["hq"]),
+    ];
+    let mut fed = LocalFederation::create(dir.path(), &specs, FAST).unwrap();
+    let hq = fed.start("hq").await.unwrap();
+    let fr = fed.start("office-fr").await.unwrap();
+    let (mut at_hq, mut at_fr) = (client_at(&fed, &hq), client_at(&fed, &fr));
+    at_fr
+        .submit_report(&sub("2026-09", &[("volunteers", 12), ("events", 2)]))
+        .await
+        .unwrap();
+    aggregate_until(&mut at_hq, "fr's report", |a| {
+        a.regions[0].figures.is_some()
+    })
+    .await;
+    at_hq.publish_aggregate("2026-09", false).await.unwrap();
+
+    let admin = hq.admin_addr().unwrap();
+    let (code, page) = common::http_get(admin, "/reports?period=2026-09").await;
+    assert_eq!(code, 200, "{page}");
+    for part in [
+        r#"id="chart-volunteers""#,
+        r#"id="chart-rates""#,
+        // Due 2026-10-16: fr reported after it, ke never did.
+        r#"id="late-fr" data-timeliness="late""#,
+        r#"id="late-ke" data-timeliness="overdue""#,
+        r#"id="cov-fr" data-status="included""#,
+        r#"id="cov-ke" data-status="missing""#,
+        "signed by hq",
+        "1 of 2 received (50.0%)",
+    ] {
+        assert!(page.contains(part), "{part} not in {page}");
+    }
+    assert!(page.contains("<svg") && !page.contains("<script"));
+    // The newest period held is the default.
+    let (_, default) = common::http_get(admin, "/reports").await;
+    assert!(default.contains("Reports · 2026-09"), "{default}");
+    let (code, _) = common::http_get(admin, "/reports?period=2026-13").await;
+    assert_eq!(code, 400);
+
+    // France's page: its own report, held by HQ, counted.
+    let deadline = Instant::now() + SYNC_TIMEOUT;
+    loop {
+        let (_, page) = common::http_get(fr.admin_addr().unwrap(), "/reports?period=2026-09").await;
+        if page.contains(r#"id="receipt-1""#)
+            && page.contains("held by hq")
+            && page.contains(">counted<")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no receipt on fr's page: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fr.shutdown().await.unwrap();
+    hq.shutdown().await.unwrap();
+}

@@ -208,6 +208,43 @@ async fn aggregate_and_verify(
             "  verified: {signer}'s totals include exactly {checker}'s report, up to the seq and hash named"
         );
     }
+    receipts(at_hq, config, nodes, period).await
+}
+
+/// HQ publishes its aggregate; Aleysk, two hops below HQ, sees that its
+/// report reached HQ and is counted, from HQ's signed word.
+async fn receipts(
+    at_hq: &mut Client,
+    config: &ClientConfig,
+    nodes: &[NodeHandle],
+    period: &str,
+) -> anyhow::Result<()> {
+    (at_hq.publish_aggregate(period, false))
+        .await
+        .map_err(|e| anyhow!(e))?;
+    println!(
+        "
+hq publishes its signed aggregate (`fedsync report aggregate --publish`)"
+    );
+    let mut at_aleysk = client_at(config, node(nodes, "centre-aleysk")?)?;
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    let receipts = loop {
+        let r = (at_aleysk.report_receipts(Some(period)))
+            .await
+            .map_err(|e| anyhow!(e))?;
+        if r.first().is_some_and(|x| !x["in_aggregate"].is_null()) {
+            break r;
+        }
+        if Instant::now() > deadline {
+            bail!("hq's published aggregate never reached centre-aleysk");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("centre-aleysk's reports at HQ (`fedsync report status`):");
+    print!("{}", super::report::render::receipts(&receipts));
+    if let Some(url) = node(nodes, "hq")?.admin_addr() {
+        println!("hq's dashboard: http://{url}/reports");
+    }
     Ok(())
 }
 

@@ -322,6 +322,53 @@ fn submit_approve_aggregate_verify_and_export_a_period() {
         );
     }
 
+    // HQ publishes it; each office sees whether its report is in.
+    run_ok(
+        &hq.addr,
+        &["aggregate", "--period", PERIOD, "--approved", "--publish"],
+    );
+    let receipt = |addr: &str| -> Value {
+        until("HQ's published aggregate", || {
+            let r = run_json(addr, &["status", "--period", PERIOD, "--json"]);
+            let newest = r["receipts"][0].clone();
+            (!newest["in_aggregate"].is_null()).then_some(newest)
+        })
+    };
+    // The region links to HQ: held since HQ confirmed it.
+    let at_fr = receipt(&fr.addr);
+    assert_eq!(
+        (&at_fr["at_hq"]["state"], &at_fr["at_hq"]["by"]),
+        (&Value::from("held"), &Value::from("hq")),
+        "{at_fr}"
+    );
+    assert!(at_fr["at_hq"]["since_ms"].is_u64(), "{at_fr}");
+    assert_eq!(
+        (
+            &at_fr["in_aggregate"]["status"],
+            &at_fr["in_aggregate"]["approved"]
+        ),
+        (&Value::from("counted"), &Value::from(true))
+    );
+    // The unit does not: HQ's signed aggregate is its evidence.
+    let at_a = receipt(&a.addr);
+    assert_eq!(at_a["at_hq"]["state"], "covered", "{at_a}");
+    assert_eq!(at_a["in_aggregate"]["status"], "counted");
+    // Kenya's is held but not counted: it is not approved.
+    let at_ke = receipt(&ke.addr);
+    assert_eq!(
+        (
+            &at_ke["in_aggregate"]["status"],
+            &at_ke["in_aggregate"]["why"]
+        ),
+        (&Value::from("not counted"), &Value::from("not approved")),
+        "{at_ke}"
+    );
+    let table = run_ok(&a.addr, &["status"]);
+    assert!(
+        table.contains("held by hq by") && table.contains("counted, approved (signed by hq"),
+        "{table}"
+    );
+
     // The export, read back: every row names a report the document
     // counted, and the rows add up to its totals.
     let counted: Vec<(String, u64)> = agg["regions"]

@@ -34,6 +34,11 @@ pub enum ReportCmd {
     /// Check a signed aggregate against this node's own log (run at a
     /// region or unit): exit status 1 if anything does not match.
     Verify(VerifyArgs),
+    /// Receipts for this node's reports: for each revision, whether HQ
+    /// holds it and since when (from what HQ confirmed over its link, or
+    /// the log point its published aggregate covered), and whether HQ's
+    /// newest published aggregate counts it.
+    Status(StatusArgs),
     /// Approve a report for the level above: at a region's node, one of
     /// its units' (`--unit`); at HQ, a region's (`--region`). The approval
     /// names the exact report delta and locks it: a new submission is
@@ -146,6 +151,10 @@ pub struct AggregateArgs {
     /// `--by`), then one coverage row per region and unit.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
+    /// At HQ: also publish the signed document where every office's
+    /// `report status` reads it ("is my report counted?").
+    #[arg(long, conflicts_with_all = ["region", "unit", "all"])]
+    publish: bool,
     /// Also save the signed document here (for `fedsync report verify`).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -153,6 +162,15 @@ pub struct AggregateArgs {
     /// `reports.stale_after_secs`).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     stale_after: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// One period (default: every report of this node's part).
+    #[arg(long)]
+    period: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +263,7 @@ pub async fn run(cmd: ReportCmd) -> anyhow::Result<()> {
         ReportCmd::Overdue(a) => overdue(a).await,
         ReportCmd::Approve(a) => approve(a).await,
         ReportCmd::Export(a) => export(a).await,
+        ReportCmd::Status(a) => status(a).await,
         ReportCmd::Schema(a) => schema(a).await,
     }
 }
@@ -398,16 +417,14 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
 
 async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
     let mut client = a.conn.open()?;
-    let doc = client
-        .aggregate_reports(
-            &a.period,
-            a.stale_after.unwrap_or(0),
-            a.scope.part().as_ref(),
-            a.all,
-            a.approved,
-        )
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let doc = if a.publish {
+        client.publish_aggregate(&a.period, a.approved).await
+    } else {
+        let scope = a.scope.part();
+        let stale = a.stale_after.unwrap_or(0);
+        (client.aggregate_reports(&a.period, stale, scope.as_ref(), a.all, a.approved)).await
+    };
+    let doc = doc.map_err(|e| anyhow!(e))?;
     // The node signed it; check that before printing a figure from it.
     let opened = document::open(doc.as_bytes()).map_err(|e| anyhow!("node sent {e}"))?;
     if let Some(path) = &a.out {
@@ -422,6 +439,20 @@ async fn aggregate(a: AggregateArgs) -> anyhow::Result<()> {
         if let Some(path) = &a.out {
             println!("signed document saved to {}", path.display());
         }
+    }
+    Ok(())
+}
+
+async fn status(a: StatusArgs) -> anyhow::Result<()> {
+    let mut client = a.conn.open()?;
+    let receipts = client
+        .report_receipts(a.period.as_deref())
+        .await
+        .map_err(|e| anyhow!(e))?;
+    if a.conn.json {
+        print_json(&json!({ "receipts": receipts }));
+    } else {
+        print!("{}", render::receipts(&receipts));
     }
     Ok(())
 }

@@ -393,6 +393,80 @@ pub fn overdue_json(a: &Aggregate) -> serde_json::Value {
     })
 }
 
+/// Receipts, one line per revision: where it stands at HQ, and in HQ's
+/// newest published aggregate.
+pub fn receipts(rs: &[serde_json::Value]) -> String {
+    if rs.is_empty() {
+        return "no reports submitted at this node's part\n".into();
+    }
+    let mut out = format!(
+        "{:<8} {:>4} {:>6}  {:<52} NEWEST HQ AGGREGATE\n",
+        "PERIOD", "REV", "SEQ", "AT HQ"
+    );
+    let t = |v: &serde_json::Value| v.as_u64().map_or("?".into(), day);
+    for r in rs {
+        let h = &r["at_hq"];
+        let at_hq = match h["state"].as_str().unwrap_or("") {
+            "held" => match h["since_ms"].as_u64() {
+                Some(s) => format!(
+                    "held by {} since {}",
+                    h["by"].as_str().unwrap_or("?"),
+                    day(s)
+                ),
+                None => format!(
+                    "held by {} (confirmed before this node started)",
+                    h["by"].as_str().unwrap_or("?")
+                ),
+            },
+            "covered" => format!(
+                "held by {} by {} (its aggregate)",
+                h["by"].as_str().unwrap_or("?"),
+                t(&h["at_ms"])
+            ),
+            "not_yet" => format!(
+                "NOT YET: {} confirms seq {} of this log",
+                h["by"].as_str().unwrap_or("?"),
+                h["confirmed_seq"]
+            ),
+            _ => "unknown: no word from HQ yet".into(),
+        };
+        let agg = &r["in_aggregate"];
+        let in_agg = if agg.is_null() {
+            "none published".to_owned()
+        } else {
+            let approved = if agg["approved"] == true {
+                ", approved"
+            } else {
+                ""
+            };
+            let why = agg["why"]
+                .as_str()
+                .map(|w| format!(": {w}"))
+                .unwrap_or_default();
+            format!(
+                "{}{approved} (signed by {} at {}){why}",
+                agg["status"].as_str().unwrap_or("?"),
+                agg["signer"].as_str().unwrap_or("?"),
+                t(&agg["computed_ms"])
+            )
+        };
+        let current = if r["current"] == true {
+            ""
+        } else {
+            " (superseded)"
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:>4} {:>6}  {:<42} {in_agg}{current}",
+            r["period"].as_str().unwrap_or("?"),
+            r["revision"],
+            r["seq"],
+            at_hq
+        );
+    }
+    out
+}
+
 /// A verification's checks, one line each: `ok` or `FAIL`, and why.
 pub fn checks(checks: &[fedsync::rpc::pb::Check]) -> String {
     let mut out = String::new();

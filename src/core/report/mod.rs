@@ -24,6 +24,7 @@ mod coverage;
 pub mod document;
 mod history;
 pub mod period;
+pub mod receipt;
 pub mod rules;
 mod schema;
 pub mod tidy;

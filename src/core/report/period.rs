@@ -41,6 +41,28 @@ impl Period {
 }
 
 impl Period {
+    /// The period of the same kind just before this one (none before 1970).
+    pub fn previous(&self) -> Option<Period> {
+        match *self {
+            Period::Month { year, month: 1 } => (year > 1970).then(|| Period::Month {
+                year: year - 1,
+                month: 12,
+            }),
+            Period::Month { year, month } => Some(Period::Month {
+                year,
+                month: month - 1,
+            }),
+            Period::Quarter { year, quarter: 1 } => (year > 1970).then(|| Period::Quarter {
+                year: year - 1,
+                quarter: 4,
+            }),
+            Period::Quarter { year, quarter } => Some(Period::Quarter {
+                year,
+                quarter: quarter - 1,
+            }),
+        }
+    }
+
     /// The calendar quarter `ms` (since the epoch, UTC) falls in.
     pub fn quarter_at(ms: u64) -> Period {
         let c = civil(ms);
@@ -185,6 +207,10 @@ mod tests {
             Period::quarter_at(p("2026-03").end_ms()).to_string(),
             "2026-Q2"
         );
+        assert_eq!(p("2026-Q1").previous(), Some(p("2025-Q4")));
+        assert_eq!(p("2026-01").previous(), Some(p("2025-12")));
+        assert_eq!(p("2026-07").previous(), Some(p("2026-06")));
+        assert_eq!(p("1970-01").previous(), None);
     }
 
     #[test]

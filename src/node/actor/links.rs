@@ -290,7 +290,12 @@ impl Actor {
         }
         if let Some(view) = &reaction.peer_view {
             let scope = link.session.scope(&self.replica);
-            (self.peers).observed(&link.peer.name, view, self.replica.frontier(), &scope, now);
+            // This node's own log is the one its receipts are about.
+            let me = [crate::core::NodeId(
+                self.wiring.signer.verifying_key().to_bytes(),
+            )];
+            let mine = self.replica.frontier();
+            (self.peers).observed(&link.peer.name, view, mine, &scope, &me, now);
             if view.whole {
                 self.rebuild_exchanged(id, view);
             }

@@ -35,7 +35,7 @@ pub(crate) use command::{Command, LinkId, LinkIo, Reply, WATCH_QUEUE_MAX};
 use links::Link;
 use peers::Peers;
 pub(crate) use rebuild::rebuild_from;
-pub(crate) use reports::{ReportCmd, Scope};
+pub(crate) use reports::{Dashboard, ReportCmd, Scope};
 
 /// A snapshot for callers outside the actor (tests, the demo, later the
 /// status call).

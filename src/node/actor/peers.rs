@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use crate::core::{Frontier, PeerView, Progress, Scope};
+use crate::core::{Frontier, NodeId, PeerView, Progress, Scope};
 use crate::node::link_info::LinkStats;
 use crate::node::status::{TimedText, Traffic};
 
@@ -22,7 +22,15 @@ pub(super) struct PeerEntry {
     pub sync_rounds: u64,
     /// Since when its connections are refused, with no link open since.
     pub refused_since_ms: Option<u64>,
+    /// Each step by which it confirmed holding more of this node's own
+    /// log (author, seq, first seen), newest last, bounded: when a report
+    /// revision reached it, for receipts. Kept in memory: after a restart
+    /// the steps start again.
+    pub confirmations: std::collections::VecDeque<(NodeId, u64, u64)>,
 }
+
+/// Confirmation steps kept per peer.
+const CONFIRMATIONS_MAX: usize = 512;
 
 #[derive(Debug, Default)]
 pub(super) struct Peers {
@@ -55,6 +63,7 @@ impl Peers {
         view: &PeerView,
         mine: &Frontier,
         scope: &Scope,
+        watched: &[NodeId],
         now_ms: u64,
     ) {
         let e = self.entry(name);
@@ -63,6 +72,20 @@ impl Peers {
             e.sync_rounds += 1;
         }
         e.progress.observe(view, mine, now_ms);
+        for a in watched {
+            let Some(seq) = e.progress.confirmed(a) else {
+                continue;
+            };
+            let last = (e.confirmations.iter().rev())
+                .find(|(x, _, _)| x == a)
+                .map_or(0, |(_, s, _)| *s);
+            if seq > last {
+                if e.confirmations.len() >= CONFIRMATIONS_MAX {
+                    e.confirmations.pop_front();
+                }
+                e.confirmations.push_back((*a, seq, now_ms));
+            }
+        }
     }
 
     /// Our frontier moved; `from` names the peers whose deltas moved it.

@@ -5,7 +5,7 @@
 //! the replica, the peers' last contact and the node's key.
 
 use crate::core::report::{
-    self, aggregate, approval, document, Part, Period, Report, Schema, Submission,
+    self, aggregate, approval, document, receipt, Part, Period, Report, Schema, Submission,
 };
 use crate::core::SignedDelta;
 use crate::node::ApiError;
@@ -14,6 +14,9 @@ use super::{Actor, Reply};
 
 /// Report bytes in one history reply: well inside the 4 MiB message.
 const HISTORY_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// Periods and revisions per period a receipts call lists.
+const RECEIPT_PERIODS_MAX: usize = 120;
+const RECEIPT_REVISIONS_MAX: usize = 50;
 
 pub(crate) enum ReportCmd {
     Submit {
@@ -41,7 +44,20 @@ pub(crate) enum ReportCmd {
         stale_after_ms: Option<u64>,
         scope: Scope,
         approved_only: bool,
+        /// At HQ: also write it where receipts read it.
+        publish: bool,
         reply: Reply<String>,
+    },
+    /// What the `/reports` page shows for `period` (default: the newest
+    /// period any report is held for).
+    Dashboard {
+        period: Option<Period>,
+        reply: Reply<Dashboard>,
+    },
+    /// Receipts for this node's reports (one period's, or all).
+    Receipts {
+        period: Option<Period>,
+        reply: Reply<Vec<receipt::Receipt>>,
     },
     /// Approve a part's current report, or withdraw the approval.
     Approve {
@@ -60,6 +76,22 @@ pub(crate) enum ReportCmd {
         part: Option<Part>,
         reply: Reply<document::Verdict>,
     },
+}
+
+/// Periods the `/reports` page charts the reporting rate over.
+pub(crate) const DASHBOARD_PERIODS: usize = 6;
+
+/// What the `/reports` page shows: this node's aggregate of a period (its
+/// own scope, unsigned: the page shows, it does not prove), the rates of
+/// the periods before it, HQ's newest published (signed) aggregate of the
+/// period, and this node's receipts.
+pub(crate) struct Dashboard {
+    pub node: String,
+    pub current: aggregate::Aggregate,
+    /// Oldest first, ending with the period shown.
+    pub history: Vec<(Period, crate::core::report::timeliness::Reporting)>,
+    pub published: Option<aggregate::Aggregate>,
+    pub receipts: Vec<receipt::Receipt>,
 }
 
 /// An aggregate asked for, once its scope is resolved.
@@ -148,6 +180,7 @@ impl Actor {
                 stale_after_ms,
                 scope,
                 approved_only,
+                publish,
                 reply,
             } => {
                 let scope = match scope {
@@ -161,7 +194,17 @@ impl Actor {
                     scope,
                     approved_only,
                 };
-                let _ = reply.send(self.aggregate(ask));
+                let doc = self.aggregate(ask);
+                let _ = reply.send(match doc {
+                    Ok(doc) if publish => self.publish(period, doc),
+                    other => other,
+                });
+            }
+            ReportCmd::Dashboard { period, reply } => {
+                let _ = reply.send(self.dashboard(period));
+            }
+            ReportCmd::Receipts { period, reply } => {
+                let _ = reply.send(self.receipts(period));
             }
             ReportCmd::Approve {
                 part,
@@ -231,6 +274,171 @@ impl Actor {
     fn my_part(&self) -> Option<Part> {
         let me = self.wiring.signer.verifying_key().to_bytes();
         Part::of(self.replica.roster().member(&crate::core::NodeId(me))?)
+    }
+
+    /// Writes HQ's signed aggregate where every node's receipts read it.
+    fn publish(&mut self, period: Period, doc: String) -> Result<String, ApiError> {
+        self.write_guard()?;
+        let me = crate::core::NodeId(self.wiring.signer.verifying_key().to_bytes());
+        let hq = (self.replica.roster().member(&me))
+            .is_some_and(|m| m.roles.contains(&crate::core::Role::Hq));
+        if !hq {
+            return Err(ApiError::NotAllowed(
+                "only HQ publishes aggregates; this node is not an HQ node".into(),
+            ));
+        }
+        let now = self.wiring.clock.now_ms();
+        let key = receipt::published_key(period);
+        let result = (self.replica)
+            .write(
+                &self.wiring.signer,
+                &key,
+                crate::core::Op::Put,
+                doc.clone().into_bytes(),
+                now,
+            )
+            .map_err(ApiError::from);
+        self.after_write(result.as_ref());
+        result.map(|_| doc)
+    }
+
+    fn receipts(&self, period: Option<Period>) -> Result<Vec<receipt::Receipt>, ApiError> {
+        let part = self.my_part().ok_or_else(|| {
+            ApiError::NotAllowed("receipts are for a region's or a unit's node".into())
+        })?;
+        let store = self.replica.store();
+        use crate::core::Store;
+        let keys: Vec<String> = match period {
+            Some(p) => vec![part.key(p)],
+            None => {
+                let prefix = part
+                    .key("1970-01".parse().expect("a period"))
+                    .replace("1970-01", "");
+                (store.records(&prefix, None, RECEIPT_PERIODS_MAX)?)
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .collect()
+            }
+        };
+        let roster = self.replica.roster();
+        let hq: Vec<&str> = (roster.members())
+            .filter(|m| m.roles.contains(&crate::core::Role::Hq))
+            .map(|m| m.name.as_str())
+            .collect();
+        // The authors of this part's reports: the logs HQ's word is about.
+        let authors: Vec<crate::core::NodeId> = (roster.members())
+            .filter(|m| part.is_author(m))
+            .map(|m| m.id)
+            .collect();
+        let links: Vec<receipt::HqLink> = (hq.iter())
+            .filter_map(|n| Some((*n, self.peers.get(n)?)))
+            .map(|(name, e)| receipt::HqLink {
+                name: name.to_owned(),
+                confirmed: (authors.iter())
+                    .filter_map(|a| Some((*a, e.progress.confirmed(a)?)))
+                    .collect(),
+                steps: e.confirmations.iter().copied().collect(),
+                as_of_ms: e.progress.last_contact_ms,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for key in &keys {
+            let (revisions, _) =
+                report::history(store, key, RECEIPT_REVISIONS_MAX, HISTORY_BYTES_MAX)?;
+            let Some(p) = key
+                .rsplit('/')
+                .next()
+                .and_then(|p| p.parse::<Period>().ok())
+            else {
+                continue;
+            };
+            let published = receipt::published(&self.replica, p)?;
+            out.extend(receipt::receipts(
+                &part,
+                &revisions,
+                &links,
+                published.as_ref(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn dashboard(&self, period: Option<Period>) -> Result<Dashboard, ApiError> {
+        let now = self.wiring.clock.now_ms();
+        let period = match period {
+            Some(p) => p,
+            None => self
+                .newest_period()?
+                .unwrap_or_else(|| Period::quarter_at(now)),
+        };
+        let scope = self.my_part();
+        let schema = self.schema()?;
+        let me = crate::core::NodeId(self.wiring.signer.verifying_key().to_bytes());
+        let compute = |p: Period| -> Result<aggregate::Aggregate, ApiError> {
+            let cx = aggregate::Context {
+                period: p,
+                schema: &schema,
+                me,
+                my_name: &self.wiring.name,
+                now_ms: now,
+                stale_after_ms: self.wiring.report_stale_after_ms,
+                last_contact: &|_| None,
+                scope: scope.clone(),
+                approved_only: false,
+            };
+            Ok(aggregate::compute(&self.replica, &cx)?)
+        };
+        let current = compute(period)?;
+        let mut history = Vec::new();
+        let mut p = Some(period);
+        while let Some(q) = p.filter(|_| history.len() < DASHBOARD_PERIODS) {
+            let rates = match q == period {
+                true => current.reporting.clone(),
+                false => compute(q)?.reporting,
+            };
+            history.push((q, rates.unwrap_or_default()));
+            p = q.previous();
+        }
+        history.reverse();
+        let receipts = match self.my_part() {
+            Some(_) => self.receipts(Some(period))?,
+            None => Vec::new(),
+        };
+        Ok(Dashboard {
+            node: self.wiring.name.clone(),
+            current,
+            history,
+            published: receipt::published(&self.replica, period)?,
+            receipts,
+        })
+    }
+
+    /// The newest period any part's report is held for.
+    fn newest_period(&self) -> Result<Option<Period>, ApiError> {
+        use crate::core::Store;
+        let probe: Period = "1970-01".parse().expect("a period");
+        let mut newest: Option<Period> = None;
+        let parts: std::collections::BTreeSet<Part> = self
+            .replica
+            .roster()
+            .members()
+            .filter_map(Part::of)
+            .collect();
+        for part in parts {
+            let prefix = part.key(probe).replace("1970-01", "");
+            for (k, _) in self
+                .replica
+                .store()
+                .records(&prefix, None, RECEIPT_PERIODS_MAX)?
+            {
+                let p = k.rsplit('/').next().and_then(|p| p.parse::<Period>().ok());
+                // Quarters and months compare by when they end.
+                if let Some(p) = p.filter(|p| newest.is_none_or(|n| p.end_ms() > n.end_ms())) {
+                    newest = Some(p);
+                }
+            }
+        }
+        Ok(newest)
     }
 
     fn approve(

@@ -5,6 +5,7 @@
 
 pub mod metrics;
 pub mod page;
+pub mod reports;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -38,6 +39,7 @@ pub(crate) fn serve(
         .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/status.json", get(status_json))
+        .route("/reports", get(reports_page))
         .with_state(admin);
     tokio::spawn(async move {
         let shutdown = async move {
@@ -82,6 +84,36 @@ async fn status_page(State(admin): State<Admin>) -> Response {
             r
         }
         Err(r) => r,
+    }
+}
+
+/// `/reports?period=2026-Q3`: the dashboard of a period (default: the
+/// newest one any report is held for).
+async fn reports_page(State(admin): State<Admin>, uri: axum::http::Uri) -> Response {
+    let asked = (uri.query().unwrap_or_default().split('&'))
+        .find_map(|kv| kv.strip_prefix("period="))
+        .map(|p| p.parse::<crate::core::report::Period>());
+    let period = match asked {
+        None => None,
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cmd = Command::Report(super::actor::ReportCmd::Dashboard { period, reply: tx });
+    if admin.actor.send(cmd).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down").into_response();
+    }
+    match rx.await {
+        Ok(Ok(d)) => {
+            let mut r = with_type(reports::render(&d), "text/html; charset=utf-8");
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            );
+            r
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down").into_response(),
     }
 }
 

@@ -144,6 +144,7 @@ pub fn render(s: &NodeStatus) -> String {
                     " · roster v" (s.roster_version) " · "
                     @if s.serving { "serving" } @else { strong.err { "NOT SERVING" } }
                     " · stalled after " (age(s.stall_after_ms)) " without progress"
+                    " · " a href="/reports" { "reports" }
                 }
                 @if let Some(holds) = describe_holds(s) { p.meta.holds { (holds) } }
                 div.wrap {

@@ -479,6 +479,14 @@ impl pb::client_server::Client for ClientService {
         reports::verify(self, req.into_inner()).await
     }
 
+    async fn report_receipts(
+        &self,
+        req: Request<pb::ReceiptsRequest>,
+    ) -> Result<Response<pb::ReceiptsReply>, Status> {
+        let _permit = self.operator(&req)?;
+        reports::receipts(self, req.into_inner()).await
+    }
+
     async fn approve_report(
         &self,
         req: Request<pb::ApproveReportRequest>,

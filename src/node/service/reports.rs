@@ -174,12 +174,29 @@ pub(super) async fn aggregate(
                 stale_after_ms,
                 scope,
                 approved_only: r.approved_only,
+                publish: r.publish,
                 reply,
             })
         })
         .await?;
     Ok(Response::new(pb::AggregateReply {
         document: document.into_bytes(),
+    }))
+}
+
+pub(super) async fn receipts(
+    svc: &ClientService,
+    r: pb::ReceiptsRequest,
+) -> Result<Response<pb::ReceiptsReply>, Status> {
+    let period = match r.period.as_str() {
+        "" => None,
+        p => Some(period(p)?),
+    };
+    let receipts = svc
+        .ask(|reply| Command::Report(ReportCmd::Receipts { period, reply }))
+        .await?;
+    Ok(Response::new(pb::ReceiptsReply {
+        receipts: serde_json::to_vec(&receipts).expect("receipts serialise"),
     }))
 }
 

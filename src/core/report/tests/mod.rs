@@ -5,6 +5,7 @@
 mod approvals;
 mod deadlines;
 mod document;
+mod receipts;
 mod rules;
 
 use std::collections::BTreeMap;
