@@ -163,6 +163,7 @@ fn coverage_cell(r: &RegionCoverage) -> String {
         Some(State::Approved) => ", approved".to_owned(),
         Some(State::LockBroken) => ", LOCK BROKEN".to_owned(),
         Some(State::Withdrawn) => ", withdrawn".to_owned(),
+        Some(State::Waiting) => ", approval waiting for its report".to_owned(),
         Some(State::Refused) => ", FORGED APPROVAL".to_owned(),
         None => String::new(),
     };

@@ -81,6 +81,8 @@ pub enum Standing {
     Approved { approval: Held, report: DeltaRef },
     /// Withdrawn from this report delta.
     Withdrawn { approval: Held },
+    /// Names a report delta this node does not hold yet.
+    Waiting { approval: Held },
     /// A record that is not a valid approval of this part, and why.
     Forged { approval: Held, why: String },
 }
@@ -116,6 +118,19 @@ pub fn standing<S: Store>(
         approver,
         value: parsed.as_ref().ok().cloned(),
     };
+    // An approval can arrive before the report it names (they are two
+    // logs): not honoured yet, and not a forgery either.
+    if let Ok(a) = &parsed {
+        let ours = a.part() == *part && a.period == period.to_string();
+        if ours
+            && replica
+                .store()
+                .delta(&a.report.author, a.report.seq)?
+                .is_none()
+        {
+            return Ok(Standing::Waiting { approval: held });
+        }
+    }
     let why = match parsed {
         Err(why) => Some(why),
         Ok(a) => wrong(replica, &delta, &a, part, period)?,
@@ -324,6 +339,7 @@ pub fn review<S: Store>(
             _ => Some(note(State::Approved, approval, None)),
         },
         Standing::Withdrawn { approval } => Some(note(State::Withdrawn, approval, None)),
+        Standing::Waiting { approval } => Some(note(State::Waiting, approval, None)),
         Standing::Forged { approval, why } => {
             Some(note(State::Refused, approval, Some(why.clone())))
         }

@@ -439,6 +439,9 @@ pub enum State {
     /// In force for an earlier revision: the later one broke the lock.
     LockBroken,
     Withdrawn,
+    /// Of a report delta the aggregating node did not hold yet: not
+    /// honoured until it does.
+    Waiting,
     /// Not an approval of this part: never honoured.
     Refused,
 }
@@ -449,6 +452,7 @@ impl State {
             State::Approved => "approved",
             State::LockBroken => "lock broken",
             State::Withdrawn => "withdrawn",
+            State::Waiting => "approval of a report not held yet",
             State::Refused => "forged approval refused",
         }
     }

@@ -292,3 +292,45 @@ fn forged_approvals_are_refused_at_every_node() {
     }
     f.submit(A, 6, NOW + 500).unwrap();
 }
+
+/// An approval that arrives before the report it names waits: neither
+/// honoured nor called forged, and honoured once the report arrives.
+#[test]
+fn an_approval_ahead_of_its_report_waits_for_it() {
+    let mut f = fed();
+    let unit_a = Part::Unit("a".into());
+    f.submit(A, 5, NOW).unwrap();
+    let from_a: Vec<SignedDelta> = f.nodes[A].store().logs.values().cloned().collect();
+    f.nodes[FR].ingest(from_a, "peer", NOW).unwrap();
+    f.approve(FR, &unit_a, true).unwrap();
+    // HQ hears from fr first: the approval, not yet the report.
+    let from_fr: Vec<SignedDelta> = (f.nodes[FR].store().logs.values())
+        .filter(|d| d.author() == f.fr.id())
+        .cloned()
+        .collect();
+    f.nodes[HQ].ingest(from_fr, "peer", NOW).unwrap();
+    let period: Period = "2026-09".parse().unwrap();
+    let standing = approval::standing(&f.nodes[HQ], &unit_a, period).unwrap();
+    assert!(
+        matches!(standing, approval::Standing::Waiting { .. }),
+        "{standing:?}"
+    );
+    let agg = f.aggregate(HQ, true);
+    assert_eq!(
+        entry(&agg, "fr/a").approval.as_ref().unwrap().state,
+        State::Waiting
+    );
+    assert!(
+        agg.warnings
+            .iter()
+            .all(|w| !w.contains("is not an approval")),
+        "{:?}",
+        agg.warnings
+    );
+    f.sync();
+    let agg = f.aggregate(HQ, true);
+    assert!(
+        entry(&agg, "fr/a").is_approved() && agg.totals[1].sum == 5,
+        "{agg:?}"
+    );
+}
