@@ -59,9 +59,9 @@ impl Approval {
     }
 }
 
-/// The key at which `part`'s report for `period` is approved, and whether
-/// HQ (`true`) or the part's region writes it; `None` for a unit outside
-/// the tree in force.
+/// The key at which `part`'s report for `period` is approved: in HQ's
+/// space for a region, in its region's for a unit; `None` for a unit
+/// outside the tree in force.
 pub fn approval_key(roster: &Roster, part: &Part, period: Period) -> Option<String> {
     Some(match part {
         Part::Region(r) => format!("hq/approvals/{period}/regions/{r}"),
@@ -296,7 +296,10 @@ pub fn approve<S: Store>(
             Part::Unit(u) => roster.units.region_of(u).unwrap_or_default().to_owned(),
             Part::Region(r) => r.clone(),
         },
-        unit: report.unit.clone(),
+        unit: match part {
+            Part::Unit(u) => Some(u.clone()),
+            Part::Region(_) => None,
+        },
         report: DeltaRef::of(&current),
         revision: report.revision,
         approved,
