@@ -320,9 +320,12 @@ impl Client {
             approved_only,
             publish: false,
         };
-        let r = self
-            .inner
-            .aggregate_reports(req)
+        self.aggregate(req).await
+    }
+
+    /// The signed document the node returns for `req`.
+    async fn aggregate(&mut self, req: pb::AggregateRequest) -> Result<String, String> {
+        let r = (self.inner.aggregate_reports(req))
             .await
             .map_err(err)?
             .into_inner();
@@ -342,13 +345,7 @@ impl Client {
             publish: true,
             ..Default::default()
         };
-        let r = self
-            .inner
-            .aggregate_reports(req)
-            .await
-            .map_err(err)?
-            .into_inner();
-        String::from_utf8(r.document).map_err(|_| "node sent a document that is not UTF-8".into())
+        self.aggregate(req).await
     }
 
     /// Receipts for the node's own reports (one period's, or all), as the

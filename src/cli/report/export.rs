@@ -16,6 +16,8 @@ use parquet::file::properties::WriterProperties;
 
 use fedsync::core::report::tidy::{Row, COLUMNS};
 
+use super::render::field;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Parquet,
@@ -98,15 +100,6 @@ pub fn parquet(rows: &[Row]) -> anyhow::Result<Vec<u8>> {
     w.write(&batch)?;
     w.close()?;
     Ok(out)
-}
-
-/// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
 }
 
 /// CSV with a header; an absent unit or category is an empty field.

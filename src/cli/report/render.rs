@@ -478,7 +478,7 @@ pub fn checks(checks: &[fedsync::rpc::pb::Check]) -> String {
 }
 
 /// A CSV field, quoted when it must be.
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
