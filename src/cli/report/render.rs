@@ -451,17 +451,17 @@ pub fn receipts(rs: &[serde_json::Value]) -> String {
                 t(&agg["computed_ms"])
             )
         };
-        let current = if r["current"] == true {
-            ""
-        } else {
-            " (superseded)"
+        // The aggregate's status already says a revision was superseded.
+        let current = match r["current"] == true || !agg.is_null() {
+            true => "",
+            false => " (an older revision)",
         };
         let _ = writeln!(
             out,
-            "{:<8} {:>4} {:>6}  {:<42} {in_agg}{current}",
+            "{:<8} {:>4} {:>6}  {:<52} {in_agg}{current}",
             r["period"].as_str().unwrap_or("?"),
-            r["revision"],
-            r["seq"],
+            r["revision"].to_string(),
+            r["seq"].to_string(),
             at_hq
         );
     }
